@@ -1,0 +1,31 @@
+namespace Analytics.Store;
+
+/// <summary>
+/// ClickHouse, embedded (chDB) or a server, behind one interface: the schema and every query are the
+/// same SQL on both. Parameters are bound by ClickHouse (<c>{name:Type}</c> placeholders), never
+/// spliced into the text.
+/// </summary>
+public interface IClickHouseStore : IAsyncDisposable
+{
+    /// <summary><c>embedded</c> or <c>server</c>.</summary>
+    string Backend { get; }
+
+    /// <summary>Where the data lives: a directory or a server URL (without credentials).</summary>
+    string Location { get; }
+
+    /// <summary>Runs a statement that returns nothing (DDL, INSERT … SELECT, SET …).</summary>
+    Task ExecuteAsync(string sql, QueryParameters? parameters = null, CancellationToken cancellationToken = default);
+
+    /// <summary>Runs a query and returns its rows, typed (see <see cref="QueryResult"/>).</summary>
+    Task<QueryResult> QueryAsync(string sql, QueryParameters? parameters = null, CancellationToken cancellationToken = default);
+
+    /// <summary>Runs a query and returns ClickHouse's own rendering of it in <paramref name="format"/> (TSV, JSON, …).</summary>
+    Task<byte[]> QueryFormattedAsync(string sql, string format, QueryParameters? parameters = null, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Inserts rows already encoded as ClickHouse RowBinary for <paramref name="columns"/>. A non-null
+    /// <paramref name="deduplicationToken"/> makes the insert idempotent: a second insert with the same
+    /// token is dropped by ClickHouse (tables carry <c>non_replicated_deduplication_window</c>).
+    /// </summary>
+    Task InsertRowBinaryAsync(string table, string columns, ReadOnlyMemory<byte> rows, string? deduplicationToken, CancellationToken cancellationToken = default);
+}
