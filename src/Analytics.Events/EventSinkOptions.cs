@@ -1,0 +1,30 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace Analytics.Events;
+
+/// <summary>Tuning of the path from the listener to ClickHouse (section <c>Events</c>).</summary>
+public sealed class EventSinkOptions
+{
+    /// <summary>Events held in memory before producers spill to disk. Default 262,144.</summary>
+    [Range(1024, 16_777_216)]
+    public int Capacity { get; set; } = 262_144;
+
+    /// <summary>Most events in one insert. Default 100,000.</summary>
+    [Range(1, 1_000_000)]
+    public int BatchSize { get; set; } = 100_000;
+
+    /// <summary>Longest an event waits in memory before its batch is sent. Default 250 ms (detection latency budget is 2 s).</summary>
+    [Range(typeof(TimeSpan), "00:00:00.001", "00:01:00")]
+    public TimeSpan FlushInterval { get; set; } = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>Longest pause between retries while the store is down. Default 30 s.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.010", "00:10:00")]
+    public TimeSpan MaxBackoff { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long shutdown waits for the store before spooling the rest. Default 10 s.</summary>
+    [Range(typeof(TimeSpan), "00:00:00", "00:10:00")]
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Spool directory for batches the store could not take. Default: <c>DATA/spool/events</c>.</summary>
+    public string? SpoolDirectory { get; set; }
+}
