@@ -26,6 +26,22 @@ internal static class InsertStatements
         return $"INSERT INTO {table} ({columns}){settings} FORMAT RowBinary";
     }
 
+    /// <summary>The same insert reading its rows from a local file (embedded engine only).</summary>
+    public static string RowBinaryFromFile(string table, string columns, string path, string? deduplicationToken)
+    {
+        Check(table, IdentifierChars, nameof(table));
+        Check(columns, IdentifierChars, nameof(columns));
+        var quoted = "'" + path.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("'", "\\'", StringComparison.Ordinal) + "'";
+        var settings = "";
+        if (deduplicationToken is not null)
+        {
+            Check(deduplicationToken, TokenChars, nameof(deduplicationToken));
+            settings = $" SETTINGS insert_deduplicate = 1, insert_deduplication_token = '{deduplicationToken}'";
+        }
+
+        return $"INSERT INTO {table} ({columns}) FROM INFILE {quoted}{settings} FORMAT RowBinary";
+    }
+
     private static void Check(string value, SearchValues<char> allowed, string what)
     {
         if (value.Length == 0 || value.AsSpan().IndexOfAnyExcept(allowed) >= 0)

@@ -17,6 +17,8 @@ public sealed class EmbeddedStore : IClickHouseStore
     private static EmbeddedStore? _open;
 
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly string _tempDirectory;
+    private long _insertSequence;
     private readonly FileStream _lock;
     private nint _connectionHandle; // chdb_connection*, owned by this instance
     private nint _connection;       // *chdb_connection, what queries take
@@ -27,6 +29,8 @@ public sealed class EmbeddedStore : IClickHouseStore
         _lock = lockFile;
         _connectionHandle = handle;
         _connection = *(nint*)handle;
+        _tempDirectory = Path.Combine(dataDirectory, "tmp");
+        Directory.CreateDirectory(_tempDirectory);
     }
 
     public string Backend => "embedded";
@@ -146,13 +150,25 @@ public sealed class EmbeddedStore : IClickHouseStore
     public Task<byte[]> QueryFormattedAsync(string sql, string format, QueryParameters? parameters = null, CancellationToken cancellationToken = default) =>
         RunAsync(Encoding.UTF8.GetBytes(sql), format, parameters, cancellationToken);
 
-    public Task InsertRowBinaryAsync(string table, string columns, ReadOnlyMemory<byte> rows, string? deduplicationToken, CancellationToken cancellationToken = default)
+    public async Task InsertRowBinaryAsync(string table, string columns, ReadOnlyMemory<byte> rows, string? deduplicationToken, CancellationToken cancellationToken = default)
     {
-        var header = Encoding.UTF8.GetBytes(InsertStatements.RowBinaryHeader(table, columns, deduplicationToken) + "\n");
-        var query = new byte[header.Length + rows.Length];
-        header.CopyTo(query, 0);
-        rows.Span.CopyTo(query.AsSpan(header.Length));
-        return RunAsync(query, "TSV", null, cancellationToken);
+        // Inline data after FORMAT is cut at the first blank line ("\n\n"), which binary rows contain
+        // by chance; FROM INFILE reads the exact bytes. The file lives in page cache for milliseconds.
+        var path = Path.Combine(_tempDirectory, "insert-" + Interlocked.Increment(ref _insertSequence).ToString(CultureInfo.InvariantCulture) + ".rb");
+        await using (var file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.Read, 1 << 16, FileOptions.Asynchronous))
+        {
+            await file.WriteAsync(rows, cancellationToken);
+        }
+
+        try
+        {
+            var sql = InsertStatements.RowBinaryFromFile(table, columns, path, deduplicationToken);
+            await RunAsync(Encoding.UTF8.GetBytes(sql), "TSV", null, cancellationToken);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
     }
 
     private async Task<byte[]> RunAsync(byte[] query, string format, QueryParameters? parameters, CancellationToken cancellationToken)

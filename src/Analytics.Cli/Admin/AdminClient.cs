@@ -1,0 +1,67 @@
+using System.Net.Http.Json;
+using System.Net.Sockets;
+
+namespace Analytics.Cli.Admin;
+
+/// <summary>Sends a CLI command to the server that owns the data directory, through its admin socket.</summary>
+internal static class AdminClient
+{
+    public static async Task<int> ForwardAsync(string dataDirectory, string[] args, CliIO io, CancellationToken cancellationToken)
+    {
+        var socket = AdminEndpoint.SocketPath(dataDirectory);
+        if (!File.Exists(socket))
+        {
+            throw new CliException(
+                $"The data directory {dataDirectory} is locked by another process, and it has no admin socket ({socket}). " +
+                "If a server is starting, retry in a moment.", 2);
+        }
+
+        var stdin = io.InputRedirected ? await io.In.ReadToEndAsync(cancellationToken) : null;
+        using var http = Create(socket);
+        HttpResponseMessage response;
+        try
+        {
+            response = await http.PostAsJsonAsync("/admin/run", new AdminRequest(args, stdin), AdminJson.Default.AdminRequest, cancellationToken);
+        }
+        catch (HttpRequestException ex)
+        {
+            throw new CliException($"The server owning {dataDirectory} did not answer on {socket}: {ex.Message}", 2);
+        }
+
+        using (response)
+        {
+            if (!response.IsSuccessStatusCode)
+            {
+                throw new CliException($"The server refused the command: HTTP {(int)response.StatusCode}.", 2);
+            }
+
+            var result = await response.Content.ReadFromJsonAsync(AdminJson.Default.AdminResponse, cancellationToken)
+                ?? throw new CliException("The server sent an empty answer.", 2);
+            await io.Out.WriteAsync(result.Stdout);
+            await io.Error.WriteAsync(result.Stderr);
+            return result.ExitCode;
+        }
+    }
+
+    private static HttpClient Create(string socketPath)
+    {
+        var handler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (_, token) =>
+            {
+                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                try
+                {
+                    await s.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), token);
+                    return new NetworkStream(s, ownsSocket: true);
+                }
+                catch
+                {
+                    s.Dispose();
+                    throw;
+                }
+            },
+        };
+        return new HttpClient(handler) { BaseAddress = new Uri("http://admin.local"), Timeout = TimeSpan.FromMinutes(10) };
+    }
+}

@@ -1,0 +1,226 @@
+using System.Buffers;
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using Analytics.Cli.Commands;
+using Analytics.Events;
+using Analytics.Store;
+using Analytics.Store.Embedded;
+using Analytics.Store.Schema;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Analytics.Cli.Bench;
+
+/// <summary>
+/// <c>bench ingest</c>: events/s through the sink into the embedded engine, against the raw engine
+/// rate for the same rows inserted directly (the sink's overhead is the ratio), bytes per event on
+/// disk, and the producer's cost per publish.
+/// </summary>
+internal static class IngestBenchmark
+{
+    public static Command Create(CommandContext context)
+    {
+        var events = new Option<int>("--events") { Description = "Events per run (default 2,000,000)", DefaultValueFactory = _ => 2_000_000 };
+        var runs = new Option<int>("--runs") { Description = "Runs of each measurement; the median is reported (default 3)", DefaultValueFactory = _ => 3 };
+        var command = new Command("ingest", "Sustained events/s through the event sink vs. raw INSERT into the embedded engine")
+        {
+            events,
+            runs,
+            BenchCommand.Json,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var n = parse.GetValue(events);
+            var r = parse.GetValue(runs);
+            if (n < 1000 || r < 1)
+            {
+                throw new CliException("--events must be at least 1000 and --runs at least 1.");
+            }
+
+            var report = await RunAsync(n, r, parse.GetValue(GlobalOptions.Data), context.IO, parse.GetValue(BenchCommand.Json), cancellationToken);
+            await report.WriteAsync(context.IO.Out, parse.GetValue(BenchCommand.Json));
+            return 0;
+        });
+        return command;
+    }
+
+    private static async Task<BenchReport> RunAsync(int count, int runs, string? dataOption, CliIO io, bool quiet, CancellationToken cancellationToken)
+    {
+        var temp = dataOption is null;
+        var data = dataOption ?? Path.Combine(Path.GetTempPath(), "analytics-bench-" + Guid.NewGuid().ToString("N")[..8]);
+        var sample = SyntheticEvents.Create(count, seed: 42);
+        var report = new BenchReport("ingest");
+        report.Context("events_per_run", count.ToString(CultureInfo.InvariantCulture));
+        report.Context("runs", runs.ToString(CultureInfo.InvariantCulture));
+        report.Context("engine", "chDB " + ChdbLibrary.Version);
+        report.Context("cores", Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture));
+        try
+        {
+            await using var store = EmbeddedStore.Open(data);
+            await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
+
+            // Raw engine: the same rows, pre-encoded, in batches of the sink's size, inserted directly.
+            var batchSize = new EventSinkOptions().BatchSize;
+            var encoded = new List<(byte[] Rows, int Count)>();
+            for (var i = 0; i < count; i += batchSize)
+            {
+                var writer = new ArrayBufferWriter<byte>(1 << 20);
+                var n = Math.Min(batchSize, count - i);
+                for (var j = 0; j < n; j++)
+                {
+                    EventRowEncoder.Write(writer, sample[i + j]);
+                }
+
+                encoded.Add((writer.WrittenSpan.ToArray(), n));
+            }
+
+            var raw = new List<double>();
+            var sinkRates = new List<double>();
+            var publishNs = new List<double>();
+            for (var run = 0; run < runs; run++)
+            {
+                Progress(io, quiet, $"run {run + 1}/{runs}: raw insert");
+                await store.ExecuteAsync("TRUNCATE TABLE events", null, cancellationToken);
+                var sw = Stopwatch.StartNew();
+                foreach (var (rows, _) in encoded)
+                {
+                    await store.InsertRowBinaryAsync(EventRowEncoder.Table, EventRowEncoder.Columns, rows, null, cancellationToken);
+                }
+
+                raw.Add(count / sw.Elapsed.TotalSeconds);
+
+                Progress(io, quiet, $"run {run + 1}/{runs}: through the sink");
+                await store.ExecuteAsync("TRUNCATE TABLE events", null, cancellationToken);
+                var spool = Path.Combine(data, "spool-bench-" + run.ToString(CultureInfo.InvariantCulture));
+                var options = new EventSinkOptions { Capacity = Math.Max(count, 1024) };
+                await using (var sink = new EventSink(store, options, spool, NullLogger.Instance))
+                {
+                    sw.Restart();
+                    var publishTicks = 0L;
+                    for (var i = 0; i < count; i += 10_000)
+                    {
+                        var t0 = Stopwatch.GetTimestamp();
+                        var end = Math.Min(count, i + 10_000);
+                        for (var j = i; j < end; j++)
+                        {
+                            sink.Publish(sample[j]);
+                        }
+
+                        publishTicks += Stopwatch.GetTimestamp() - t0;
+                    }
+
+                    if (!await sink.FlushAsync(cancellationToken))
+                    {
+                        throw new CliException("The sink did not get every event into the store; see the spool.");
+                    }
+
+                    sinkRates.Add(count / sw.Elapsed.TotalSeconds);
+                    publishNs.Add(publishTicks * 1e9 / Stopwatch.Frequency / count);
+                }
+
+                var stored = (await store.QueryAsync("SELECT count() FROM events", null, cancellationToken)).Scalar<ulong>();
+                if (stored != (ulong)count)
+                {
+                    throw new CliException($"Expected {count} rows after the sink run, found {stored}.");
+                }
+            }
+
+            await store.ExecuteAsync("OPTIMIZE TABLE events FINAL", null, cancellationToken);
+            var bytes = (await store.QueryAsync(
+                "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = currentDatabase() AND table = 'events' AND active", null, cancellationToken)).Scalar<ulong>();
+
+            var rawMedian = Median(raw);
+            var sinkMedian = Median(sinkRates);
+            report.Add("sink_events_per_s", sinkMedian, "events/s", "sustained through the sink (median)");
+            report.Add("raw_events_per_s", rawMedian, "events/s", "raw INSERT of the same rows (median)");
+            report.Add("sink_to_raw_ratio", sinkMedian / rawMedian, "", "sink / raw");
+            report.Add("bytes_per_event", (double)bytes / count, "bytes", "on disk per event (compressed)");
+            report.Add("publish_ns_per_event", Median(publishNs), "ns", "producer cost per Publish (median)");
+            return report;
+        }
+        finally
+        {
+            if (temp)
+            {
+                TryDelete(data);
+            }
+        }
+    }
+
+    private static void Progress(CliIO io, bool quiet, string message)
+    {
+        if (!quiet)
+        {
+            io.Error.WriteLine(message);
+        }
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            Directory.Delete(path, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+/// <summary>A plausible mix of session events (connect, AUTH, MAIL, RCPT, DATA, close) for benchmarks.</summary>
+internal static class SyntheticEvents
+{
+    public static SmtpEvent[] Create(int count, int seed)
+    {
+        var random = new Random(seed);
+        var result = new SmtpEvent[count];
+        var start = new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
+        EventKind[] cycle = [EventKind.Connect, EventKind.Ehlo, EventKind.Auth, EventKind.Mail, EventKind.Rcpt, EventKind.Rcpt, EventKind.Rcpt, EventKind.Data, EventKind.Close];
+        ulong session = 0;
+        var ip = IPAddress.Loopback;
+        var user = "";
+        for (var i = 0; i < count; i++)
+        {
+            var kind = cycle[i % cycle.Length];
+            if (kind == EventKind.Connect)
+            {
+                session = (ulong)random.NextInt64();
+                ip = new IPAddress([(byte)random.Next(1, 224), (byte)random.Next(256), (byte)random.Next(256), (byte)random.Next(1, 255)]);
+                user = "user" + random.Next(50_000).ToString(CultureInfo.InvariantCulture) + "@example.net";
+            }
+
+            var rejected = kind == EventKind.Rcpt && random.Next(10) == 0;
+            var local = "r" + random.Next(100_000).ToString(CultureInfo.InvariantCulture);
+            result[i] = new SmtpEvent
+            {
+                Timestamp = start.AddMilliseconds(i * 3),
+                Node = "bench",
+                Role = ListenerRole.Submission,
+                SessionId = session,
+                Kind = kind,
+                ClientIp = ip,
+                ClientPort = (ushort)random.Next(1024, 65535),
+                User = kind >= EventKind.Auth ? user : "",
+                Mechanism = kind == EventKind.Auth ? "PLAIN" : "",
+                Outcome = rejected ? EventOutcome.Reject : EventOutcome.Ok,
+                ReplyCode = (ushort)(rejected ? 550 : kind == EventKind.Auth ? 235 : 250),
+                Status = rejected ? "5.1.1" : "2.0.0",
+                Sender = kind is EventKind.Mail or EventKind.Rcpt or EventKind.Data ? user : "",
+                Recipient = kind == EventKind.Rcpt ? local + "@example.org" : "",
+                RecipientDomain = kind == EventKind.Rcpt ? "example.org" : "",
+                Size = kind == EventKind.Data ? (ulong)random.Next(500, 200_000) : 0,
+                DurationMs = kind == EventKind.Close ? (uint)random.Next(50, 5000) : 0,
+                Detail = kind == EventKind.Ehlo ? "mail.example.net" : rejected ? "unknown mailbox" : "",
+            };
+        }
+
+        return result;
+    }
+}

@@ -1,0 +1,17 @@
+using System.CommandLine;
+using Analytics.Cli.Bench;
+
+namespace Analytics.Cli.Commands;
+
+/// <summary><c>analytics bench …</c>: figures, printed (or as JSON), never asserted.</summary>
+internal static class BenchCommand
+{
+    public static readonly Option<bool> Json = new("--json") { Description = "Print the figures as one JSON object" };
+
+    public static Command Create(CommandContext context)
+    {
+        var command = new Command("bench", "Benchmarks that print figures (run on an idle machine; compare ratios within one run)");
+        command.Subcommands.Add(IngestBenchmark.Create(context));
+        return command;
+    }
+}

@@ -1,0 +1,3 @@
+using Analytics.Cli;
+
+return await AnalyticsCli.RunAsync(args, CliIO.Console, server: null, CancellationToken.None);
