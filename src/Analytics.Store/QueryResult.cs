@@ -98,7 +98,9 @@ public sealed class QueryResult
             var row = new object?[columns.Length];
             for (var c = 0; c < columns.Length && c < fields.Length; c++)
             {
-                row[c] = fields[c] == "\\N" ? null : ClickHouseValue.Parse(Unescape(fields[c]), columns[c].Type);
+                // Arrays keep their own quoting inside the field: parse them from the raw text.
+                row[c] = fields[c] == "\\N" ? null
+                    : ClickHouseValue.Parse(ClickHouseValue.IsArray(columns[c].Type) ? fields[c] : Unescape(fields[c]), columns[c].Type);
             }
 
             rows.Add(row);
@@ -160,6 +162,8 @@ internal static class ClickHouseValue
         }
     }
 
+    public static bool IsArray(string type) => Unwrap(type).StartsWith("Array(", StringComparison.Ordinal);
+
     public static object? Parse(string text, string type)
     {
         type = Unwrap(type);
@@ -219,6 +223,9 @@ internal static class ClickHouseValue
                     if (text[i] == '\\' && i + 1 < text.Length)
                     {
                         i++;
+                        sb.Append(text[i] switch { 'n' => '\n', 't' => '\t', 'r' => '\r', '0' => '\0', 'b' => '\b', 'f' => '\f', var other => other });
+                        i++;
+                        continue;
                     }
 
                     sb.Append(text[i]);

@@ -123,15 +123,15 @@ public sealed partial class Migrator
             return;
         }
 
-        var wanted = $"INTERVAL {settings.RetentionDays} DAY";
+        // ClickHouse renders the TTL back as toIntervalDay(N).
         var current = (string)engine.Rows[0][0]!;
-        if (current.Contains(wanted, StringComparison.Ordinal))
+        if (current.Contains($"toIntervalDay({settings.RetentionDays})", StringComparison.Ordinal))
         {
             return;
         }
 
         await _store.ExecuteAsync(
-            $"ALTER TABLE events MODIFY TTL toDateTime(ts) + {wanted} SETTINGS materialize_ttl_after_modify = 0", null, cancellationToken);
+            $"ALTER TABLE events MODIFY TTL toDateTime(ts) + INTERVAL {settings.RetentionDays} DAY SETTINGS materialize_ttl_after_modify = 0", null, cancellationToken);
         LogRetention(_logger, settings.RetentionDays);
     }
 
