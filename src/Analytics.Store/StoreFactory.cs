@@ -15,7 +15,9 @@ public static class StoreFactory
     /// <summary>Opens the store and brings its schema up to date.</summary>
     public static async Task<IClickHouseStore> OpenAndMigrateAsync(StoreOptions options, string dataDirectory, ILogger logger, CancellationToken cancellationToken = default)
     {
-        var store = Open(options, dataDirectory);
+        IClickHouseStore store = string.IsNullOrWhiteSpace(options.Server)
+            ? EmbeddedStore.Open(dataDirectory)
+            : await Server.ServerStore.OpenAsync(options.Server, cancellationToken);
         try
         {
             await new Migrator(store, logger).ApplyAsync(new SchemaSettings { RetentionDays = options.RetentionDays }, cancellationToken);

@@ -23,8 +23,7 @@ internal static class ServerHost
         var log = loggerFactory.CreateLogger("Analytics.Serve");
 
         var sinkOptions = settings.Configuration.GetSection("Events").Get<EventSinkOptions>() ?? new EventSinkOptions();
-        Validate(settings.Store);
-        Validate(sinkOptions);
+        OptionsValidation.ThrowIfInvalid(("Store", settings.Store), ("Events", sinkOptions));
 
         IClickHouseStore store;
         try
@@ -72,16 +71,6 @@ internal static class ServerHost
 
         log.LogInformation("analytics stopped");
         return 0;
-    }
-
-    private static void Validate<T>(T options) where T : class
-    {
-        var context = new System.ComponentModel.DataAnnotations.ValidationContext(options);
-        var results = new List<System.ComponentModel.DataAnnotations.ValidationResult>();
-        if (!System.ComponentModel.DataAnnotations.Validator.TryValidateObject(options, context, results, validateAllProperties: true))
-        {
-            throw new CliException($"Invalid configuration ({typeof(T).Name}): " + string.Join("; ", results.Select(r => r.ErrorMessage)), 2);
-        }
     }
 }
 

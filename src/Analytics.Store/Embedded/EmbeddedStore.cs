@@ -67,6 +67,9 @@ public sealed class EmbeddedStore : IClickHouseStore
                 ChdbLibrary.EnsureResolver();
                 var handle = Connect(storeDir);
                 var store = new EmbeddedStore(fullPath, lockFile, handle);
+
+                // Text renderings of DateTime follow the session time zone; ours is UTC whatever the host's.
+                store.Run("SET session_timezone = 'UTC'"u8.ToArray(), "TSV", null);
                 _open = store;
                 return store;
             }
