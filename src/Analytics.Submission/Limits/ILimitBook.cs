@@ -1,0 +1,64 @@
+using System.Net;
+using Analytics.Events;
+
+namespace Analytics.Submission;
+
+/// <summary>What an enforcement point does with a command.</summary>
+public enum LimitAction
+{
+    /// <summary>Go on (after <see cref="LimitDecision.Tarpit"/>, if any).</summary>
+    Allow,
+
+    /// <summary>Try later: 451 4.7.1 at MAIL/RCPT, 421 4.7.0 before the greeting.</summary>
+    TempFail,
+
+    /// <summary>AUTH temporarily refused: 454 4.7.0.</summary>
+    Lock,
+
+    /// <summary>Too many recipients for one message: 452 4.5.3.</summary>
+    TooManyRecipients,
+
+    /// <summary>Refused: 554 5.7.1 before the greeting, 550 5.7.1 later.</summary>
+    Block,
+}
+
+/// <summary>A limit book's answer. <see cref="Tarpit"/> delays the reply whatever the action.</summary>
+public readonly record struct LimitDecision(LimitAction Action, TimeSpan Tarpit, string Reason)
+{
+    public static LimitDecision Allow { get; } = new(LimitAction.Allow, TimeSpan.Zero, "");
+
+    public bool IsAllowed => Action == LimitAction.Allow;
+}
+
+/// <summary>Who is asking: the listener role and the client address.</summary>
+public readonly record struct LimitSubject(ListenerRole Role, IPAddress Address, string User);
+
+/// <summary>What recording an AUTH failure did.</summary>
+public readonly record struct AuthFailureOutcome(bool IpLocked, bool UserLocked, TimeSpan LockDuration);
+
+/// <summary>
+/// The limits the listener enforces, consulted at each enforcement point. Implementations answer
+/// from memory without blocking (an immutable snapshot read with <see cref="Volatile"/>; counters
+/// with interlocked updates): it is called on every command. The dynamic-limits work fills it from
+/// verdicts; <see cref="StaticLimitBook"/> answers from configuration plus the AUTH fast path.
+/// </summary>
+public interface ILimitBook
+{
+    /// <summary>Before the greeting. Block → 554 5.7.1 and close; TempFail → 421 4.7.0 and close.</summary>
+    LimitDecision CheckConnect(LimitSubject subject);
+
+    /// <summary>Before checking credentials. Lock or Block → 454 4.7.0.</summary>
+    LimitDecision CheckAuth(LimitSubject subject);
+
+    /// <summary>At MAIL FROM (consumes one message from the user's rate). TempFail → 451 4.7.1; Block → 550 5.7.1.</summary>
+    LimitDecision CheckMail(LimitSubject subject);
+
+    /// <summary>At an acceptable RCPT TO, with the recipients already accepted in this message (consumes one from the rate).</summary>
+    LimitDecision CheckRcpt(LimitSubject subject, int recipientsInMessage);
+
+    /// <summary>A failed AUTH; may lock the IP and/or the user.</summary>
+    AuthFailureOutcome RecordAuthFailure(LimitSubject subject);
+
+    /// <summary>A successful AUTH; clears the user's failure count.</summary>
+    void RecordAuthSuccess(LimitSubject subject);
+}

@@ -1,0 +1,247 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Text;
+using System.Text.RegularExpressions;
+using SmtpServer.Protocol;
+
+namespace Analytics.Submission.Listener;
+
+/// <summary>
+/// The session's input, between the socket and SmtpServer, which would otherwise buffer a line or a
+/// message of any length. It enforces the line and message limits, the command budget and shutdown,
+/// and replaces AUTH responses that are not valid base64 (SmtpServer would fault the session on
+/// them) with a marker the authenticator rejects as malformed. To end a session it reports end of
+/// input, which SmtpServer treats as the client going away after our last reply.
+/// </summary>
+internal sealed partial class GuardedReader : PipeReader
+{
+    /// <summary>What a malformed AUTH response becomes; no real user name or password starts with U+0001.</summary>
+    public const string MalformedMarker = "\u0001malformed";
+
+    private static readonly byte[] MalformedPlain = Encoding.ASCII.GetBytes(Convert.ToBase64String(Encoding.UTF8.GetBytes("\0" + MalformedMarker + "\0")) + "\r\n");
+    private static readonly byte[] MalformedLogin = Encoding.ASCII.GetBytes(Convert.ToBase64String(Encoding.UTF8.GetBytes(MalformedMarker)) + "\r\n");
+    private const int AuthLineMinimum = 12288; // RFC 4954 §4
+
+    private readonly PipeReader _inner;
+    private readonly SessionState _session;
+    private readonly ReplyWriter _output;
+
+    // When we hand out a replacement line, where the real one ends in the inner buffer.
+    private ReadOnlySequence<byte> _replacement;
+    private SequencePosition _innerLineEnd;
+    private bool _replaced;
+
+    public GuardedReader(PipeReader inner, ReplyWriter output, SessionState session)
+    {
+        _inner = inner;
+        _output = output;
+        _session = session;
+    }
+
+    private static ReadResult Ended => new(ReadOnlySequence<byte>.Empty, isCanceled: false, isCompleted: true);
+
+    public override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
+    {
+        var limits = _session.Listener.Options.Limits;
+        while (true)
+        {
+            if (_session.Closed)
+            {
+                return Ended;
+            }
+
+            if (_session.Phase == SessionPhase.Command)
+            {
+                if (_session.CloseAfterReply)
+                {
+                    _session.Closed = true;
+                    return Ended;
+                }
+
+                if (_session.Listener.Draining && !_session.InTransaction)
+                {
+                    return await CloseAsync(421, "4.3.2 Service shutting down, closing connection", "shutdown", cancellationToken);
+                }
+
+                if (_session.CommandCount >= limits.MaxCommandsPerSession)
+                {
+                    return await CloseAsync(421, "4.7.0 Too many commands, closing connection", "too many commands", cancellationToken);
+                }
+            }
+
+            var result = await _inner.ReadAsync(cancellationToken);
+            var buffer = result.Buffer;
+            if (result.IsCanceled)
+            {
+                // Shutdown woke us up (CancelPendingRead): check again at the top.
+                _inner.AdvanceTo(buffer.Start);
+                if (_session.Listener.Draining)
+                {
+                    continue;
+                }
+
+                return result;
+            }
+
+            if (result.IsCompleted)
+            {
+                _session.ClientEof = true;
+                return result;
+            }
+
+            switch (_session.Phase)
+            {
+                case SessionPhase.Command:
+                    if (LineLength(buffer) > limits.MaxLineLength)
+                    {
+                        _inner.AdvanceTo(buffer.End);
+                        return await CloseAsync(500, "5.5.2 Line too long, closing connection", "line too long", cancellationToken);
+                    }
+
+                    return result;
+
+                case SessionPhase.Auth:
+                    var max = Math.Max(limits.MaxLineLength, AuthLineMinimum);
+                    var lf = buffer.PositionOf((byte)'\n');
+                    if (lf is null)
+                    {
+                        if (buffer.Length > max)
+                        {
+                            _inner.AdvanceTo(buffer.End);
+                            return await CloseAsync(500, "5.5.2 Line too long, closing connection", "line too long", cancellationToken);
+                        }
+
+                        // Hand out whole lines only, so a replacement never follows a partial read.
+                        _inner.AdvanceTo(buffer.Start, buffer.End);
+                        continue;
+                    }
+
+                    return CheckAuthLine(buffer, buffer.GetPosition(1, lf.Value));
+
+                case SessionPhase.Data:
+                    // Raw bytes include dot-stuffing and the terminator: allow a little over the limit.
+                    var dataLimit = limits.MaxMessageSize + (limits.MaxMessageSize / 32) + 1024;
+                    if (buffer.Length > dataLimit)
+                    {
+                        _inner.AdvanceTo(buffer.End);
+                        _session.Oversize = true;
+                        _session.CloseAfterReply = true;
+                        _session.ServerCloses("message too large");
+
+                        // DataCommand answers an exception with 554; the reply writer renders it as 552 5.3.4.
+                        throw new MessageTooLargeException();
+                    }
+
+                    return result;
+            }
+
+            return result;
+        }
+    }
+
+    private ReadResult CheckAuthLine(ReadOnlySequence<byte> buffer, SequencePosition lineEnd)
+    {
+        var line = buffer.Slice(buffer.Start, lineEnd);
+        var text = Encoding.ASCII.GetString(line).TrimEnd('\r', '\n').Trim();
+        var plain = _session.CurrentCommand is AuthCommand { Method: AuthenticationMethod.Plain };
+        if (IsAcceptableAuthResponse(text, plain))
+        {
+            return new ReadResult(line, isCanceled: false, isCompleted: false);
+        }
+
+        _replacement = new ReadOnlySequence<byte>(plain ? MalformedPlain : MalformedLogin);
+        _innerLineEnd = lineEnd;
+        _replaced = true;
+        return new ReadResult(_replacement, isCanceled: false, isCompleted: false);
+    }
+
+    /// <summary>True when SmtpServer can decode <paramref name="base64"/> without faulting (and, for PLAIN, find user and password).</summary>
+    internal static bool IsAcceptableAuthResponse(string base64, bool plain)
+    {
+        if (base64.Length == 0 && !plain)
+        {
+            return true;
+        }
+
+        var bytes = new byte[(base64.Length / 4 * 3) + 3];
+        if (!Convert.TryFromBase64String(base64, bytes, out var written))
+        {
+            return false;
+        }
+
+        return !plain || PlainShape().IsMatch(Encoding.UTF8.GetString(bytes, 0, written));
+    }
+
+    [GeneratedRegex("\0.*\0")]
+    private static partial Regex PlainShape();
+
+    private async ValueTask<ReadResult> CloseAsync(int code, string text, string reason, CancellationToken cancellationToken)
+    {
+        _session.ServerCloses(reason);
+        _session.PrepareServerReply();
+        try
+        {
+            await _output.WriteReplyAsync(code, text, cancellationToken);
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException)
+        {
+            // The client is gone already; the session ends either way.
+        }
+
+        _session.Closed = true;
+        return Ended;
+    }
+
+    private static long LineLength(ReadOnlySequence<byte> buffer)
+    {
+        var lf = buffer.PositionOf((byte)'\n');
+        return lf is null ? buffer.Length : buffer.Slice(buffer.Start, lf.Value).Length + 1;
+    }
+
+    public override void AdvanceTo(SequencePosition consumed) => AdvanceTo(consumed, consumed);
+
+    public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
+    {
+        if (_replaced)
+        {
+            // A replacement line is consumed whole (SmtpServer reads it as one line); never replay it.
+            _replaced = false;
+            _inner.AdvanceTo(_innerLineEnd);
+            return;
+        }
+
+        _inner.AdvanceTo(consumed, examined);
+    }
+
+    public override void CancelPendingRead() => _inner.CancelPendingRead();
+
+    public override void Complete(Exception? exception = null) => _inner.Complete(exception);
+
+    public override ValueTask CompleteAsync(Exception? exception = null) => _inner.CompleteAsync(exception);
+
+    public override bool TryRead(out ReadResult result)
+    {
+        // Every read goes through the checks in ReadAsync.
+        result = default;
+        return false;
+    }
+}
+
+/// <summary>The client sent more than the message size limit.</summary>
+internal sealed class MessageTooLargeException : Exception
+{
+    public MessageTooLargeException()
+        : base("The message exceeds the configured maximum size.")
+    {
+    }
+
+    public MessageTooLargeException(string message)
+        : base(message)
+    {
+    }
+
+    public MessageTooLargeException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}

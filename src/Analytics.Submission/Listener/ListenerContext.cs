@@ -1,0 +1,29 @@
+using Analytics.Events;
+using Microsoft.Extensions.Logging;
+
+namespace Analytics.Submission.Listener;
+
+/// <summary>Everything a session needs, shared by all sessions of one listener. Read-only.</summary>
+internal sealed class ListenerContext
+{
+    public required SubmissionOptions Options { get; init; }
+
+    public required TimeProvider Time { get; init; }
+
+    public required IEventPublisher Events { get; init; }
+
+    public required ILimitBook Limits { get; init; }
+
+    public required UserDirectory Users { get; init; }
+
+    public required RecipientDirectory Recipients { get; init; }
+
+    public required MailSpool Spool { get; init; }
+
+    public required ILogger Logger { get; init; }
+
+    public required ConnectionGate Gate { get; init; }
+
+    /// <summary>Set once shutdown begins: sessions between transactions are closed with 421 4.3.2.</summary>
+    public volatile bool Draining;
+}

@@ -1,0 +1,59 @@
+using System.Buffers;
+using Analytics.Events;
+using Microsoft.Extensions.Logging;
+using SmtpServer;
+using SmtpServer.Mail;
+using SmtpServer.Protocol;
+using SmtpServer.Storage;
+
+namespace Analytics.Submission.Listener;
+
+/// <summary>
+/// End of DATA: the message goes to the durable spool, and only once it is on disk does the client
+/// get 250. SmtpServer swallows exceptions thrown here without a reply, so every outcome is a reply.
+/// </summary>
+internal sealed partial class SpoolMessageStore : IMessageStore
+{
+    public async Task<SmtpResponse> SaveAsync(ISessionContext context, IMessageTransaction transaction, ReadOnlySequence<byte> buffer, CancellationToken cancellationToken)
+    {
+        var session = SessionState.From(context);
+        var listener = session.Listener;
+        session.DataSize = buffer.Length;
+        if (session.Oversize || buffer.Length > listener.Options.Limits.MaxMessageSize)
+        {
+            return Replies.Response(552, "5.3.4 Message size exceeds fixed maximum message size");
+        }
+
+        var now = listener.Time.GetUtcNow();
+        var id = listener.Spool.NewId(now, session.Id);
+        var envelope = new SpoolEnvelope(
+            id,
+            transaction.From?.AsAddress() ?? "",
+            [.. transaction.To.Select(t => t.AsAddress() ?? "")],
+            session.ClientIp.ToString(),
+            session.ClientPort,
+            session.User,
+            session.Role == ListenerRole.Mx ? "mx" : "submission",
+            session.Helo,
+            session.Pipe?.IsSecure ?? false,
+            now,
+            session.Id.ToString("x16", System.Globalization.CultureInfo.InvariantCulture),
+            listener.Options.NodeName,
+            buffer.Length);
+        try
+        {
+            await listener.Spool.WriteAsync(envelope, buffer, cancellationToken);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            LogSpoolFailed(listener.Logger, ex, listener.Spool.Directory);
+            return Replies.Response(451, "4.3.0 Local error in processing, try again later");
+        }
+
+        session.QueueId = id;
+        return Replies.Response(250, "2.0.0 OK: queued as " + id);
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Could not write an accepted message to the spool {SpoolDirectory}; the client was told to retry")]
+    private static partial void LogSpoolFailed(ILogger logger, Exception exception, string spoolDirectory);
+}
