@@ -9,7 +9,7 @@ namespace Analytics.Events;
 /// <summary>
 /// From "an event happened" to "it is in ClickHouse". Producers write into a bounded single-reader
 /// channel and never wait: when it is full they spill to the disk spool. One background loop batches
-/// by size or time and inserts with an idempotent token per batch; while the store fails, batches go
+/// by size or time, encodes each batch as one ClickHouse Native block and inserts it with an idempotent token per batch; while the store fails, batches go
 /// to the spool and are replayed in order, with backoff, once it answers again. Disposal flushes.
 /// Modelled on Serilog's BatchingSink.
 /// </summary>
@@ -137,6 +137,8 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
 
     private async Task RunAsync()
     {
+        // Two encoders and buffers: one batch is inserted while the next is encoded.
+        var encoders = new[] { new EventBlockEncoder(_options.BatchSize), new EventBlockEncoder(_options.BatchSize) };
         var buffers = new[] { new ArrayBufferWriter<byte>(1 << 20), new ArrayBufferWriter<byte>(1 << 20) };
         var current = 0;
         Task inflight = Task.CompletedTask;
@@ -144,7 +146,9 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         var completed = false;
         while (!completed)
         {
+            var encoder = encoders[current];
             var buffer = buffers[current];
+            encoder.Reset();
             buffer.ResetWrittenCount();
             var count = 0;
             var started = _time.GetTimestamp();
@@ -157,7 +161,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                         Interlocked.Exchange(ref _oldestPendingTicks, Stopwatch.GetTimestamp());
                     }
 
-                    EventRowEncoder.Write(buffer, e);
+                    encoder.Add(e);
                     count++;
                 }
 
@@ -200,6 +204,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
             await inflight;
             if (count > 0)
             {
+                encoder.WriteTo(buffer);
                 var rows = buffer.WrittenMemory;
                 var n = count;
                 inflight = ShipAsync(rows, n);
@@ -245,7 +250,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         {
             try
             {
-                await _store.InsertRowBinaryAsync(EventRowEncoder.Table, EventRowEncoder.Columns, rows, token, _stopping.Token);
+                await _store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, rows, token, _stopping.Token);
                 Interlocked.Add(ref _inserted, count);
                 return;
             }
@@ -306,7 +311,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
 
             try
             {
-                await _store.InsertRowBinaryAsync(EventRowEncoder.Table, EventRowEncoder.Columns, rows, batch.Token, _stopping.Token);
+                await _store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, rows, batch.Token, _stopping.Token);
             }
             catch (Exception ex)
             {

@@ -11,7 +11,8 @@ namespace Analytics.Events;
 /// </summary>
 internal sealed class EventSpool : IDisposable
 {
-    private const string Extension = ".rb";
+    // Each file holds Native blocks (one per batch, or one per event for a spill segment).
+    private const string Extension = ".native";
     private readonly string _directory;
     private readonly string _quarantine;
     private readonly Lock _spillLock = new();
@@ -21,7 +22,12 @@ internal sealed class EventSpool : IDisposable
     private FileStream? _spill;
     private long _spillSequence;
     private int _spillCount;
-    private readonly ArrayBufferWriter<byte> _spillBuffer = new(4096);
+    private readonly ArrayBufferWriter<byte> _spillBuffer = new(1 << 16);
+    private readonly EventBlockEncoder _spillBlock = new(SpillBlockSize);
+
+    // Spilled events are grouped into blocks of this many before they are written: one-row blocks
+    // would cost ClickHouse far more to parse on replay. At most this many wait in memory.
+    private const int SpillBlockSize = 4096;
 
     public EventSpool(string directory)
     {
@@ -76,11 +82,26 @@ internal sealed class EventSpool : IDisposable
                 _spillCount = 0;
             }
 
-            _spillBuffer.ResetWrittenCount();
-            EventRowEncoder.Write(_spillBuffer, smtpEvent);
-            _spill.Write(_spillBuffer.WrittenSpan);
+            _spillBlock.Add(smtpEvent);
             _spillCount++;
+            if (_spillBlock.Count >= SpillBlockSize)
+            {
+                WriteSpillBlock();
+            }
         }
+    }
+
+    private void WriteSpillBlock()
+    {
+        if (_spillBlock.Count == 0)
+        {
+            return;
+        }
+
+        _spillBuffer.ResetWrittenCount();
+        _spillBlock.WriteTo(_spillBuffer);
+        _spill!.Write(_spillBuffer.WrittenSpan);
+        _spillBlock.Reset();
     }
 
     /// <summary>Closes the current spill segment, if any, and makes it a regular spooled batch.</summary>
@@ -94,6 +115,7 @@ internal sealed class EventSpool : IDisposable
             }
 
             var path = _spill.Name;
+            WriteSpillBlock();
             _spill.Flush(flushToDisk: true);
             _spill.Dispose();
             _spill = null;

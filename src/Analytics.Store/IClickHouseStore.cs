@@ -23,9 +23,21 @@ public interface IClickHouseStore : IAsyncDisposable
     Task<byte[]> QueryFormattedAsync(string sql, string format, QueryParameters? parameters = null, CancellationToken cancellationToken = default);
 
     /// <summary>
-    /// Inserts rows already encoded as ClickHouse RowBinary for <paramref name="columns"/>. A non-null
+    /// Inserts data already encoded in <paramref name="format"/> (RowBinary for <paramref name="columns"/>,
+    /// or Native blocks, which name their columns; pass null columns then). A non-null
     /// <paramref name="deduplicationToken"/> makes the insert idempotent: a second insert with the same
     /// token is dropped by ClickHouse (tables carry <c>non_replicated_deduplication_window</c>).
     /// </summary>
-    Task InsertRowBinaryAsync(string table, string columns, ReadOnlyMemory<byte> rows, string? deduplicationToken, CancellationToken cancellationToken = default);
+    Task InsertAsync(string table, string? columns, InsertFormat format, ReadOnlyMemory<byte> data, string? deduplicationToken, CancellationToken cancellationToken = default);
+
+    /// <summary>Inserts rows encoded as RowBinary for <paramref name="columns"/> (see <see cref="InsertAsync"/>).</summary>
+    Task InsertRowBinaryAsync(string table, string columns, ReadOnlyMemory<byte> rows, string? deduplicationToken, CancellationToken cancellationToken = default) =>
+        InsertAsync(table, columns, InsertFormat.RowBinary, rows, deduplicationToken, cancellationToken);
+}
+
+/// <summary>The binary input formats the stores accept.</summary>
+public enum InsertFormat
+{
+    RowBinary,
+    Native,
 }

@@ -12,34 +12,37 @@ internal static class InsertStatements
 
     // Table, columns and token come from our own code, never from a client; they are still checked
     // so that a mistake can only fail, never inject.
-    public static string RowBinaryHeader(string table, string columns, string? deduplicationToken)
-    {
-        Check(table, IdentifierChars, nameof(table));
-        Check(columns, IdentifierChars, nameof(columns));
-        var settings = "";
-        if (deduplicationToken is not null)
-        {
-            Check(deduplicationToken, TokenChars, nameof(deduplicationToken));
-            settings = $" SETTINGS insert_deduplicate = 1, insert_deduplication_token = '{deduplicationToken}'";
-        }
+    public static string Header(string table, string? columns, InsertFormat format, string? deduplicationToken) =>
+        $"INSERT INTO {Target(table, columns)}{Settings(deduplicationToken)} FORMAT {format}";
 
-        return $"INSERT INTO {table} ({columns}){settings} FORMAT RowBinary";
+    /// <summary>The same insert reading its data from a local file (embedded engine only).</summary>
+    public static string FromFile(string table, string? columns, InsertFormat format, string path, string? deduplicationToken)
+    {
+        var quoted = "'" + path.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("'", "\\'", StringComparison.Ordinal) + "'";
+        return $"INSERT INTO {Target(table, columns)} FROM INFILE {quoted}{Settings(deduplicationToken)} FORMAT {format}";
     }
 
-    /// <summary>The same insert reading its rows from a local file (embedded engine only).</summary>
-    public static string RowBinaryFromFile(string table, string columns, string path, string? deduplicationToken)
+    private static string Target(string table, string? columns)
     {
         Check(table, IdentifierChars, nameof(table));
-        Check(columns, IdentifierChars, nameof(columns));
-        var quoted = "'" + path.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("'", "\\'", StringComparison.Ordinal) + "'";
-        var settings = "";
-        if (deduplicationToken is not null)
+        if (columns is null)
         {
-            Check(deduplicationToken, TokenChars, nameof(deduplicationToken));
-            settings = $" SETTINGS insert_deduplicate = 1, insert_deduplication_token = '{deduplicationToken}'";
+            return table;
         }
 
-        return $"INSERT INTO {table} ({columns}) FROM INFILE {quoted}{settings} FORMAT RowBinary";
+        Check(columns, IdentifierChars, nameof(columns));
+        return $"{table} ({columns})";
+    }
+
+    private static string Settings(string? deduplicationToken)
+    {
+        if (deduplicationToken is null)
+        {
+            return "";
+        }
+
+        Check(deduplicationToken, TokenChars, nameof(deduplicationToken));
+        return $" SETTINGS insert_deduplicate = 1, insert_deduplication_token = '{deduplicationToken}'";
     }
 
     private static void Check(string value, SearchValues<char> allowed, string what)

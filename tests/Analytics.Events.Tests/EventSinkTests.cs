@@ -165,7 +165,7 @@ public sealed class EventSinkTests
             Assert.False(await sink.FlushAsync(ct));
         }
 
-        var files = Directory.GetFiles(spool, "*.rb");
+        var files = Directory.GetFiles(spool, "*.native");
         Assert.NotEmpty(files);
         await store.ExecuteAsync("ATTACH TABLE events", null, ct);
 
@@ -173,7 +173,7 @@ public sealed class EventSinkTests
         // with its token; the replay must not double it.
         var first = files.Order(StringComparer.Ordinal).First();
         var token = Path.GetFileNameWithoutExtension(first).Split('_', 3)[2];
-        await store.InsertRowBinaryAsync(EventRowEncoder.Table, EventRowEncoder.Columns, await File.ReadAllBytesAsync(first, ct), token, ct);
+        await store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, await File.ReadAllBytesAsync(first, ct), token, ct);
 
         await using (var sink = new EventSink(store, Fast, spool, NullLogger.Instance))
         {

@@ -60,19 +60,19 @@ internal static class IngestBenchmark
             await using var store = EmbeddedStore.Open(data);
             await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
 
-            // Raw engine: the same rows, pre-encoded, in batches of the sink's size, inserted directly.
+            // Raw engine: the same rows, pre-encoded as Native blocks of the sink's batch size, inserted directly.
             var batchSize = new EventSinkOptions().BatchSize;
             var encoded = new List<(byte[] Rows, int Count)>();
             for (var i = 0; i < count; i += batchSize)
             {
-                var writer = new ArrayBufferWriter<byte>(1 << 20);
+                var encoder = new EventBlockEncoder(batchSize);
                 var n = Math.Min(batchSize, count - i);
                 for (var j = 0; j < n; j++)
                 {
-                    EventRowEncoder.Write(writer, sample[i + j]);
+                    encoder.Add(sample[i + j]);
                 }
 
-                encoded.Add((writer.WrittenSpan.ToArray(), n));
+                encoded.Add((encoder.ToArray(), n));
             }
 
             var raw = new List<double>();
@@ -85,7 +85,7 @@ internal static class IngestBenchmark
                 var sw = Stopwatch.StartNew();
                 foreach (var (rows, _) in encoded)
                 {
-                    await store.InsertRowBinaryAsync(EventRowEncoder.Table, EventRowEncoder.Columns, rows, null, cancellationToken);
+                    await store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, rows, null, cancellationToken);
                 }
 
                 raw.Add(count / sw.Elapsed.TotalSeconds);

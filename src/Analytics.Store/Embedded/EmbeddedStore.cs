@@ -153,19 +153,19 @@ public sealed class EmbeddedStore : IClickHouseStore
     public Task<byte[]> QueryFormattedAsync(string sql, string format, QueryParameters? parameters = null, CancellationToken cancellationToken = default) =>
         RunAsync(Encoding.UTF8.GetBytes(sql), format, parameters, cancellationToken);
 
-    public async Task InsertRowBinaryAsync(string table, string columns, ReadOnlyMemory<byte> rows, string? deduplicationToken, CancellationToken cancellationToken = default)
+    public async Task InsertAsync(string table, string? columns, InsertFormat format, ReadOnlyMemory<byte> data, string? deduplicationToken, CancellationToken cancellationToken = default)
     {
         // Inline data after FORMAT is cut at the first blank line ("\n\n"), which binary rows contain
         // by chance; FROM INFILE reads the exact bytes. The file lives in page cache for milliseconds.
         var path = Path.Combine(_tempDirectory, "insert-" + Interlocked.Increment(ref _insertSequence).ToString(CultureInfo.InvariantCulture) + ".rb");
         await using (var file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.Read, 1 << 16, FileOptions.Asynchronous))
         {
-            await file.WriteAsync(rows, cancellationToken);
+            await file.WriteAsync(data, cancellationToken);
         }
 
         try
         {
-            var sql = InsertStatements.RowBinaryFromFile(table, columns, path, deduplicationToken);
+            var sql = InsertStatements.FromFile(table, columns, format, path, deduplicationToken);
             await RunAsync(Encoding.UTF8.GetBytes(sql), "TSV", null, cancellationToken);
         }
         finally

@@ -104,13 +104,13 @@ public sealed class ServerStore : IClickHouseStore
         return RunAsync(sql, parameters, format, isoDateTimes: false, cancellationToken);
     }
 
-    public async Task InsertRowBinaryAsync(string table, string columns, ReadOnlyMemory<byte> rows, string? deduplicationToken, CancellationToken cancellationToken = default)
+    public async Task InsertAsync(string table, string? columns, InsertFormat format, ReadOnlyMemory<byte> data, string? deduplicationToken, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
 
         // The statement travels in the URL and ClickHouse reads the body as its data, so the rows are
         // streamed as they are, with no SQL text around them.
-        var header = InsertStatements.RowBinaryHeader(table, columns, deduplicationToken);
+        var header = InsertStatements.Header(table, columns, format, deduplicationToken);
         var compress = _client.Settings.UseCompression;
         try
         {
@@ -121,11 +121,11 @@ public sealed class ServerStore : IClickHouseStore
                     if (compress)
                     {
                         await using var gzip = new GZipStream(body, CompressionLevel.Fastest, leaveOpen: true);
-                        await gzip.WriteAsync(rows, ct);
+                        await gzip.WriteAsync(data, ct);
                     }
                     else
                     {
-                        await body.WriteAsync(rows, ct);
+                        await body.WriteAsync(data, ct);
                     }
                 },
                 compress,
