@@ -29,10 +29,13 @@ public interface IClickHouseStore : IAsyncDisposable
     /// token is dropped by ClickHouse (tables carry <c>non_replicated_deduplication_window</c>).
     /// </summary>
     Task InsertAsync(string table, string? columns, InsertFormat format, ReadOnlyMemory<byte> data, string? deduplicationToken, CancellationToken cancellationToken = default);
+}
 
-    /// <summary>Inserts rows encoded as RowBinary for <paramref name="columns"/> (see <see cref="InsertAsync"/>).</summary>
-    Task InsertRowBinaryAsync(string table, string columns, ReadOnlyMemory<byte> rows, string? deduplicationToken, CancellationToken cancellationToken = default) =>
-        InsertAsync(table, columns, InsertFormat.RowBinary, rows, deduplicationToken, cancellationToken);
+public static class ClickHouseStoreExtensions
+{
+    /// <summary>Inserts rows encoded as RowBinary for <paramref name="columns"/> (see <see cref="IClickHouseStore.InsertAsync"/>).</summary>
+    public static Task InsertRowBinaryAsync(this IClickHouseStore store, string table, string columns, ReadOnlyMemory<byte> rows, string? deduplicationToken, CancellationToken cancellationToken = default) =>
+        store.InsertAsync(table, columns, InsertFormat.RowBinary, rows, deduplicationToken, cancellationToken);
 }
 
 /// <summary>The binary input formats the stores accept.</summary>
