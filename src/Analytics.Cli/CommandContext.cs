@@ -52,6 +52,10 @@ internal sealed class CommandContext
         {
             throw new CliException(ex.Message, 2);
         }
+        catch (ClickHouseException ex)
+        {
+            throw new CliException("The store's schema could not be brought up to date: " + ex.Message, 2);
+        }
 
         await using (store)
         {

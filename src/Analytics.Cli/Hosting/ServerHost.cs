@@ -38,6 +38,10 @@ internal static class ServerHost
         {
             throw new CliException(ex.Message, 2);
         }
+        catch (ClickHouseException ex)
+        {
+            throw new CliException("The store's schema could not be brought up to date: " + ex.Message, 2);
+        }
 
         await using var storeLifetime = store;
         var sink = new EventSink(store, sinkOptions, Path.Combine(settings.DataDirectory, "spool", "events"), loggerFactory.CreateLogger<EventSink>());
