@@ -12,22 +12,23 @@ internal static partial class Replies
 {
     public static SmtpResponse Response(int code, string text) => new((SmtpReplyCode)code, text);
 
-    /// <summary>Renders the final line of a reply: returns the enhanced status and the text after it.</summary>
-    public static (string Status, string Text) Render(int code, string text, SessionState session, object? current)
+    /// <summary>Renders the final line of a reply: returns the code, the enhanced status and the text after it.</summary>
+    public static (int Code, string Status, string Text) Render(int code, string text, SessionState session, object? current)
     {
+        if (session.Oversize && code is 554 or 552)
+        {
+            // DataCommand answers our "too large" read error with a generic 554.
+            return (552, "5.3.4", "Message size exceeds fixed maximum message size");
+        }
+
         text = RetrySuffix().Replace(text, "");
         var match = EnhancedStatus().Match(text);
         if (match.Success)
         {
-            return (match.Groups[1].Value, text[match.Length..].TrimStart());
+            return (code, match.Groups[1].Value, text[match.Length..].TrimStart());
         }
 
-        if (session.Oversize && code is 554 or 552)
-        {
-            return ("5.3.4", "Message size exceeds fixed maximum message size");
-        }
-
-        return code switch
+        var (status, wording) = code switch
         {
             220 => ("2.0.0", "Ready to start TLS"),
             221 => ("2.0.0", "Bye"),
@@ -50,6 +51,7 @@ internal static partial class Replies
             >= 400 => ("4.0.0", text),
             _ => ("2.0.0", text),
         };
+        return (code, status, wording);
     }
 
     [GeneratedRegex(@",\s*-?\d+\s+(retry\(ies\)|attempt\(s\))\s+remaining\.?\s*$")]

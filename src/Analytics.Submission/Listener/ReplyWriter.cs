@@ -15,7 +15,6 @@ internal sealed class ReplyWriter : PipeWriter
     private readonly PipeWriter _inner;
     private readonly SessionState _session;
     private readonly ArrayBufferWriter<byte> _pending = new(512);
-    private bool _greeted;
 
     public ReplyWriter(PipeWriter inner, SessionState session)
     {
@@ -83,10 +82,9 @@ internal sealed class ReplyWriter : PipeWriter
         var last = lines[^1];
         var code = last.Length >= 3 && int.TryParse(last.AsSpan(0, 3), NumberStyles.None, CultureInfo.InvariantCulture, out var c) ? c : 0;
         var message = last.Length > 4 ? last[4..] : "";
-        if (!_greeted)
+        if (_session.AwaitingGreeting)
         {
             // The greeting: no software version on the wire.
-            _greeted = true;
             return ($"220 {_session.Listener.Options.ServerName} ESMTP ready\r\n", 220, "", "");
         }
 
@@ -96,7 +94,7 @@ internal sealed class ReplyWriter : PipeWriter
             return (raw, code, "", message);
         }
 
-        var (status, text) = Replies.Render(code, message, _session, _session.CurrentCommand);
-        return ($"{code} {status} {text}\r\n", code, status, text);
+        var (rendered, status, text) = Replies.Render(code, message, _session, _session.CurrentCommand);
+        return ($"{rendered} {status} {text}\r\n", rendered, status, text);
     }
 }

@@ -113,6 +113,9 @@ internal sealed partial class SessionState
     /// <summary>The command being answered (null for an invalid line; a marker object for server-initiated replies).</summary>
     public object? CurrentCommand => _current;
 
+    /// <summary>True until the greeting has gone out.</summary>
+    public bool AwaitingGreeting => ReferenceEquals(_current, Greeting);
+
     public bool IsHeloReply => _current is HeloCommand or EhloCommand;
 
     public TimeSpan Elapsed => Listener.Time.GetElapsedTime(_started);

@@ -18,7 +18,7 @@ internal sealed partial class SpoolMessageStore : IMessageStore
     {
         var session = SessionState.From(context);
         var listener = session.Listener;
-        session.DataSize = buffer.Length;
+        session.DataSize = buffer.Length + 2;
         if (session.Oversize || buffer.Length > listener.Options.Limits.MaxMessageSize)
         {
             return Replies.Response(552, "5.3.4 Message size exceeds fixed maximum message size");
@@ -39,7 +39,7 @@ internal sealed partial class SpoolMessageStore : IMessageStore
             now,
             session.Id.ToString("x16", System.Globalization.CultureInfo.InvariantCulture),
             listener.Options.NodeName,
-            buffer.Length);
+            buffer.Length + 2);
         try
         {
             await listener.Spool.WriteAsync(envelope, buffer, cancellationToken);

@@ -32,6 +32,7 @@ public sealed record SpoolEnvelope(
 public sealed partial class MailSpool
 {
     private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+    private static readonly ReadOnlyMemory<byte> Crlf = "\r\n"u8.ToArray();
     private readonly string _directory;
     private long _sequence;
 
@@ -61,6 +62,10 @@ public sealed partial class MailSpool
             {
                 await stream.WriteAsync(segment, cancellationToken);
             }
+
+            // SmtpServer hands over the data up to, not including, the CRLF of ".CRLF"; that CRLF
+            // ends the message's last line (RFC 5321 4.1.1.4), so the stored message gets it back.
+            await stream.WriteAsync(Crlf, cancellationToken);
         }, cancellationToken);
         await WriteDurablyAsync(envelopePath, stream => JsonSerializer.SerializeAsync(stream, envelope, JsonOptions, cancellationToken), cancellationToken);
         FsyncDirectory(_directory);
