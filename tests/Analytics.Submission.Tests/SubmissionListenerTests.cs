@@ -402,3 +402,32 @@ public sealed class SubmissionListenerTests(StoreFixture fixture)
         Assert.Contains("MaxLineLength", ex.Message, StringComparison.Ordinal);
     }
 }
+
+public sealed class ShutdownTests(StoreFixture fixture)
+{
+    [Fact]
+    public async Task StopAsync_ClosesIdleSessions_AndLetsATransactionInFlightFinish()
+    {
+        var h = await Harness.StartAsync(fixture, o => o.Limits.ShutdownDeadline = TimeSpan.FromSeconds(5));
+        await using var idle = await RawSmtp.ConnectAsync(h.Mx);
+        await idle.CommandAsync("EHLO idle.example");
+        await using var busy = await RawSmtp.ConnectAsync(h.Mx);
+        await busy.CommandAsync("EHLO busy.example");
+        await busy.CommandAsync("MAIL FROM:<a@example.org>");
+        Assert.StartsWith("250", await busy.CommandAsync($"RCPT TO:<alice@{h.Domain}>"), StringComparison.Ordinal);
+
+        var stopping = h.Listener.StopAsync(TestContext.Current.CancellationToken);
+        Assert.Equal("421 4.3.2 Service shutting down, closing connection", await idle.ReadReplyAsync());
+
+        Assert.StartsWith("354", await busy.CommandAsync("DATA"), StringComparison.Ordinal);
+        Assert.StartsWith("250 2.0.0 OK: queued as", await busy.CommandAsync("Subject: last one\r\n\r\nbody\r\n."), StringComparison.Ordinal);
+        Assert.StartsWith("421 4.3.2", await busy.CommandAsync("MAIL FROM:<a@example.org>"), StringComparison.Ordinal);
+        await stopping;
+        Assert.Equal(0, h.Listener.ActiveSessions);
+        Assert.Single(Directory.GetFiles(h.Listener.SpoolDirectory, "*.eml"));
+
+        var events = await h.EventsWhenAsync(e => e.Count(x => x.Kind == "close") >= 2);
+        Assert.Equal(2, events.Count(e => e.Kind == "close" && e.Detail == "server closed: shutdown"));
+        await h.DisposeAsync();
+    }
+}
