@@ -31,8 +31,8 @@ public sealed class QueryParameters : Dictionary<string, object?>
         null => "\\N",
         string s => EscapeText(s),
         bool b => b ? "true" : "false",
-        DateTime dt => dt.ToUniversalTime().ToString("yyyy-MM-dd HH:mm:ss.fff", CultureInfo.InvariantCulture),
-        DateTimeOffset dto => dto.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss.fff", CultureInfo.InvariantCulture),
+        DateTime dt => FormatTime(dt.Kind == DateTimeKind.Unspecified ? dt : dt.ToUniversalTime()),
+        DateTimeOffset dto => FormatTime(dto.UtcDateTime),
         IPAddress ip => ip.ToString(),
         IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
         System.Collections.IEnumerable e => "[" + string.Join(",", e.Cast<object?>().Select(Quote)) + "]",
@@ -46,6 +46,10 @@ public sealed class QueryParameters : Dictionary<string, object?>
             : s.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\t", "\\t", StringComparison.Ordinal)
                 .Replace("\n", "\\n", StringComparison.Ordinal).Replace("\r", "\\r", StringComparison.Ordinal)
                 .Replace("\0", "\\0", StringComparison.Ordinal);
+
+    // Whole seconds are written without a fraction so that the value also fits a DateTime placeholder.
+    private static string FormatTime(DateTime utc) =>
+        utc.ToString(utc.Ticks % TimeSpan.TicksPerSecond == 0 ? "yyyy-MM-dd HH:mm:ss" : "yyyy-MM-dd HH:mm:ss.fff", CultureInfo.InvariantCulture);
 
     private static string Quote(object? value) => value switch
     {

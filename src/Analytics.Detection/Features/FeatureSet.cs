@@ -1,0 +1,151 @@
+using System.Globalization;
+using Analytics.Store;
+
+namespace Analytics.Detection.Features;
+
+/// <summary>The model's inputs: one named number each, and how an analyst reads it.</summary>
+public sealed record FeatureDefinition(string Name, string Describe);
+
+/// <summary>An entity as the detector sees it: who, when, and its feature vector.</summary>
+public sealed record EntityFeatures(string EntityKind, string Entity, DateTime AsOf, float[] Values)
+{
+    public float this[string name] => Values[FeatureSet.Index(name)];
+}
+
+/// <summary>
+/// The feature vector, computed from <c>features/entity_features.sql</c> (raw window counts) plus
+/// ratios and comparisons with the entity's own 7-day baseline derived here. Order is fixed: it is
+/// the model's input layout (the model card records it, and a model with another layout is refused).
+/// </summary>
+public static class FeatureSet
+{
+    public static IReadOnlyList<FeatureDefinition> All { get; } =
+    [
+        new("is_user", "entity is an account"),
+        new("is_ip", "entity is a client IP"),
+        new("is_net", "entity is a network"),
+        new("auth_attempts_5m", "{0:0} AUTH attempts in 5 min"),
+        new("auth_failures_5m", "{0:0} AUTH failures in 5 min"),
+        new("auth_failures_1h", "{0:0} AUTH failures in 1 h"),
+        new("auth_fail_ratio_1h", "{0:P0} of AUTH attempts failed in 1 h"),
+        new("auth_failures_24h", "{0:0} AUTH failures in 24 h"),
+        new("users_tried_1h", "{0:0} distinct accounts tried in 1 h"),
+        new("users_tried_24h", "{0:0} distinct accounts tried in 24 h"),
+        new("ips_1h", "{0:0} distinct client IPs in 1 h"),
+        new("nets_1h", "{0:0} distinct networks in 1 h"),
+        new("ips_24h", "{0:0} distinct client IPs in 24 h"),
+        new("rcpt_5m", "{0:0} recipients tried in 5 min"),
+        new("rcpt_1h", "{0:0} recipients tried in 1 h"),
+        new("rcpt_unknown_1h", "{0:0} unknown-mailbox rejections in 1 h"),
+        new("rcpt_unknown_ratio_1h", "{0:P0} of recipients were unknown mailboxes in 1 h"),
+        new("rcpt_rejected_ratio_1h", "{0:P0} of recipients rejected in 1 h"),
+        new("rcpt_unknown_24h", "{0:0} unknown-mailbox rejections in 24 h"),
+        new("recipients_1h", "{0:0} distinct recipients in 1 h"),
+        new("recipient_domains_1h", "{0:0} distinct recipient domains in 1 h"),
+        new("recipients_24h", "{0:0} distinct recipients in 24 h"),
+        new("messages_5m", "{0:0} messages in 5 min"),
+        new("messages_1h", "{0:0} messages in 1 h"),
+        new("messages_24h", "{0:0} messages in 24 h"),
+        new("rcpt_per_minute_5m", "{0:0.#} recipients a minute over 5 min"),
+        new("max_message_rcpts_1h", "{0:0} recipients in one message (max, 1 h)"),
+        new("sessions_1h", "{0:0} sessions in 1 h"),
+        new("sessions_without_data_ratio_1h", "{0:P0} of sessions sent no message in 1 h"),
+        new("active_minutes_1h", "active in {0:0} of the last 60 minutes"),
+        new("burstiness_1h", "per-minute activity varies {0:0.##}x its mean (1 h)"),
+        new("invalid_commands_1h", "{0:0} invalid commands in 1 h"),
+        new("new_ip_share_1h", "{0:P0} of its IPs are new for the account"),
+        new("new_nets_1h", "{0:0} networks never used before by the account"),
+        new("new_recipient_share_1h", "{0:P0} of recipients never mailed before"),
+        new("new_domains_1h", "{0:0} recipient domains never mailed before"),
+        new("messages_vs_baseline", "{0:0.#}x its usual hourly messages"),
+        new("rcpt_vs_baseline", "{0:0.#}x its usual hourly recipients"),
+        new("hour_of_day_share", "{0:P0} of its usual activity falls in this hour of day"),
+        new("has_baseline", "has at least a day of history"),
+        new("age_hours", "first seen {0:0.#} h ago (within 7 days)"),
+    ];
+
+    private static readonly Dictionary<string, int> Indexes = All.Select((f, i) => (f.Name, i)).ToDictionary(x => x.Name, x => x.i);
+
+    public static int Count => All.Count;
+
+    public static int Index(string name) => Indexes.TryGetValue(name, out var i) ? i : throw new KeyNotFoundException($"No feature '{name}'.");
+
+    /// <summary>A hash of the layout, recorded with a model so that a mismatched model is refused.</summary>
+    public static string LayoutHash { get; } = Convert.ToHexStringLower(
+        System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join(",", All.Select(f => f.Name)))))[..16];
+
+    public static string Describe(int index, float value) =>
+        string.Format(CultureInfo.InvariantCulture, All[index].Describe, value);
+
+    /// <summary>Builds vectors from the rows of entity_features.sql.</summary>
+    public static List<EntityFeatures> FromRows(QueryResult result, DateTime asOf)
+    {
+        var o = result.Columns.Select(c => c.Name).Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
+        var list = new List<EntityFeatures>(result.Rows.Count);
+        foreach (var row in result.Rows)
+        {
+            double F(string column) => row[o[column]] switch
+            {
+                null => 0,
+                ulong u => u,
+                long l => l,
+                double d => double.IsFinite(d) ? d : 0,
+                var other => Convert.ToDouble(other, CultureInfo.InvariantCulture),
+            };
+
+            var kind = (string)row[o["entity_kind"]]!;
+            var v = new float[Count];
+            void Set(string name, double value) => v[Indexes[name]] = (float)value;
+            Set("is_user", kind == "user" ? 1 : 0);
+            Set("is_ip", kind == "ip" ? 1 : 0);
+            Set("is_net", kind == "net" ? 1 : 0);
+            Set("auth_attempts_5m", F("auth_attempts_5m"));
+            Set("auth_failures_5m", F("auth_failures_5m"));
+            Set("auth_failures_1h", F("auth_failures_1h"));
+            Set("auth_fail_ratio_1h", Ratio(F("auth_failures_1h"), F("auth_attempts_1h")));
+            Set("auth_failures_24h", F("auth_failures_24h"));
+            Set("users_tried_1h", F("users_tried_1h"));
+            Set("users_tried_24h", F("users_tried_24h"));
+            Set("ips_1h", F("ips_1h"));
+            Set("nets_1h", F("nets_1h"));
+            Set("ips_24h", F("ips_24h"));
+            Set("rcpt_5m", F("rcpt_5m"));
+            Set("rcpt_1h", F("rcpt_1h"));
+            Set("rcpt_unknown_1h", F("rcpt_unknown_1h"));
+            Set("rcpt_unknown_ratio_1h", Ratio(F("rcpt_unknown_1h"), F("rcpt_1h")));
+            Set("rcpt_rejected_ratio_1h", Ratio(F("rcpt_rejected_1h"), F("rcpt_1h")));
+            Set("rcpt_unknown_24h", F("rcpt_unknown_24h"));
+            Set("recipients_1h", F("recipients_1h"));
+            Set("recipient_domains_1h", F("recipient_domains_1h"));
+            Set("recipients_24h", F("recipients_24h"));
+            Set("messages_5m", F("messages_5m"));
+            Set("messages_1h", F("messages_1h"));
+            Set("messages_24h", F("messages_24h"));
+            Set("rcpt_per_minute_5m", F("rcpt_5m") / 5.0);
+            Set("max_message_rcpts_1h", F("max_message_rcpts_1h"));
+            Set("sessions_1h", F("sessions_1h"));
+            Set("sessions_without_data_ratio_1h", F("sessions_1h") > 0 ? 1 - Math.Min(1, F("data_sessions_1h") / F("sessions_1h")) : 0);
+            Set("active_minutes_1h", F("active_minutes_1h"));
+            Set("burstiness_1h", F("burstiness_1h"));
+            Set("invalid_commands_1h", F("invalid_commands_1h"));
+            Set("new_ip_share_1h", F("known_ips") + F("new_ips_1h") > 0 && F("ips_1h") > 0 ? Math.Min(1, F("new_ips_1h") / F("ips_1h")) : 0);
+            Set("new_nets_1h", F("new_nets_1h"));
+            Set("new_recipient_share_1h", F("recipients_1h") > 0 ? Math.Min(1, F("new_recipients_1h") / F("recipients_1h")) : 0);
+            Set("new_domains_1h", F("new_domains_1h"));
+
+            // Baseline: the 7 days before the last hour, per hour of that span the entity existed.
+            var baselineHours = Math.Max(1, (Math.Min(F("age_minutes"), 7 * 24 * 60) - 60) / 60.0);
+            var hasBaseline = F("age_minutes") >= 24 * 60 && F("baseline_active_minutes") > 0;
+            Set("messages_vs_baseline", F("messages_1h") / (F("baseline_messages") / baselineHours + 1));
+            Set("rcpt_vs_baseline", F("rcpt_1h") / (F("baseline_rcpt") / baselineHours + 1));
+            Set("hour_of_day_share", hasBaseline ? Ratio(F("baseline_minutes_this_hour"), F("baseline_active_minutes")) : 0);
+            Set("has_baseline", hasBaseline ? 1 : 0);
+            Set("age_hours", F("age_minutes") / 60.0);
+            list.Add(new EntityFeatures(kind, (string)row[o["entity"]]!, asOf, v));
+        }
+
+        return list;
+    }
+
+    private static double Ratio(double part, double whole) => whole > 0 ? part / whole : 0;
+}

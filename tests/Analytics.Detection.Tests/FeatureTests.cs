@@ -1,0 +1,174 @@
+using System.Net;
+using Analytics.Detection.Features;
+using Analytics.Events;
+using Analytics.Store;
+using Analytics.Store.Embedded;
+using Analytics.Store.Schema;
+using Microsoft.Extensions.Logging.Abstractions;
+using Xunit;
+
+namespace Analytics.Detection.Tests;
+
+[Collection(EmbeddedCollection.Name)]
+public sealed class FeatureTests
+{
+    private static readonly DateTime T = new(2026, 11, 20, 12, 0, 0, DateTimeKind.Utc);
+
+    private static async Task<EmbeddedStore> OpenAsync(TempDirectory dir)
+    {
+        var store = EmbeddedStore.Open(dir.Path);
+        await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings());
+        return store;
+    }
+
+    private static async Task InsertAsync(IClickHouseStore store, IEnumerable<SmtpEvent> events)
+    {
+        var encoder = new EventBlockEncoder();
+        foreach (var e in events)
+        {
+            encoder.Add(e);
+        }
+
+        await store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, encoder.ToArray(), null);
+    }
+
+    private static SmtpEvent E(DateTime at, ulong session, EventKind kind, string ip, string user = "", EventOutcome outcome = EventOutcome.Ok,
+        string status = "", string recipient = "", string detail = "", ListenerRole role = ListenerRole.Submission) => new()
+    {
+        Timestamp = new DateTimeOffset(at),
+        Node = "t",
+        Role = role,
+        SessionId = session,
+        Kind = kind,
+        ClientIp = IPAddress.Parse(ip),
+        User = user,
+        Outcome = outcome,
+        Status = status,
+        Recipient = recipient,
+        RecipientDomain = recipient.Contains('@', StringComparison.Ordinal) ? recipient[(recipient.IndexOf('@', StringComparison.Ordinal) + 1)..] : "",
+        Detail = detail,
+    };
+
+    [Fact]
+    public async Task HarvestFromOneIp_GivesHandComputedCounts_ForIpAndNetwork()
+    {
+        using var dir = new TempDirectory();
+        await using var store = await OpenAsync(dir);
+        var events = new List<SmtpEvent>();
+
+        // 40 probes from 127.9.9.9 on MX in the last 3 minutes: 30 unknown (550 5.1.1), 10 valid; 4 sessions, no DATA.
+        for (var i = 0; i < 40; i++)
+        {
+            var at = T.AddMinutes(-3).AddSeconds(i * 4);
+            var session = 100UL + (ulong)(i / 10);
+            var unknown = i % 4 != 0;
+            events.Add(E(at, session, EventKind.Rcpt, "127.9.9.9", outcome: unknown ? EventOutcome.Reject : EventOutcome.Ok,
+                status: unknown ? "5.1.1" : "2.1.5", recipient: $"name{i}@example.org", role: ListenerRole.Mx));
+        }
+
+        // The same /24 has one quiet host with one accepted recipient 30 minutes ago.
+        events.Add(E(T.AddMinutes(-30), 900, EventKind.Rcpt, "127.9.9.20", recipient: "ceo@example.org", status: "2.1.5", role: ListenerRole.Mx));
+        await InsertAsync(store, events);
+
+        var features = await new FeatureReader(store).ReadAsync(T, T.AddMinutes(-60));
+        var ip = features.Single(f => f.EntityKind == "ip" && f.Entity == "127.9.9.9");
+        Assert.Equal(40, ip["rcpt_5m"]);
+        Assert.Equal(40, ip["rcpt_1h"]);
+        Assert.Equal(30, ip["rcpt_unknown_1h"]);
+        Assert.Equal(0.75f, ip["rcpt_unknown_ratio_1h"], 3);
+        Assert.Equal(40, ip["recipients_1h"]);
+        Assert.Equal(1, ip["recipient_domains_1h"]);
+        Assert.Equal(4, ip["sessions_1h"]);
+        Assert.Equal(1, ip["sessions_without_data_ratio_1h"]);
+        Assert.Equal(8, ip["rcpt_per_minute_5m"]);
+        Assert.Equal(0, ip["messages_1h"]);
+        Assert.Equal(1, ip["is_ip"]);
+
+        var net = features.Single(f => f.EntityKind == "net");
+        Assert.Equal("127.9.9.0/24", net.Entity);
+        Assert.Equal(41, net["rcpt_1h"]);
+        Assert.Equal(2, net["ips_1h"]);
+        Assert.Equal(5, net["sessions_1h"]);
+    }
+
+    [Fact]
+    public async Task CompromisedAccount_BurstAgainstItsOwnBaseline_AndNewIps()
+    {
+        using var dir = new TempDirectory();
+        await using var store = await OpenAsync(dir);
+        var events = new List<SmtpEvent>();
+        ulong session = 1;
+
+        // History: 3 days, one message a day at 09:00 from 127.5.5.5 to friend@example.com.
+        for (var d = 3; d >= 1; d--)
+        {
+            var at = T.Date.AddDays(-d).AddHours(9);
+            events.Add(E(at, session, EventKind.Auth, "127.5.5.5", "alice@example.org", status: "2.7.0"));
+            events.Add(E(at.AddSeconds(1), session, EventKind.Rcpt, "127.5.5.5", "alice@example.org", status: "2.1.5", recipient: "friend@example.com"));
+            events.Add(E(at.AddSeconds(2), session, EventKind.Data, "127.5.5.5", "alice@example.org", status: "2.0.0", detail: "recipients=1"));
+            session++;
+        }
+
+        // Takeover in the last 10 minutes: 20 messages of 5 new external recipients each from 2 new IPs.
+        for (var m = 0; m < 20; m++)
+        {
+            var at = T.AddMinutes(-10).AddSeconds(m * 30);
+            var ip = m % 2 == 0 ? "127.66.1.1" : "127.77.1.1";
+            events.Add(E(at, session, EventKind.Auth, ip, "alice@example.org", status: "2.7.0"));
+            for (var r = 0; r < 5; r++)
+            {
+                events.Add(E(at.AddMilliseconds(100 + r), session, EventKind.Rcpt, ip, "alice@example.org", status: "2.1.5", recipient: $"victim{m * 5 + r}@spam{r}.test"));
+            }
+
+            events.Add(E(at.AddSeconds(1), session, EventKind.Data, ip, "alice@example.org", status: "2.0.0", detail: "recipients=5 queued=x"));
+            session++;
+        }
+
+        await InsertAsync(store, events);
+        var features = await new FeatureReader(store).ReadAsync(T, T.AddMinutes(-15));
+        var alice = features.Single(f => f.EntityKind == "user" && f.Entity == "alice@example.org");
+        Assert.Equal(20, alice["messages_1h"]);
+        Assert.Equal(100, alice["rcpt_1h"]);
+        Assert.Equal(100, alice["recipients_1h"]);
+        Assert.Equal(5, alice["recipient_domains_1h"]);
+        Assert.Equal(5, alice["max_message_rcpts_1h"]);
+        Assert.Equal(2, alice["ips_1h"]);
+        Assert.Equal(1, alice["new_ip_share_1h"]);
+        Assert.Equal(1, alice["new_recipient_share_1h"]);
+        Assert.Equal(5, alice["new_domains_1h"]);
+        Assert.Equal(1, alice["has_baseline"]);
+
+        // Baseline: 3 messages over the hours alice has existed before the last hour.
+        var hours = ((T - T.Date.AddDays(-3).AddHours(9)).TotalMinutes - 60) / 60.0;
+        Assert.Equal(20 / (3 / hours + 1), alice["messages_vs_baseline"], 2);
+        Assert.Equal(0, alice["auth_failures_1h"]);
+        Assert.Equal(1, alice["is_user"]);
+    }
+
+    [Fact]
+    public async Task Stuffing_ManyUsersFromOneNetwork_CountsDistinctAccountsTried()
+    {
+        using var dir = new TempDirectory();
+        await using var store = await OpenAsync(dir);
+        var events = new List<SmtpEvent>();
+        for (var i = 0; i < 30; i++)
+        {
+            var at = T.AddMinutes(-20).AddSeconds(i * 20);
+            var ok = i == 7;
+            events.Add(E(at, (ulong)(500 + i), EventKind.Auth, $"127.44.0.{i + 1}", $"user{i}@example.org",
+                outcome: ok ? EventOutcome.Ok : EventOutcome.Reject, status: ok ? "2.7.0" : "5.7.8"));
+        }
+
+        await InsertAsync(store, events);
+        var features = await new FeatureReader(store).ReadAsync(T, T.AddMinutes(-60));
+        var net = features.Single(f => f.Entity == "127.44.0.0/24");
+        Assert.Equal(30, net["users_tried_1h"]);
+        Assert.Equal(30, net["ips_1h"]);
+        Assert.Equal(29, net["auth_failures_1h"]);
+        Assert.Equal(29f / 30f, net["auth_fail_ratio_1h"], 3);
+        var one = features.Single(f => f.Entity == "127.44.0.3");
+        Assert.Equal(1, one["auth_failures_1h"]);
+        Assert.Equal(1, one["users_tried_1h"]);
+        Assert.Equal(30 + 30 + 1, features.Count);
+    }
+}
