@@ -27,14 +27,23 @@ public sealed class SubmissionOptions
     [Required]
     public string DataDirectory { get; set; } = "data";
 
-    /// <summary>Submission endpoints (<c>HOST:PORT</c>; AUTH required, STARTTLS). Default <c>0.0.0.0:587</c>.</summary>
-    public List<string> SubmissionEndpoints { get; set; } = ["0.0.0.0:587"];
+    // Endpoint lists default to null, not to a filled list: the configuration binder appends to a
+    // list that already has items, so a configured endpoint would come on top of the default.
 
-    /// <summary>Submission endpoints with implicit TLS (RFC 8314, usually port 465). Default none.</summary>
-    public List<string> ImplicitTlsEndpoints { get; set; } = [];
+    /// <summary>Submission endpoints (<c>HOST:PORT</c>; AUTH required, STARTTLS). Unset: <c>0.0.0.0:587</c>; empty: none.</summary>
+    public List<string>? SubmissionEndpoints { get; set; }
 
-    /// <summary>Inbound MX endpoints (no AUTH, local recipients only). Default <c>0.0.0.0:25</c>.</summary>
-    public List<string> MxEndpoints { get; set; } = ["0.0.0.0:25"];
+    /// <summary>Submission endpoints with implicit TLS (RFC 8314, usually port 465). Unset or empty: none.</summary>
+    public List<string>? ImplicitTlsEndpoints { get; set; }
+
+    /// <summary>Inbound MX endpoints (no AUTH, local recipients only). Unset: <c>0.0.0.0:25</c>; empty: none.</summary>
+    public List<string>? MxEndpoints { get; set; }
+
+    public IReadOnlyList<string> EffectiveSubmissionEndpoints => SubmissionEndpoints ?? ["0.0.0.0:587"];
+
+    public IReadOnlyList<string> EffectiveImplicitTlsEndpoints => ImplicitTlsEndpoints ?? [];
+
+    public IReadOnlyList<string> EffectiveMxEndpoints => MxEndpoints ?? ["0.0.0.0:25"];
 
     /// <summary>Advertise and accept AUTH PLAIN/LOGIN before STARTTLS. Default false (tests and demos only).</summary>
     public bool AllowInsecureAuth { get; set; }
@@ -209,9 +218,9 @@ public sealed class SubmissionOptionsValidator : IValidateOptions<SubmissionOpti
         }
 
         var all = new List<IPEndPoint>();
-        void Check(string setting, List<string>? values)
+        void Check(string setting, IReadOnlyList<string> values)
         {
-            foreach (var value in values ?? [])
+            foreach (var value in values)
             {
                 if (ListenerEndpoint.TryParse(value, out var endpoint))
                 {
@@ -229,9 +238,9 @@ public sealed class SubmissionOptionsValidator : IValidateOptions<SubmissionOpti
             }
         }
 
-        Check(nameof(options.SubmissionEndpoints), options.SubmissionEndpoints);
-        Check(nameof(options.ImplicitTlsEndpoints), options.ImplicitTlsEndpoints);
-        Check(nameof(options.MxEndpoints), options.MxEndpoints);
+        Check(nameof(options.SubmissionEndpoints), options.EffectiveSubmissionEndpoints);
+        Check(nameof(options.ImplicitTlsEndpoints), options.EffectiveImplicitTlsEndpoints);
+        Check(nameof(options.MxEndpoints), options.EffectiveMxEndpoints);
         if (all.Count == 0)
         {
             errors.Add("Submission: no endpoint configured; set SubmissionEndpoints or MxEndpoints.");

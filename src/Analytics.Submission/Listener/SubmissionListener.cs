@@ -78,9 +78,9 @@ public sealed partial class SubmissionListener : IAsyncDisposable
         cancellationToken.ThrowIfCancellationRequested();
         _certificate = CertificateProvider.Load(_options.Tls, _options.KeyDirectory, _options.ServerName, _context.Time);
         var plan = new List<(ListenerRole Role, string Text, bool ImplicitTls)>();
-        plan.AddRange(_options.SubmissionEndpoints.Select(e => (ListenerRole.Submission, e, false)));
-        plan.AddRange(_options.ImplicitTlsEndpoints.Select(e => (ListenerRole.Submission, e, true)));
-        plan.AddRange(_options.MxEndpoints.Select(e => (ListenerRole.Mx, e, false)));
+        plan.AddRange(_options.EffectiveSubmissionEndpoints.Select(e => (ListenerRole.Submission, e, false)));
+        plan.AddRange(_options.EffectiveImplicitTlsEndpoints.Select(e => (ListenerRole.Submission, e, true)));
+        plan.AddRange(_options.EffectiveMxEndpoints.Select(e => (ListenerRole.Mx, e, false)));
 
         var byRole = new Dictionary<ListenerRole, Dictionary<IEndpointDefinition, (TcpListener, ListenerEndpoint)>>();
         try
