@@ -1,0 +1,96 @@
+using Analytics.Events;
+using Analytics.Store;
+
+namespace Analytics.Simulation.Tests;
+
+public sealed class FastSimulationTests(StoreFixture fixture)
+{
+    // Recent enough that the events table's retention TTL keeps the rows.
+    private static readonly DateTimeOffset Start = new(DateTimeOffset.UtcNow.UtcDateTime.Date.AddDays(-3), TimeSpan.Zero);
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public void Play_SameSeed_GivesIdenticalEvents()
+    {
+        var scenario = Scenario.Load("small");
+        var first = new List<SmtpEvent>();
+        var second = new List<SmtpEvent>();
+        FastSimulation.Play(WorldBuilder.Build(scenario, Start), null, first.Add);
+        FastSimulation.Play(WorldBuilder.Build(scenario, Start), null, second.Add);
+
+        Assert.True(first.Count > 1000, $"only {first.Count} events");
+        Assert.Equal(first.Count, second.Count);
+        for (var i = 0; i < first.Count; i++)
+        {
+            Assert.Equal(first[i], second[i]);
+        }
+
+        var other = new List<SmtpEvent>();
+        FastSimulation.Play(WorldBuilder.Build(scenario with { Seed = 43 }, Start), null, other.Add);
+        Assert.NotEqual(first.Take(200), other.Take(200));
+    }
+
+    [Fact]
+    public void Play_SmallScenario_HasEveryClassAndItsSignal()
+    {
+        var world = WorldBuilder.Build(Scenario.Load("small"), Start);
+        var events = new List<SmtpEvent>();
+        FastSimulation.Play(world, null, events.Add);
+        var ipClass = world.Labels.Where(l => l.Kind == EntityKind.Ip).ToDictionary(l => l.Entity, l => l.Class);
+        string Cls(SmtpEvent e) => ipClass[e.ClientIp.ToString()];
+
+        Assert.Equal(
+            [LabelClass.Benign, LabelClass.BruteForce, LabelClass.Compromised, LabelClass.Harvester, LabelClass.HeavySender, LabelClass.Spraying, LabelClass.Stuffing],
+            events.Select(Cls).Distinct().Order(StringComparer.Ordinal));
+        Assert.Contains(events, e => Cls(e) == LabelClass.Harvester && e.Kind == EventKind.Rcpt && e.ReplyCode == 550 && e.Status == "5.1.1");
+        Assert.Contains(events, e => Cls(e) == LabelClass.Harvester && e.Kind == EventKind.Close && e.Detail == "server closed: unknown recipients");
+        Assert.Contains(events, e => Cls(e) == LabelClass.BruteForce && e.Kind == EventKind.Auth && e.ReplyCode == 535 && e.Detail == "bad password");
+        Assert.Contains(events, e => Cls(e) == LabelClass.BruteForce && e.Kind == EventKind.Throttle && e.ReplyCode == 454);
+        Assert.Contains(events, e => Cls(e) == LabelClass.Stuffing && e.Kind == EventKind.Auth && e.ReplyCode == 235);
+        Assert.Contains(events, e => Cls(e) == LabelClass.Benign && e.Kind == EventKind.Data && e.ReplyCode == 250 && e.Detail.StartsWith("recipients=", StringComparison.Ordinal));
+        Assert.All(events, e => Assert.Equal(127, e.ClientIp.GetAddressBytes()[0]));
+        Assert.True(events.Where(e => Cls(e) == LabelClass.Benign && e.Kind == EventKind.Rcpt).Average(e => e.ReplyCode == 250 ? 1.0 : 0.0) > 0.95);
+    }
+
+    [Fact]
+    public async Task RunAsync_WritesEventsAndLabels_ThatJoin()
+    {
+        var node = "sim-" + Guid.NewGuid().ToString("N")[..8];
+        var world = WorldBuilder.Build(Scenario.Load("small") with { Node = node, Seed = 4242 }, Start);
+        var result = await FastSimulation.RunAsync(fixture.Store, world, null, TimeProvider.System, null, Ct);
+
+        var stored = (await fixture.Store.QueryAsync("SELECT count() FROM events WHERE node = {n:String}", QueryParameters.Of(("n", node)), Ct)).Scalar<ulong>();
+        Assert.Equal((ulong)result.Events, stored);
+
+        // Every event's client IP has a label of this run; every authenticated user has one too.
+        var unlabelled = (await fixture.Store.QueryAsync(
+            """
+            SELECT count() FROM events e
+            LEFT ANY JOIN (SELECT ip, class FROM labels WHERE entity_kind = 'ip' AND run_id = {r:String}) l ON l.ip = e.client_ip
+            WHERE e.node = {n:String} AND l.class = ''
+            """, QueryParameters.Of(("n", node), ("r", result.RunId)), Ct)).Scalar<ulong>();
+        Assert.Equal(0UL, unlabelled);
+
+        var users = await fixture.Store.QueryAsync(
+            """
+            SELECT l.class AS class, countDistinct(e.user) AS users, count() AS events FROM events e
+            INNER JOIN (SELECT entity, class FROM labels WHERE entity_kind = 'user' AND run_id = {r:String}) l ON l.entity = e.user
+            WHERE e.node = {n:String} AND e.kind = 'auth' AND e.reply_code = 235
+            GROUP BY class ORDER BY class
+            """, QueryParameters.Of(("n", node), ("r", result.RunId)), Ct);
+        var classes = Enumerable.Range(0, users.Rows.Count).Select(i => users.Get<string>(i, "class")).ToList();
+        Assert.Contains(LabelClass.Benign, classes);
+        Assert.Contains(LabelClass.Compromised, classes);
+        Assert.Contains(LabelClass.HeavySender, classes);
+
+        // Compromised accounts: bot sessions fall inside the label's malicious window.
+        var outside = (await fixture.Store.QueryAsync(
+            """
+            SELECT count() FROM events e
+            INNER JOIN (SELECT ip, malicious_from, malicious_to FROM labels WHERE entity_kind = 'ip' AND class = 'compromised' AND run_id = {r:String}) l ON l.ip = e.client_ip
+            WHERE e.node = {n:String} AND e.kind = 'connect' AND (e.ts < l.malicious_from OR e.ts > l.malicious_to)
+            """, QueryParameters.Of(("n", node), ("r", result.RunId)), Ct)).Scalar<ulong>();
+        Assert.Equal(0UL, outside);
+    }
+}
