@@ -81,6 +81,11 @@ public sealed class ListenerEmulator
             {
                 _now += step.Delay;
                 _e._clock.Set(_now);
+                if (step.Kind == StepKind.Auth && _user.Length > 0)
+                {
+                    continue; // clients stop guessing once they are in (see LiveClient)
+                }
+
                 _commands++;
                 if (!Execute(step))
                 {
@@ -115,6 +120,7 @@ public sealed class ListenerEmulator
 
                 case StepKind.Auth:
                     return Auth(step);
+
 
                 case StepKind.Mail:
                     _sender = Clip(step.Text, 320);
@@ -167,7 +173,7 @@ public sealed class ListenerEmulator
             {
                 Throttle(454, "4.7.0", "auth refused: " + decision.Reason, TimeSpan.Zero, authUser);
                 Reply(EventKind.Auth, 454, "4.7.0", decision.Reason, mechanism: step.Mechanism, user: authUser);
-                return CountFailure();
+                return true; // a refusal by policy is not a failed attempt for SmtpServer's per-session budget
             }
 
             var name = UserStore.Normalize(step.Text);

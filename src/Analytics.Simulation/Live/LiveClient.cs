@@ -88,8 +88,14 @@ public static class LiveClient
         }
 
         var accepted = 0;
+        var authenticated = false;
         foreach (var step in script.Steps)
         {
+            if (step.Kind == StepKind.Auth && authenticated)
+            {
+                continue; // once in, a client stops guessing (the emulator does the same)
+            }
+
             if (step.Delay > TimeSpan.Zero)
             {
                 await Task.Delay(step.Delay / speed, time, cancellationToken);
@@ -124,9 +130,11 @@ public static class LiveClient
                         code = await CommandAsync(stream, reader, B64(step.Secret), cancellationToken);
                     }
 
+                    authenticated = code == 235;
                     break;
                 case StepKind.Auth:
                     code = await CommandAsync(stream, reader, "AUTH PLAIN " + B64("\0" + step.Text + "\0" + step.Secret), cancellationToken);
+                    authenticated = code == 235;
                     break;
                 case StepKind.Mail:
                     accepted = 0;
