@@ -9,6 +9,13 @@ public sealed record FeatureDefinition(string Name, string Describe);
 /// <summary>An entity as the detector sees it: who, when, and its feature vector.</summary>
 public sealed record EntityFeatures(string EntityKind, string Entity, DateTime AsOf, float[] Values)
 {
+    /// <summary>The entity's own normal (per day over its 7-day baseline), for explanations; not model input.</summary>
+    public double BaselineMessagesPerDay { get; init; }
+
+    public double BaselineRecipientsPerDay { get; init; }
+
+    public double BaselineAuthFailuresPerDay { get; init; }
+
     public float this[string name] => Values[FeatureSet.Index(name)];
 }
 
@@ -26,6 +33,7 @@ public static class FeatureSet
         new("is_net", "entity is a network"),
         new("auth_attempts_5m", "{0:0} AUTH attempts in 5 min"),
         new("auth_failures_5m", "{0:0} AUTH failures in 5 min"),
+        new("auth_failures_10m", "{0:0} AUTH failures in 10 min"),
         new("auth_failures_1h", "{0:0} AUTH failures in 1 h"),
         new("auth_fail_ratio_1h", "{0:P0} of AUTH attempts failed in 1 h"),
         new("auth_failures_24h", "{0:0} AUTH failures in 24 h"),
@@ -36,6 +44,7 @@ public static class FeatureSet
         new("ips_24h", "{0:0} distinct client IPs in 24 h"),
         new("rcpt_5m", "{0:0} recipients tried in 5 min"),
         new("rcpt_1h", "{0:0} recipients tried in 1 h"),
+        new("rcpt_unknown_10m", "{0:0} unknown-mailbox rejections in 10 min"),
         new("rcpt_unknown_1h", "{0:0} unknown-mailbox rejections in 1 h"),
         new("rcpt_unknown_ratio_1h", "{0:P0} of recipients were unknown mailboxes in 1 h"),
         new("rcpt_rejected_ratio_1h", "{0:P0} of recipients rejected in 1 h"),
@@ -101,6 +110,7 @@ public static class FeatureSet
             Set("is_net", kind == "net" ? 1 : 0);
             Set("auth_attempts_5m", F("auth_attempts_5m"));
             Set("auth_failures_5m", F("auth_failures_5m"));
+            Set("auth_failures_10m", F("auth_failures_10m"));
             Set("auth_failures_1h", F("auth_failures_1h"));
             Set("auth_fail_ratio_1h", Ratio(F("auth_failures_1h"), F("auth_attempts_1h")));
             Set("auth_failures_24h", F("auth_failures_24h"));
@@ -111,6 +121,7 @@ public static class FeatureSet
             Set("ips_24h", F("ips_24h"));
             Set("rcpt_5m", F("rcpt_5m"));
             Set("rcpt_1h", F("rcpt_1h"));
+            Set("rcpt_unknown_10m", F("rcpt_unknown_10m"));
             Set("rcpt_unknown_1h", F("rcpt_unknown_1h"));
             Set("rcpt_unknown_ratio_1h", Ratio(F("rcpt_unknown_1h"), F("rcpt_1h")));
             Set("rcpt_rejected_ratio_1h", Ratio(F("rcpt_rejected_1h"), F("rcpt_1h")));
@@ -141,7 +152,13 @@ public static class FeatureSet
             Set("hour_of_day_share", hasBaseline ? Ratio(F("baseline_minutes_this_hour"), F("baseline_active_minutes")) : 0);
             Set("has_baseline", hasBaseline ? 1 : 0);
             Set("age_hours", F("age_minutes") / 60.0);
-            list.Add(new EntityFeatures(kind, (string)row[o["entity"]]!, asOf, v));
+            var baselineDays = baselineHours / 24.0;
+            list.Add(new EntityFeatures(kind, (string)row[o["entity"]]!, asOf, v)
+            {
+                BaselineMessagesPerDay = hasBaseline ? F("baseline_messages") / baselineDays : double.NaN,
+                BaselineRecipientsPerDay = hasBaseline ? F("baseline_rcpt") / baselineDays : double.NaN,
+                BaselineAuthFailuresPerDay = hasBaseline ? F("baseline_auth_failures") / baselineDays : double.NaN,
+            });
         }
 
         return list;

@@ -4,6 +4,7 @@
 WITH
     {t:DateTime('UTC')} AS t,
     t - INTERVAL 5 MINUTE AS t5m,
+    t - INTERVAL 10 MINUTE AS t10m,
     t - INTERVAL 1 HOUR AS t1h,
     t - INTERVAL 1 DAY AS t24h,
     t - INTERVAL 7 DAY AS t7d
@@ -16,6 +17,8 @@ SELECT
     sumIf(rcpt_unknown, minute >= t5m) AS rcpt_unknown_5m,
     sumIf(messages, minute >= t5m) AS messages_5m,
     sumIf(message_rcpts, minute >= t5m) AS message_rcpts_5m,
+    sumIf(auth_failures, minute >= t10m) AS auth_failures_10m,
+    sumIf(rcpt_unknown, minute >= t10m) AS rcpt_unknown_10m,
     sumIf(auth_attempts, minute >= t1h) AS auth_attempts_1h,
     sumIf(auth_failures, minute >= t1h) AS auth_failures_1h,
     uniqMergeIf(users_tried, minute >= t1h) AS users_tried_1h,

@@ -1,0 +1,213 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Analytics.Detection.Features;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace Analytics.Detection.Model;
+
+/// <summary>The model card written beside the model files: what it was trained on and how it did.</summary>
+public sealed record ModelCard
+{
+    public required string Version { get; init; }
+    public required DateTime CreatedAt { get; init; }
+    public required int Seed { get; init; }
+    public required string LayoutHash { get; init; }
+    public required IReadOnlyList<string> Features { get; init; }
+    public required IReadOnlyList<string> Classes { get; init; }
+    public required float AnomalyThreshold { get; init; }
+    public required float FlagThreshold { get; init; }
+    public required float[] BenignMedians { get; init; }
+    public required IReadOnlyDictionary<string, int> TrainingRowsPerClass { get; init; }
+    public string? HeldOutVariant { get; init; }
+    public string? DataDescription { get; init; }
+    public string Split { get; init; } = "";
+    public EvaluationReport? Evaluation { get; init; }
+}
+
+/// <summary>A verdict for one entity: the most likely class, the calibrated probabilities and the anomaly score.</summary>
+public sealed record Prediction(string Class, float Score, IReadOnlyDictionary<string, float> Probabilities, float Anomaly, bool IsAnomalous)
+{
+    public bool Flagged(float threshold) => Class != ThreatClass.Benign && Score >= threshold;
+}
+
+/// <summary>The model files are missing, corrupt or were trained for another feature layout.</summary>
+public sealed class ModelLoadException : Exception
+{
+    public ModelLoadException()
+    {
+    }
+
+    public ModelLoadException(string message) : base(message)
+    {
+    }
+
+    public ModelLoadException(string message, Exception innerException) : base(message, innerException)
+    {
+    }
+}
+
+/// <summary>
+/// The trained detector: a one-versus-all FastTree classifier with calibrated (Platt) per-class
+/// probabilities, plus a randomized-PCA anomaly model fitted on benign behaviour, for what was
+/// never labelled. Immutable once loaded; <see cref="Predict"/> is safe to call from one scorer.
+/// </summary>
+public sealed class DetectionModel
+{
+    public const string ClassifierFile = "classifier.zip";
+    public const string AnomalyFile = "anomaly.zip";
+    public const string CardFile = "model.json";
+
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    private readonly MLContext _ml;
+    private readonly ITransformer _classifier;
+    private readonly ITransformer _anomaly;
+    private readonly string[] _slotClasses;
+
+    internal DetectionModel(MLContext ml, ITransformer classifier, ITransformer anomaly, ModelCard card, string[] slotClasses)
+    {
+        _ml = ml;
+        _classifier = classifier;
+        _anomaly = anomaly;
+        Card = card;
+        _slotClasses = slotClasses;
+    }
+
+    public ModelCard Card { get; }
+
+    public string Version => Card.Version;
+
+    public static DetectionModel Load(string directory)
+    {
+        var cardPath = Path.Combine(directory, CardFile);
+        if (!File.Exists(cardPath))
+        {
+            throw new ModelLoadException($"No model at {directory}: {CardFile} is missing (train one with ./analytics train).");
+        }
+
+        ModelCard card;
+        try
+        {
+            card = JsonSerializer.Deserialize<ModelCard>(File.ReadAllText(cardPath), Json)
+                ?? throw new ModelLoadException($"{cardPath} is empty.");
+        }
+        catch (JsonException ex)
+        {
+            throw new ModelLoadException($"{cardPath} is not a valid model card: {ex.Message}", ex);
+        }
+
+        if (card.LayoutHash != FeatureSet.LayoutHash)
+        {
+            throw new ModelLoadException(
+                $"The model at {directory} was trained for feature layout {card.LayoutHash}; this build computes {FeatureSet.LayoutHash}. Retrain it (./analytics train).");
+        }
+
+        var ml = new MLContext(card.Seed);
+        var classifier = LoadTransformer(ml, Path.Combine(directory, ClassifierFile));
+        var anomaly = LoadTransformer(ml, Path.Combine(directory, AnomalyFile));
+        var model = new DetectionModel(ml, classifier, anomaly, card, SlotClasses(ml, classifier));
+
+        // A model that loads but cannot score is as bad as a corrupt one: prove it on a zero vector.
+        try
+        {
+            model.Predict([new EntityFeatures("user", "probe", DateTime.UnixEpoch, new float[FeatureSet.Count])]);
+        }
+        catch (Exception ex) when (ex is not ModelLoadException)
+        {
+            throw new ModelLoadException($"The model at {directory} cannot score: {ex.Message}", ex);
+        }
+
+        return model;
+    }
+
+    private static ITransformer LoadTransformer(MLContext ml, string path)
+    {
+        if (!File.Exists(path))
+        {
+            throw new ModelLoadException($"Model file {path} is missing.");
+        }
+
+        try
+        {
+            return ml.Model.Load(path, out _);
+        }
+        catch (Exception ex)
+        {
+            throw new ModelLoadException($"Model file {path} is corrupt or not an ML.NET model: {ex.Message}", ex);
+        }
+    }
+
+    internal static string[] SlotClasses(MLContext ml, ITransformer classifier)
+    {
+        var empty = ml.Data.LoadFromEnumerable(Array.Empty<ModelInput>(), ModelInput.Schema());
+        var schema = classifier.GetOutputSchema(empty.Schema);
+        VBuffer<ReadOnlyMemory<char>> names = default;
+        schema["Score"].GetSlotNames(ref names);
+        return names.DenseValues().Select(n => n.ToString()).ToArray();
+    }
+
+    public IReadOnlyList<Prediction> Predict(IReadOnlyList<EntityFeatures> entities)
+    {
+        if (entities.Count == 0)
+        {
+            return [];
+        }
+
+        var data = _ml.Data.LoadFromEnumerable(entities.Select(e => new ModelInput { Features = e.Values, Label = "" }), ModelInput.Schema());
+        var classes = _ml.Data.CreateEnumerable<ClassifierOutput>(_classifier.Transform(data), reuseRowObject: false).ToList();
+        var anomalies = _ml.Data.CreateEnumerable<AnomalyOutput>(_anomaly.Transform(data), reuseRowObject: false).ToList();
+        var result = new Prediction[entities.Count];
+        for (var i = 0; i < result.Length; i++)
+        {
+            var probabilities = new Dictionary<string, float>(_slotClasses.Length);
+            var best = 0;
+            for (var c = 0; c < _slotClasses.Length; c++)
+            {
+                probabilities[_slotClasses[c]] = classes[i].Score[c];
+                if (classes[i].Score[c] > classes[i].Score[best])
+                {
+                    best = c;
+                }
+            }
+
+            var anomaly = anomalies[i].Score;
+            result[i] = new Prediction(_slotClasses[best], classes[i].Score[best], probabilities, anomaly, anomaly > Card.AnomalyThreshold);
+        }
+
+        return result;
+    }
+
+    internal sealed class ClassifierOutput
+    {
+        public float[] Score { get; set; } = [];
+    }
+
+    internal sealed class AnomalyOutput
+    {
+        public float Score { get; set; }
+    }
+}
+
+/// <summary>The row ML.NET sees: the feature vector, the class, and a weight that balances classes.</summary>
+internal sealed class ModelInput
+{
+    public float[] Features { get; set; } = [];
+
+    public string Label { get; set; } = "";
+
+    public float Weight { get; set; } = 1;
+
+    public static SchemaDefinition Schema()
+    {
+        var schema = SchemaDefinition.Create(typeof(ModelInput));
+        schema[nameof(Features)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, FeatureSet.Count);
+        return schema;
+    }
+}

@@ -1,0 +1,124 @@
+using Analytics.Detection.Features;
+using Analytics.Detection.Model;
+using Analytics.Detection.Scoring;
+using Analytics.Simulation;
+using Analytics.Store.Embedded;
+using Analytics.Store.Schema;
+using Microsoft.Extensions.Logging.Abstractions;
+using Xunit;
+
+namespace Analytics.Detection.Tests;
+
+[Collection(EmbeddedCollection.Name)]
+public sealed class ModelTests
+{
+    [Fact]
+    public async Task TrainOnSmallScenario_HeldOutMetricsClearAFloor_ModelRoundTrips_AndScores()
+    {
+        using var dir = new TempDirectory();
+        await using var store = EmbeddedStore.Open(Path.Combine(dir.Path, "data"));
+        await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings());
+        var world = WorldBuilder.Build(Scenario.Load("small"), new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero));
+        await FastSimulation.RunAsync(store, world, null, TimeProvider.System);
+
+        var rows = await new TrainingSetBuilder(store).BuildAsync(TimeSpan.FromMinutes(15));
+        Assert.Contains(rows, r => r.Class == ThreatClass.Harvester);
+        Assert.Contains(rows, r => r.Class == ThreatClass.BruteForce);
+        Assert.Contains(rows, r => r.Class == ThreatClass.Compromised);
+
+        var modelDir = Path.Combine(dir.Path, "model");
+        var (model, report) = ModelTrainer.Train(rows, new TrainingOptions { Seed = 7, HoldOutVariant = "distributed", Trees = 40 }, modelDir);
+        var output = new StringWriter();
+        Evaluator.WriteText(output, report);
+        TestContext.Current.TestOutputHelper?.WriteLine(output.ToString());
+
+        Assert.True(report.Model.MaliciousDetectionRecall >= 0.6, $"malicious rows caught {report.Model.MaliciousDetectionRecall:P0}");
+        Assert.True(report.Model.FalsePositiveRateLegitimateUsers <= 0.1, $"FPR {report.Model.FalsePositiveRateLegitimateUsers:P0}");
+        Assert.True(report.Model.MaliciousDetectionRecall > report.Rules.MaliciousDetectionRecall, "the model must catch more than the rules");
+
+        // Same data, same seed: the same model.
+        var again = ModelTrainer.Train(rows, new TrainingOptions { Seed = 7, HoldOutVariant = "distributed", Trees = 40 }, Path.Combine(dir.Path, "model2"));
+        var probe = rows.Take(200).Select(r => r.Features).ToList();
+        Assert.Equal(model.Predict(probe).Select(p => p.Score), again.Model.Predict(probe).Select(p => p.Score));
+
+        // The written model loads back and predicts exactly as the trained one.
+        var loaded = DetectionModel.Load(modelDir);
+        Assert.Equal(model.Version, loaded.Version);
+        Assert.Equal(model.Predict(probe).Select(p => (p.Class, p.Score)), loaded.Predict(probe).Select(p => (p.Class, p.Score)));
+
+        // A scoring pass at a time inside the simulated day writes explained verdicts.
+        var provider = new ModelProvider(modelDir, NullLogger.Instance);
+        var scorer = new Scorer(store, provider, [], NullLogger.Instance, "test");
+        var harvest = rows.Where(r => r.Class == ThreatClass.Harvester).OrderBy(r => r.Features.AsOf).First();
+        var pass = await scorer.ScoreOnceAsync(harvest.Features.AsOf, TimeSpan.FromMinutes(15));
+        Assert.True(pass.Entities > 0);
+        var flagged = pass.Verdicts.Where(v => v.Flagged).ToList();
+        Assert.NotEmpty(flagged);
+        Assert.All(flagged, v => Assert.NotEmpty(v.Reasons));
+        var stored = await store.QueryAsync("SELECT count() FROM verdicts WHERE flagged");
+        Assert.Equal((ulong)flagged.Count, stored.Scalar<ulong>());
+    }
+
+    [Fact]
+    public async Task CorruptOrIncompatibleModel_IsRefusedClearly_AndTheProviderKeepsThePreviousOne()
+    {
+        using var dir = new TempDirectory();
+        var rows = Synthetic();
+        var modelDir = Path.Combine(dir.Path, "model");
+        ModelTrainer.Train(rows, new TrainingOptions { Seed = 1, HoldOutVariant = null, Trees = 5, TrainEntityShare = 1, TrainTimeShare = 0.8 }, modelDir);
+        var provider = new ModelProvider(modelDir, NullLogger.Instance);
+        var first = provider.Refresh();
+        Assert.NotNull(first);
+
+        // Corrupt the classifier: Load refuses it with the file named.
+        var corruptDir = Path.Combine(dir.Path, "corrupt");
+        Directory.CreateDirectory(corruptDir);
+        foreach (var f in Directory.GetFiles(modelDir))
+        {
+            File.Copy(f, Path.Combine(corruptDir, Path.GetFileName(f)));
+        }
+
+        await File.WriteAllBytesAsync(Path.Combine(corruptDir, DetectionModel.ClassifierFile), [1, 2, 3, 4], TestContext.Current.CancellationToken);
+        var ex = Assert.Throws<ModelLoadException>(() => DetectionModel.Load(corruptDir));
+        Assert.Contains(DetectionModel.ClassifierFile, ex.Message, StringComparison.Ordinal);
+
+        // A card for another feature layout is refused before anything is loaded.
+        var card = await File.ReadAllTextAsync(Path.Combine(modelDir, DetectionModel.CardFile), TestContext.Current.CancellationToken);
+        await File.WriteAllTextAsync(Path.Combine(corruptDir, DetectionModel.CardFile), card.Replace(FeatureSet.LayoutHash, "0000000000000000", StringComparison.Ordinal), TestContext.Current.CancellationToken);
+        ex = Assert.Throws<ModelLoadException>(() => DetectionModel.Load(corruptDir));
+        Assert.Contains("feature layout", ex.Message, StringComparison.Ordinal);
+
+        // The running provider keeps its model when the files on disk go bad.
+        await File.WriteAllBytesAsync(Path.Combine(modelDir, DetectionModel.ClassifierFile), [9, 9, 9], TestContext.Current.CancellationToken);
+        File.SetLastWriteTimeUtc(Path.Combine(modelDir, DetectionModel.CardFile), DateTime.UtcNow.AddMinutes(1));
+        Assert.Same(first, provider.Refresh());
+        Assert.NotNull(provider.LastError);
+
+        // No model at all: the provider has none and says why.
+        var none = new ModelProvider(Path.Combine(dir.Path, "missing"), NullLogger.Instance);
+        Assert.Null(none.Refresh());
+        Assert.Contains("missing", none.LastError, StringComparison.Ordinal);
+    }
+
+    // Two obvious classes, enough for a model that loads and scores.
+    private static List<LabelledRow> Synthetic()
+    {
+        var random = new Random(3);
+        var rows = new List<LabelledRow>();
+        var t0 = new DateTime(2026, 11, 1, 0, 0, 0, DateTimeKind.Utc);
+        for (var i = 0; i < 400; i++)
+        {
+            var bad = i % 4 == 0;
+            var v = new float[FeatureSet.Count];
+            v[FeatureSet.Index("is_ip")] = 1;
+            v[FeatureSet.Index("auth_failures_1h")] = bad ? 20 + random.Next(20) : random.Next(2);
+            for (var k = 3; k < v.Length; k++)
+            {
+                v[k] += random.Next(3);
+            }
+            rows.Add(new LabelledRow(new EntityFeatures("ip", "127.0.0." + (i % 200), t0.AddMinutes(i), v), bad ? ThreatClass.BruteForce : ThreatClass.Benign, "", ""));
+        }
+
+        return rows;
+    }
+}
