@@ -10,6 +10,16 @@ namespace Analytics.Cli;
 /// <summary>What a running <c>serve</c> lends to a command it executes for a CLI process.</summary>
 internal sealed record ServerContext(IClickHouseStore Store, IServiceProvider Services);
 
+/// <summary>
+/// A command's own say in how it is forwarded: <paramref name="Args"/> replaces the command line (a
+/// relative path made absolute), <paramref name="Stdin"/> replaces stdin (a password already read here
+/// from the terminal).
+/// </summary>
+internal sealed record Forwarding(string[]? Args = null, string? Stdin = null)
+{
+    public static Forwarding AsTyped { get; } = new();
+}
+
 /// <summary>What every command gets: its terminal, and the running server when executed inside it.</summary>
 internal sealed class CommandContext
 {
@@ -31,7 +41,12 @@ internal sealed class CommandContext
     /// configured store is opened here; when a running server owns the embedded data directory, the
     /// whole command is sent to that server's admin socket and its output is relayed.
     /// </summary>
-    public async Task<int> WithStoreAsync(ParseResult parse, Func<IClickHouseStore, Task<int>> body, CancellationToken cancellationToken)
+    public Task<int> WithStoreAsync(ParseResult parse, Func<IClickHouseStore, Task<int>> body, CancellationToken cancellationToken) =>
+        WithStoreAsync(parse, Forwarding.AsTyped, body, cancellationToken);
+
+    /// <inheritdoc cref="WithStoreAsync(ParseResult, Func{IClickHouseStore, Task{int}}, CancellationToken)"/>
+    /// <param name="forwarding">What to send instead of the command line and stdin as typed, when the command is forwarded.</param>
+    public async Task<int> WithStoreAsync(ParseResult parse, Forwarding forwarding, Func<IClickHouseStore, Task<int>> body, CancellationToken cancellationToken)
     {
         if (Server is not null)
         {
@@ -46,7 +61,7 @@ internal sealed class CommandContext
         }
         catch (DataDirectoryInUseException)
         {
-            return await AdminClient.ForwardAsync(settings.DataDirectory, RawArgs(parse), IO, cancellationToken);
+            return await AdminClient.ForwardAsync(settings.DataDirectory, forwarding.Args ?? RawArgs(parse), IO, forwarding.Stdin, cancellationToken);
         }
         catch (StoreUnavailableException ex)
         {
@@ -63,7 +78,7 @@ internal sealed class CommandContext
         }
     }
 
-    private static string[] RawArgs(ParseResult parse) => parse.Tokens.Select(t => t.Value).ToArray();
+    public static string[] RawArgs(ParseResult parse) => parse.Tokens.Select(t => t.Value).ToArray();
 }
 
 /// <summary>Configuration as every verb sees it: appsettings.json, --config FILE, ANALYTICS_* environment, command line.</summary>

@@ -6,7 +6,8 @@ namespace Analytics.Cli.Admin;
 /// <summary>Sends a CLI command to the server that owns the data directory, through its admin socket.</summary>
 internal static class AdminClient
 {
-    public static async Task<int> ForwardAsync(string dataDirectory, string[] args, CliIO io, CancellationToken cancellationToken)
+    /// <param name="stdin">Sent as the command's stdin instead of this process's (when the command read it already).</param>
+    public static async Task<int> ForwardAsync(string dataDirectory, string[] args, CliIO io, string? stdin, CancellationToken cancellationToken)
     {
         var socket = AdminEndpoint.SocketPath(dataDirectory);
         if (!File.Exists(socket))
@@ -16,7 +17,7 @@ internal static class AdminClient
                 "If a server is starting, retry in a moment.", 2);
         }
 
-        var stdin = io.InputRedirected ? await io.In.ReadToEndAsync(cancellationToken) : null;
+        stdin ??= io.InputRedirected ? await io.In.ReadToEndAsync(cancellationToken) : null;
         using var http = Create(socket);
         HttpResponseMessage response;
         try

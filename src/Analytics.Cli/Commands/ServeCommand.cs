@@ -8,7 +8,23 @@ internal static class ServeCommand
 {
     public static Command Create(CommandContext context)
     {
-        var command = new Command("serve", "Run the server: embedded store, event pipeline and admin socket, until SIGINT/SIGTERM");
+        var submission = new Option<string[]>("--submission")
+        {
+            Description = "Submission endpoint (AUTH, STARTTLS), repeatable. With --submission or --mx, the command line replaces every configured endpoint",
+            HelpName = "HOST:PORT",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var mx = new Option<string[]>("--mx")
+        {
+            Description = "Inbound MX endpoint (local recipients only), repeatable",
+            HelpName = "HOST:PORT",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var command = new Command("serve", "Run the server: SMTP listener (submission, MX), embedded store, event pipeline and admin socket, until SIGINT/SIGTERM")
+        {
+            submission,
+            mx,
+        };
         command.SetAction(async (parse, cancellationToken) =>
         {
             if (context.Server is not null)
@@ -17,7 +33,11 @@ internal static class ServeCommand
             }
 
             var settings = context.Settings(parse);
-            return await ServerHost.RunAsync(settings, context.IO, cancellationToken);
+            var overrides = new ServeOverrides(
+                parse.GetValue(submission) ?? [],
+                parse.GetValue(mx) ?? [],
+                DataGiven: parse.GetValue(GlobalOptions.Data) is not null);
+            return await ServerHost.RunAsync(settings, overrides, context.IO, cancellationToken);
         });
         return command;
     }

@@ -22,12 +22,20 @@ internal static class OptionsValidation
         return errors;
     }
 
-    public static void ThrowIfInvalid(params (string Section, object Options)[] sections)
+    public static void ThrowIfInvalid(params (string Section, object Options)[] sections) => ThrowIfInvalid(Errors(sections));
+
+    /// <summary>One problem: one line. Several: one line each, all at once.</summary>
+    public static void ThrowIfInvalid(IEnumerable<string> errors)
     {
-        var errors = Errors(sections);
-        if (errors.Count > 0)
+        var list = errors.ToList();
+        if (list.Count == 1)
         {
-            throw new CliException("Invalid configuration:\n  " + string.Join("\n  ", errors), 2);
+            throw new CliException("Invalid configuration: " + list[0], 2);
+        }
+
+        if (list.Count > 1)
+        {
+            throw new CliException("Invalid configuration:\n  " + string.Join("\n  ", list), 2);
         }
     }
 }

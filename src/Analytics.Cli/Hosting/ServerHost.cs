@@ -2,6 +2,7 @@ using Analytics.Cli.Admin;
 using Analytics.Events;
 using Analytics.Store;
 using Analytics.Store.Embedded;
+using Analytics.Submission;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -10,20 +11,56 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Serilog;
 using Serilog.Extensions.Logging;
+using System.Net.Sockets;
 
 namespace Analytics.Cli.Hosting;
 
-/// <summary>Assembles <c>serve</c>: store, migrations, event sink, admin socket; owns their start and stop order.</summary>
+/// <summary>What the <c>serve</c> command line says about the listener, on top of the configuration.</summary>
+/// <param name="Submission">--submission endpoints; when this or <paramref name="Mx"/> is given, the command line replaces every configured endpoint.</param>
+/// <param name="Mx">--mx endpoints.</param>
+/// <param name="DataGiven">--data was given: it wins over Submission:DataDirectory.</param>
+internal sealed record ServeOverrides(IReadOnlyList<string> Submission, IReadOnlyList<string> Mx, bool DataGiven)
+{
+    public static ServeOverrides None { get; } = new([], [], false);
+
+    public bool ReplaceEndpoints => Submission.Count > 0 || Mx.Count > 0;
+
+    /// <summary>Applies the overrides; the spool and keys default to the store's data directory.</summary>
+    public void Apply(SubmissionOptions options, AnalyticsSettings settings)
+    {
+        if (DataGiven || string.IsNullOrWhiteSpace(settings.Configuration[$"{SubmissionOptions.SectionName}:{nameof(SubmissionOptions.DataDirectory)}"]))
+        {
+            options.DataDirectory = settings.DataDirectory;
+        }
+
+        // Several instances side by side: the command line says exactly where each one listens, so
+        // an endpoint from the configuration file (say 0.0.0.0:25) never comes on top of it.
+        if (ReplaceEndpoints)
+        {
+            options.SubmissionEndpoints = [.. Submission];
+            options.MxEndpoints = [.. Mx];
+            options.ImplicitTlsEndpoints = [];
+        }
+    }
+}
+
+/// <summary>
+/// Assembles <c>serve</c>: store, migrations, event sink, SMTP listener, admin socket; owns their
+/// start and stop order (stop: the listener drains, then the sink flushes, then the store closes).
+/// </summary>
 internal static class ServerHost
 {
-    public static async Task<int> RunAsync(AnalyticsSettings settings, CliIO io, CancellationToken cancellationToken)
+    public static async Task<int> RunAsync(AnalyticsSettings settings, ServeOverrides overrides, CliIO io, CancellationToken cancellationToken)
     {
         using var serilog = Logging.CreateLogger(settings.Configuration);
         var loggerFactory = new SerilogLoggerFactory(serilog);
         var log = loggerFactory.CreateLogger("Analytics.Serve");
 
         var sinkOptions = settings.Configuration.GetSection("Events").Get<EventSinkOptions>() ?? new EventSinkOptions();
-        OptionsValidation.ThrowIfInvalid(("Store", settings.Store), ("Events", sinkOptions));
+        var submissionOptions = BindSubmission(settings, overrides);
+        OptionsValidation.ThrowIfInvalid(
+            OptionsValidation.Errors(("Store", settings.Store), ("Events", sinkOptions), ("Submission", submissionOptions))
+                .Concat(new SubmissionOptionsValidator().Validate(null, submissionOptions).Failures ?? []));
 
         IClickHouseStore store;
         try
@@ -57,24 +94,54 @@ internal static class ServerHost
             builder.Services.AddSingleton<IEventPublisher>(sink);
             builder.Services.AddSingleton(settings);
             builder.Services.AddSingleton(sp => new ServerContext(store, sp));
-            builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
+            builder.Services.AddSubmission(builder.Configuration);
+            builder.Services.PostConfigure<SubmissionOptions>(o => overrides.Apply(o, settings));
+
+            // The listener drains within its own deadline; the host must wait at least that long.
+            var shutdown = TimeSpan.FromSeconds(30) + submissionOptions.Limits.ShutdownDeadline;
+            builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = shutdown);
             AdminEndpoint.Listen(builder.WebHost, settings.DataDirectory);
 
             await using var app = builder.Build();
             AdminEndpoint.Map(app, settings.DataDirectory);
             app.Lifetime.ApplicationStarted.Register(() =>
-                log.LogInformation("analytics {Version} serving; data {DataDirectory}; store {Backend} at {Location}; admin socket {Socket}",
-                    AnalyticsCli.Version, settings.DataDirectory, store.Backend, store.Location, AdminEndpoint.SocketPath(settings.DataDirectory)));
-            await app.RunAsync(cancellationToken);
+            {
+                var endpoints = app.Services.GetRequiredService<SubmissionListener>().Endpoints;
+                string Role(ListenerRole role, bool implicitTls) =>
+                    string.Join(", ", endpoints.Where(e => e.Role == role && e.ImplicitTls == implicitTls).Select(e => e.EndPoint.ToString())) is { Length: > 0 } list ? list : "none";
+                log.LogInformation("analytics {Version} serving; submission {Submission}; submission implicit TLS {ImplicitTls}; mx {Mx}",
+                    AnalyticsCli.Version, Role(ListenerRole.Submission, false), Role(ListenerRole.Submission, true), Role(ListenerRole.Mx, false));
+                log.LogInformation("data {DataDirectory}; store {Backend} at {Location}; admin socket {Socket}",
+                    settings.DataDirectory, store.Backend, store.Location, AdminEndpoint.SocketPath(settings.DataDirectory));
+            });
+            try
+            {
+                await app.RunAsync(cancellationToken);
+            }
+            catch (InvalidOperationException ex) when (ex.InnerException is SocketException)
+            {
+                // A port in use or not permitted: the listener says which one.
+                throw new CliException(ex.Message, 2);
+            }
         }
         finally
         {
-            // The listener is stopped by now; what it published is flushed before the store closes.
+            // The host stopped the listener (hosted services stop before the host returns), so every
+            // event it published is in the sink: flush them before the store closes.
             await sink.DisposeAsync();
         }
 
         log.LogInformation("analytics stopped");
         return 0;
+    }
+
+    /// <summary>The Submission section as the listener will see it, for validation before anything opens.</summary>
+    private static SubmissionOptions BindSubmission(AnalyticsSettings settings, ServeOverrides overrides)
+    {
+        var options = new SubmissionOptions();
+        settings.Configuration.GetSection(SubmissionOptions.SectionName).Bind(options);
+        overrides.Apply(options, settings);
+        return options;
     }
 }
 
