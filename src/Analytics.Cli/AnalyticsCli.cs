@@ -50,6 +50,9 @@ internal static class AnalyticsCli
         root.Subcommands.Add(UsersCommand.Create(context));
         root.Subcommands.Add(RecipientsCommand.Create(context));
         root.Subcommands.Add(SimulateCommand.Create(context));
+        root.Subcommands.Add(DetectionCommands.Train(context));
+        root.Subcommands.Add(DetectionCommands.Evaluate(context));
+        root.Subcommands.Add(DetectionCommands.Score(context));
         return root;
     }
 }
