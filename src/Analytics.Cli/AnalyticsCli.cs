@@ -14,7 +14,8 @@ internal static class AnalyticsCli
     public static async Task<int> RunAsync(string[] args, CliIO io, ServerContext? server, CancellationToken cancellationToken)
     {
         var root = Build(io, server);
-        var parse = root.Parse(args);
+        // No response files: '@example.org' is a domain here (recipients add), not a file to expand.
+        var parse = root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
         var invocation = new InvocationConfiguration
         {
             Output = io.Out,

@@ -29,10 +29,14 @@ internal sealed class CliProcess : IAsyncDisposable
 
     public static CliProcess Start(params string[] args) => StartWithInput(null, args);
 
-    public static CliProcess StartWithInput(string? stdin, params string[] args)
+    public static CliProcess StartWithInput(string? stdin, params string[] args) => StartIn(null, stdin, args);
+
+    /// <summary>Starts in <paramref name="workingDirectory"/> (relative paths on the command line resolve there).</summary>
+    public static CliProcess StartIn(string? workingDirectory, string? stdin, params string[] args)
     {
         var info = new ProcessStartInfo("dotnet")
         {
+            WorkingDirectory = workingDirectory ?? "",
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
@@ -57,6 +61,20 @@ internal sealed class CliProcess : IAsyncDisposable
     public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(params string[] args)
     {
         await using var p = Start(args);
+        var code = await p.WaitAsync(TimeSpan.FromMinutes(2));
+        return (code, p.Stdout, p.Stderr);
+    }
+
+    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunWithInputAsync(string stdin, params string[] args)
+    {
+        await using var p = StartWithInput(stdin, args);
+        var code = await p.WaitAsync(TimeSpan.FromMinutes(2));
+        return (code, p.Stdout, p.Stderr);
+    }
+
+    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunInAsync(string workingDirectory, params string[] args)
+    {
+        await using var p = StartIn(workingDirectory, null, args);
         var code = await p.WaitAsync(TimeSpan.FromMinutes(2));
         return (code, p.Stdout, p.Stderr);
     }

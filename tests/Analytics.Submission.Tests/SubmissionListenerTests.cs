@@ -431,3 +431,99 @@ public sealed class ShutdownTests(StoreFixture fixture)
         await h.DisposeAsync();
     }
 }
+
+public sealed class EnforcementTests(StoreFixture fixture)
+{
+    private static string Plain(string user, string password) => Convert.ToBase64String(Encoding.UTF8.GetBytes($"\0{user}\0{password}"));
+
+    [Fact]
+    public async Task Auth_FailuresAgainstOneUser_LockThatUserAtConfiguredN_With454()
+    {
+        await using var h = await Harness.StartAsync(fixture, o =>
+        {
+            o.AllowInsecureAuth = true;
+            o.Defenses.AuthFailuresPerUser = 3;
+            o.Defenses.AuthFailuresPerIp = 100;
+            o.Limits.MaxAuthFailuresPerSession = 10;
+        });
+        await using var smtp = await RawSmtp.ConnectAsync(h.Submission);
+        await smtp.CommandAsync("EHLO stuffer.example");
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal("535 5.7.8 Authentication credentials invalid", await smtp.CommandAsync("AUTH PLAIN " + Plain(h.User, "guess" + i)));
+        }
+
+        // The user is locked now, even with the right password; another name from the same IP is not.
+        Assert.StartsWith("454 4.7.0", await smtp.CommandAsync("AUTH PLAIN " + Plain(h.User, Harness.Password)), StringComparison.Ordinal);
+        Assert.StartsWith("535 5.7.8", await smtp.CommandAsync("AUTH PLAIN " + Plain("other@" + h.Domain, "guess")), StringComparison.Ordinal);
+
+        var events = await h.EventsWhenAsync(e => e.Count(x => x.Kind == "auth") >= 5);
+        Assert.Contains(events, e => e.Kind == "throttle" && e.Detail.StartsWith("lock user", StringComparison.Ordinal) && e.User == h.User);
+        Assert.Single(events, e => e.Kind == "auth" && e.ReplyCode == 454);
+    }
+
+    [Fact]
+    public async Task Mail_PastTheStaticMessageRate_Gets451()
+    {
+        await using var h = await Harness.StartAsync(fixture, o =>
+        {
+            o.AllowInsecureAuth = true;
+            o.Policy.MessagesPerMinute = 2;
+        });
+        await using var smtp = await RawSmtp.ConnectAsync(h.Submission);
+        await smtp.CommandAsync("EHLO client.example");
+        Assert.StartsWith("235", await smtp.CommandAsync("AUTH PLAIN " + Plain(h.User, Harness.Password)), StringComparison.Ordinal);
+        for (var i = 0; i < 2; i++)
+        {
+            Assert.StartsWith("250 2.1.0", await smtp.CommandAsync($"MAIL FROM:<{h.User}>"), StringComparison.Ordinal);
+            Assert.StartsWith("250", await smtp.CommandAsync("RSET"), StringComparison.Ordinal);
+        }
+
+        Assert.Equal("451 4.7.1 Rate limit reached, try again later", await smtp.CommandAsync($"MAIL FROM:<{h.User}>"));
+        var events = await h.EventsWhenAsync(e => e.Any(x => x.Kind == "mail" && x.ReplyCode == 451));
+        Assert.Contains(events, e => e.Kind == "mail" && e.ReplyCode == 451 && e.Status == "4.7.1");
+    }
+
+    [Fact]
+    public async Task Rcpt_PastTheStaticRecipientRate_Gets451()
+    {
+        await using var h = await Harness.StartAsync(fixture, o =>
+        {
+            o.AllowInsecureAuth = true;
+            o.Policy.RecipientsPerHour = 2;
+        });
+        await using var smtp = await RawSmtp.ConnectAsync(h.Submission);
+        await smtp.CommandAsync("EHLO client.example");
+        Assert.StartsWith("235", await smtp.CommandAsync("AUTH PLAIN " + Plain(h.User, Harness.Password)), StringComparison.Ordinal);
+        Assert.StartsWith("250", await smtp.CommandAsync($"MAIL FROM:<{h.User}>"), StringComparison.Ordinal);
+        Assert.StartsWith("250 2.1.5", await smtp.CommandAsync($"RCPT TO:<alice@{h.Domain}>"), StringComparison.Ordinal);
+        Assert.StartsWith("250 2.1.5", await smtp.CommandAsync("RCPT TO:<friend@example.org>"), StringComparison.Ordinal);
+        Assert.Equal("451 4.7.1 Rate limit reached, try again later", await smtp.CommandAsync($"RCPT TO:<bob@{h.Domain}>"));
+        var events = await h.EventsWhenAsync(e => e.Any(x => x.Kind == "rcpt" && x.ReplyCode == 451));
+        Assert.Contains(events, e => e.Kind == "rcpt" && e.ReplyCode == 451 && e.Recipient == $"bob@{h.Domain}");
+    }
+
+    [Fact]
+    public async Task Connect_PastThePerIpSessionCap_Gets421_AndASlotFreesWhenASessionEnds()
+    {
+        await using var h = await Harness.StartAsync(fixture, o => o.Limits.MaxSessionsPerIp = 2);
+        await using var first = await RawSmtp.ConnectAsync(h.Mx);
+        await using var second = await RawSmtp.ConnectAsync(h.Mx);
+        Assert.StartsWith("220", first.Greeting, StringComparison.Ordinal);
+        Assert.StartsWith("220", second.Greeting, StringComparison.Ordinal);
+
+        await using (var third = await RawSmtp.ConnectAsync(h.Mx))
+        {
+            Assert.Equal("421 4.7.0 Too many connections, try again later", third.Greeting);
+            Assert.True(await third.IsClosedAsync());
+        }
+
+        Assert.StartsWith("221", await first.CommandAsync("QUIT"), StringComparison.Ordinal);
+        await Harness.EventuallyAsync(() => h.Listener.ActiveSessions < 2);
+        await using var fourth = await RawSmtp.ConnectAsync(h.Mx);
+        Assert.StartsWith("220", fourth.Greeting, StringComparison.Ordinal);
+
+        var events = await h.EventsWhenAsync(e => e.Any(x => x.Kind == "connect" && x.ReplyCode == 421));
+        Assert.Contains(events, e => e.Kind == "connect" && e.ReplyCode == 421 && e.Detail == "too many sessions from this address");
+    }
+}
