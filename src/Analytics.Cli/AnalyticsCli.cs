@@ -54,6 +54,7 @@ internal static class AnalyticsCli
         root.Subcommands.Add(DetectionCommands.Train(context));
         root.Subcommands.Add(DetectionCommands.Evaluate(context));
         root.Subcommands.Add(DetectionCommands.Score(context));
+        root.Subcommands.Add(LimitsCommand.Create(context));
         return root;
     }
 }

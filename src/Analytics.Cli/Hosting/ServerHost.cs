@@ -1,5 +1,7 @@
 using Analytics.Cli.Admin;
+using Analytics.Detection.Scoring;
 using Analytics.Events;
+using Analytics.Limits;
 using Analytics.Store;
 using Analytics.Store.Embedded;
 using Analytics.Submission;
@@ -58,8 +60,11 @@ internal static class ServerHost
 
         var sinkOptions = settings.Configuration.GetSection("Events").Get<EventSinkOptions>() ?? new EventSinkOptions();
         var submissionOptions = BindSubmission(settings, overrides);
+        var detectionOptions = settings.Configuration.GetSection("Detection").Get<DetectionOptions>() ?? new DetectionOptions();
+        var limitOptions = settings.Configuration.GetSection("Limits").Get<LimitPolicyOptions>() ?? new LimitPolicyOptions();
         OptionsValidation.ThrowIfInvalid(
-            OptionsValidation.Errors(("Store", settings.Store), ("Events", sinkOptions), ("Submission", submissionOptions))
+            OptionsValidation.Errors(("Store", settings.Store), ("Events", sinkOptions), ("Submission", submissionOptions),
+                ("Detection", detectionOptions), ("Limits", limitOptions))
                 .Concat(new SubmissionOptionsValidator().Validate(null, submissionOptions).Failures ?? []));
 
         IClickHouseStore store;
@@ -94,7 +99,11 @@ internal static class ServerHost
             builder.Services.AddSingleton<IEventPublisher>(sink);
             builder.Services.AddSingleton(settings);
             builder.Services.AddSingleton(sp => new ServerContext(store, sp));
+            // Dynamic limits go in front of the listener's static book, so they are registered first;
+            // the scorer hands its verdicts to the limit policy in-process.
+            builder.Services.AddDynamicLimits(builder.Configuration);
             builder.Services.AddSubmission(builder.Configuration);
+            builder.Services.AddDetection(builder.Configuration, Environment.MachineName);
             builder.Services.PostConfigure<SubmissionOptions>(o => overrides.Apply(o, settings));
 
             // The listener drains within its own deadline; the host must wait at least that long.

@@ -1,0 +1,22 @@
+using Analytics.Store;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Analytics.Detection.Scoring;
+
+public static class DetectionServices
+{
+    /// <summary>Registers the model provider, the scorer (handing verdicts to every <see cref="IVerdictListener"/>) and its loop.</summary>
+    public static IServiceCollection AddDetection(this IServiceCollection services, IConfiguration configuration, string node)
+    {
+        var options = configuration.GetSection("Detection").Get<DetectionOptions>() ?? new DetectionOptions();
+        services.AddSingleton(options);
+        services.AddSingleton(sp => new ModelProvider(options.ResolveModelDirectory(), sp.GetRequiredService<ILoggerFactory>().CreateLogger("Analytics.Detection")));
+        services.AddSingleton(sp => new Scorer(sp.GetRequiredService<IClickHouseStore>(), sp.GetRequiredService<ModelProvider>(),
+            sp.GetServices<IVerdictListener>(), sp.GetRequiredService<ILoggerFactory>().CreateLogger("Analytics.Detection"), node));
+        services.AddSingleton<ScorerService>();
+        services.AddHostedService(sp => sp.GetRequiredService<ScorerService>());
+        return services;
+    }
+}
