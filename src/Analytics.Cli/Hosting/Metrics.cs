@@ -1,0 +1,233 @@
+using System.Security.Cryptography;
+using System.Text;
+using Analytics.Detection.Scoring;
+using Analytics.Events;
+using Analytics.Store;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace Analytics.Cli.Hosting;
+
+/// <summary>Section <c>Metrics</c>.</summary>
+public sealed class MetricsOptions
+{
+    /// <summary>Serve <c>/metrics</c>. Default true.</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>
+    /// When set, a scrape must send <c>Authorization: Bearer TOKEN</c> (Prometheus <c>authorization</c>
+    /// / <c>bearer_token_file</c>). Default empty: open to whoever reaches the console's HTTP endpoint.
+    /// </summary>
+    public string? BearerToken { get; set; }
+
+    /// <summary>How long the count of limits in force (a store query) is reused between scrapes. Default 10 s.</summary>
+    public TimeSpan LimitsCacheFor { get; set; } = TimeSpan.FromSeconds(10);
+}
+
+/// <summary>
+/// <c>/metrics</c> in Prometheus text format. <see cref="AddMetrics"/> registers the registry and wraps
+/// the registered <see cref="IEventPublisher"/> so the listener's events are counted on their way to the
+/// sink; <see cref="MapMetrics"/> maps the endpoint and reads the sink, the scorer and the limits table
+/// at scrape time, each only if it is registered.
+/// </summary>
+public static class Metrics
+{
+    public const string Path = "/metrics";
+    private const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+    /// <summary>
+    /// Call after <see cref="IEventPublisher"/> is registered (it is decorated in place). Also registers a
+    /// <see cref="IVerdictListener"/> that counts flags by class: hand <c>GetServices&lt;IVerdictListener&gt;()</c>
+    /// to the <see cref="Scorer"/>.
+    /// </summary>
+    public static IServiceCollection AddMetrics(this IServiceCollection services, IConfiguration? configuration = null)
+    {
+        var options = configuration?.GetSection("Metrics").Get<MetricsOptions>() ?? new MetricsOptions();
+        services.AddSingleton(options);
+        services.AddSingleton<MetricsRegistry>();
+        services.AddSingleton<SmtpMetrics>();
+        services.AddSingleton<FlagMetrics>();
+        services.AddSingleton<IVerdictListener>(sp => sp.GetRequiredService<FlagMetrics>());
+
+        var publisher = services.LastOrDefault(d => d.ServiceType == typeof(IEventPublisher));
+        if (publisher is not null)
+        {
+            services.Remove(publisher);
+            services.AddSingleton<IEventPublisher>(sp => new CountingEventPublisher(Resolve(sp, publisher), sp.GetRequiredService<SmtpMetrics>()));
+        }
+
+        return services;
+    }
+
+    /// <summary>Maps <c>GET /metrics</c>. Returns the endpoint so the host can add a host filter or authorization.</summary>
+    public static IEndpointConventionBuilder MapMetrics(this WebApplication app)
+    {
+        var services = app.Services;
+        var registry = services.GetRequiredService<MetricsRegistry>();
+        var options = services.GetRequiredService<MetricsOptions>();
+
+        // Created here so that sessions, replies and flags are exposed (as empty families) even before
+        // the first event, and the decorator's counters exist when the listener starts.
+        services.GetRequiredService<SmtpMetrics>();
+        services.GetRequiredService<FlagMetrics>();
+        AddSinkCollector(registry, services.GetService<EventSink>());
+        AddScorerCollector(registry, services);
+        AddLimitsCollector(registry, services.GetService<IClickHouseStore>(), options, services.GetService<TimeProvider>() ?? TimeProvider.System);
+
+        var token = string.IsNullOrEmpty(options.BearerToken) ? null : Encoding.UTF8.GetBytes("Bearer " + options.BearerToken);
+        return app.MapGet(Path, async (HttpContext http) =>
+        {
+            if (!options.Enabled)
+            {
+                return Results.NotFound();
+            }
+
+            if (token is not null &&
+                !CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(http.Request.Headers.Authorization.ToString()), token))
+            {
+                return Results.Unauthorized();
+            }
+
+            return Results.Text(await registry.ScrapeAsync(http.RequestAborted), ContentType);
+        });
+    }
+
+    private static IEventPublisher Resolve(IServiceProvider sp, ServiceDescriptor descriptor) =>
+        (IEventPublisher)(descriptor.ImplementationInstance
+            ?? descriptor.ImplementationFactory?.Invoke(sp)
+            ?? ActivatorUtilities.CreateInstance(sp, descriptor.ImplementationType!));
+
+    private static void AddSinkCollector(MetricsRegistry registry, EventSink? sink)
+    {
+        if (sink is null)
+        {
+            return;
+        }
+
+        registry.Collected("analytics_events_published_total", "counter", "Events handed to the sink.");
+        registry.Collected("analytics_events_inserted_total", "counter", "Events inserted into ClickHouse.");
+        registry.Collected("analytics_events_spooled_total", "counter", "Events written to the disk spool because the store failed.");
+        registry.Collected("analytics_events_spilled_total", "counter", "Events written to the disk spool because the in-memory queue was full.");
+        registry.Collected("analytics_events_replayed_total", "counter", "Spooled events replayed into ClickHouse.");
+        registry.Collected("analytics_events_quarantined_total", "counter", "Events set aside as unreadable.");
+        registry.Collected("analytics_events_insert_failures_total", "counter", "Failed inserts (each retried or spooled).");
+        registry.Collected("analytics_events_spool_files", "gauge", "Batches waiting in the spool.");
+        registry.Collected("analytics_events_lag_seconds", "gauge", "Age of the oldest event not yet in ClickHouse.");
+        registry.Collected("analytics_store_healthy", "gauge", "1 when the last insert succeeded.");
+        registry.AddCollector(_ =>
+        {
+            var s = sink.Stats;
+            return Task.FromResult<IEnumerable<Sample>>(
+            [
+                Sample.Of("analytics_events_published_total", s.Published),
+                Sample.Of("analytics_events_inserted_total", s.Inserted),
+                Sample.Of("analytics_events_spooled_total", s.Spooled),
+                Sample.Of("analytics_events_spilled_total", s.Spilled),
+                Sample.Of("analytics_events_replayed_total", s.Replayed),
+                Sample.Of("analytics_events_quarantined_total", s.Quarantined),
+                Sample.Of("analytics_events_insert_failures_total", s.InsertFailures),
+                Sample.Of("analytics_events_spool_files", s.SpoolFiles),
+                Sample.Of("analytics_events_lag_seconds", s.Lag.TotalSeconds),
+                Sample.Of("analytics_store_healthy", s.StoreHealthy ? 1 : 0),
+            ]);
+        });
+    }
+
+    private static void AddScorerCollector(MetricsRegistry registry, IServiceProvider services)
+    {
+        // The scorer runs as a hosted service; it may be registered as itself or only as IHostedService.
+        var scorer = services.GetService<ScorerService>() ?? services.GetServices<IHostedService>().OfType<ScorerService>().FirstOrDefault();
+        if (scorer is null)
+        {
+            return;
+        }
+
+        registry.Collected("analytics_scoring_pass_seconds", "gauge", "Duration of the last scoring pass, by phase (features, model, total).");
+        registry.Collected("analytics_scoring_entities", "gauge", "Entities scored in the last pass.");
+        registry.Collected("analytics_scoring_flagged", "gauge", "Entities flagged in the last pass, by class.");
+        registry.Collected("analytics_scoring_last_pass_timestamp_seconds", "gauge", "As-of time of the last scoring pass (Unix seconds).");
+        registry.AddCollector(_ =>
+        {
+            if (scorer.LastPass is not { } pass)
+            {
+                return Task.FromResult(Enumerable.Empty<Sample>());
+            }
+
+            var samples = new List<Sample>
+            {
+                Sample.Of("analytics_scoring_pass_seconds", pass.FeatureTime.TotalSeconds, ("phase", "features")),
+                Sample.Of("analytics_scoring_pass_seconds", pass.ModelTime.TotalSeconds, ("phase", "model")),
+                Sample.Of("analytics_scoring_pass_seconds", pass.Total.TotalSeconds, ("phase", "total")),
+                Sample.Of("analytics_scoring_entities", pass.Entities, ("model", pass.ModelVersion)),
+                Sample.Of("analytics_scoring_last_pass_timestamp_seconds", new DateTimeOffset(DateTime.SpecifyKind(pass.AsOf, DateTimeKind.Utc)).ToUnixTimeMilliseconds() / 1000.0),
+            };
+            samples.AddRange(pass.Verdicts.Where(v => v.Flagged).GroupBy(v => v.Class).OrderBy(g => g.Key, StringComparer.Ordinal)
+                .Select(g => Sample.Of("analytics_scoring_flagged", g.Count(), ("class", g.Key))));
+            return Task.FromResult<IEnumerable<Sample>>(samples);
+        });
+    }
+
+    // Limits in force are what every node pulls from the shared `limits` table, so the count comes
+    // from there: the same answer on every node of a cluster. Cached: a scrape every few seconds must
+    // not turn into a FINAL scan every few seconds.
+    private const string LimitsInForce = """
+        SELECT toString(entity_kind) AS kind, toString(level) AS level, count() AS n
+        FROM limits FINAL
+        WHERE (level != 'normal' OR blocked OR auth_locked) AND (expires_at IS NULL OR expires_at > now64(3))
+        GROUP BY kind, level
+        ORDER BY kind, level
+        """;
+
+    private static void AddLimitsCollector(MetricsRegistry registry, IClickHouseStore? store, MetricsOptions options, TimeProvider time)
+    {
+        if (store is null)
+        {
+            return;
+        }
+
+        registry.Collected("analytics_limits_in_force", "gauge", "Limits in force (not normal, not expired), by entity kind and level.");
+        registry.Collected("analytics_limits_query_ok", "gauge", "1 when the limits table could be read at the last refresh.");
+        IReadOnlyList<Sample> cached = [];
+        var cachedAt = DateTimeOffset.MinValue;
+        var gate = new SemaphoreSlim(1, 1);
+        registry.AddCollector(async cancellationToken =>
+        {
+            await gate.WaitAsync(cancellationToken);
+            try
+            {
+                if (time.GetUtcNow() - cachedAt < options.LimitsCacheFor)
+                {
+                    return cached;
+                }
+
+                var samples = new List<Sample>();
+                try
+                {
+                    using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                    timeout.CancelAfter(TimeSpan.FromSeconds(5));
+                    var result = await store.QueryAsync(LimitsInForce, null, timeout.Token);
+                    samples.AddRange(result.Rows.Select(r => Sample.Of("analytics_limits_in_force", Convert.ToDouble(r[2], System.Globalization.CultureInfo.InvariantCulture),
+                        ("kind", (string)r[0]!), ("level", (string)r[1]!))));
+                    samples.Add(Sample.Of("analytics_limits_query_ok", 1));
+                }
+                catch (Exception ex) when (ex is ClickHouseException or OperationCanceledException or StoreUnavailableException && !cancellationToken.IsCancellationRequested)
+                {
+                    // No limits table yet (older schema) or a store that is down: say so, do not fail the scrape.
+                    samples.Add(Sample.Of("analytics_limits_query_ok", 0));
+                }
+
+                cached = samples;
+                cachedAt = time.GetUtcNow();
+                return cached;
+            }
+            finally
+            {
+                gate.Release();
+            }
+        });
+    }
+}
