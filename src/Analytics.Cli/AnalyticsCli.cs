@@ -55,6 +55,8 @@ internal static class AnalyticsCli
         root.Subcommands.Add(DetectionCommands.Evaluate(context));
         root.Subcommands.Add(DetectionCommands.Score(context));
         root.Subcommands.Add(LimitsCommand.Create(context));
+        root.Subcommands.Add(ConfigCommand.Create(context));
+        root.Subcommands.Add(SchemaCommand.Create(context));
         return root;
     }
 }
