@@ -139,7 +139,7 @@ public static class FeatureSet
             Set("active_minutes_1h", F("active_minutes_1h"));
             Set("burstiness_1h", F("burstiness_1h"));
             Set("invalid_commands_1h", F("invalid_commands_1h"));
-            Set("new_ip_share_1h", F("known_ips") + F("new_ips_1h") > 0 && F("ips_1h") > 0 ? Math.Min(1, F("new_ips_1h") / F("ips_1h")) : 0);
+            Set("new_ip_share_1h", F("ips_1h") > 0 ? Math.Min(1, F("new_ips_1h") / F("ips_1h")) : 0);
             Set("new_nets_1h", F("new_nets_1h"));
             Set("new_recipient_share_1h", F("recipients_1h") > 0 ? Math.Min(1, F("new_recipients_1h") / F("recipients_1h")) : 0);
             Set("new_domains_1h", F("new_domains_1h"));

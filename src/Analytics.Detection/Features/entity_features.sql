@@ -6,8 +6,9 @@ WITH
     t - INTERVAL 5 MINUTE AS t5m,
     t - INTERVAL 10 MINUTE AS t10m,
     t - INTERVAL 1 HOUR AS t1h,
-    t - INTERVAL 1 DAY AS t24h,
-    t - INTERVAL 7 DAY AS t7d
+    toStartOfHour(t) - INTERVAL 23 HOUR AS t24h,
+    toStartOfHour(t1h) AS baseline_end,
+    toStartOfHour(t) - INTERVAL 7 DAY AS t7d
 SELECT
     toString(entity_kind) AS entity_kind,
     entity,
@@ -38,24 +39,22 @@ SELECT
     ifNotFinite(stddevPopIf(events, minute >= t1h) / avgIf(events, minute >= t1h), 0) AS burstiness_1h,
     sumIf(invalid_commands, minute >= t1h) AS invalid_commands_1h,
     sumIf(throttled, minute >= t1h) AS throttled_1h,
-    sumIf(auth_failures, minute >= t24h) AS auth_failures_24h,
-    uniqMergeIf(users_tried, minute >= t24h) AS users_tried_24h,
-    uniqMergeIf(ips, minute >= t24h) AS ips_24h,
-    sumIf(rcpt_unknown, minute >= t24h) AS rcpt_unknown_24h,
-    uniqMergeIf(recipients, minute >= t24h) AS recipients_24h,
-    sumIf(messages, minute >= t24h) AS messages_24h,
-    sumIf(messages, minute < t1h) AS baseline_messages,
-    sumIf(rcpt, minute < t1h) AS baseline_rcpt,
-    sumIf(auth_failures, minute < t1h) AS baseline_auth_failures,
-    uniqMergeIf(ips, minute < t1h) AS baseline_ips,
-    countIf(minute < t1h) AS baseline_active_minutes,
-    countIf(minute < t1h AND toHour(minute) = toHour(t - INTERVAL 1 MINUTE)) AS baseline_minutes_this_hour,
-    dateDiff('minute', min(minute), t) AS age_minutes,
+    any(h.auth_failures_24h) AS auth_failures_24h,
+    any(h.users_tried_24h) AS users_tried_24h,
+    any(h.ips_24h) AS ips_24h,
+    any(h.rcpt_unknown_24h) AS rcpt_unknown_24h,
+    any(h.recipients_24h) AS recipients_24h,
+    any(h.messages_24h) AS messages_24h,
+    any(h.baseline_messages) AS baseline_messages,
+    any(h.baseline_rcpt) AS baseline_rcpt,
+    any(h.baseline_auth_failures) AS baseline_auth_failures,
+    any(h.baseline_active_minutes) AS baseline_active_minutes,
+    any(h.baseline_minutes_this_hour) AS baseline_minutes_this_hour,
+    greatest(dateDiff('minute', min(minute), t), any(h.age_minutes)) AS age_minutes,
     any(n.new_ips) AS new_ips_1h,
     any(n.new_nets) AS new_nets_1h,
     any(n.new_recipients) AS new_recipients_1h,
-    any(n.new_domains) AS new_domains_1h,
-    any(n.known_ips) AS known_ips
+    any(n.new_domains) AS new_domains_1h
 FROM
 (
     SELECT
@@ -79,34 +78,68 @@ FROM
         uniqMergeState(sessions) AS sessions,
         uniqMergeState(data_sessions) AS data_sessions
     FROM activity
-    WHERE minute >= t7d AND minute < t
+    WHERE minute >= t1h AND minute < t
       AND (entity_kind, entity) IN
       (
-          SELECT entity_kind, entity FROM activity
+          SELECT entity_kind, entity FROM active_entities
           WHERE minute >= {since:DateTime('UTC')} AND minute < t
       )
     GROUP BY entity_kind, entity, minute
 ) AS a
 LEFT JOIN
 (
+    -- The long windows from the hourly rollup: the last 24 hours (whole hours, the current one
+    -- included) and the 7-day baseline, which ends where the last hour begins.
+    SELECT
+        entity_kind AS h_kind, entity AS h_entity,
+        sumIf(auth_failures, hour >= t24h) AS auth_failures_24h,
+        uniqMergeIf(users_tried, hour >= t24h) AS users_tried_24h,
+        uniqMergeIf(ips, hour >= t24h) AS ips_24h,
+        sumIf(rcpt_unknown, hour >= t24h) AS rcpt_unknown_24h,
+        uniqMergeIf(recipients, hour >= t24h) AS recipients_24h,
+        sumIf(messages, hour >= t24h) AS messages_24h,
+        sumIf(messages, hour < baseline_end) AS baseline_messages,
+        sumIf(rcpt, hour < baseline_end) AS baseline_rcpt,
+        sumIf(auth_failures, hour < baseline_end) AS baseline_auth_failures,
+        sumIf(active_minutes, hour < baseline_end) AS baseline_active_minutes,
+        sumIf(active_minutes, hour < baseline_end AND toHour(hour) = toHour(t - INTERVAL 1 MINUTE)) AS baseline_minutes_this_hour,
+        dateDiff('minute', min(hour), t) AS age_minutes
+    FROM activity_hourly
+    WHERE hour >= t7d AND hour < t
+      AND (entity_kind, entity) IN
+      (
+          SELECT entity_kind, entity FROM active_entities
+          WHERE minute >= {since:DateTime('UTC')} AND minute < t
+      )
+    GROUP BY entity_kind, entity
+) AS h ON a.entity_kind = h.h_kind AND a.entity = h.h_entity
+LEFT JOIN
+(
+    -- What each active user used or mailed for the first time within the last hour: values with a
+    -- first_seen row in the window and none before it. Only the window's rows are candidates, so
+    -- accounts that mailed thousands of recipients over the years cost nothing here.
     SELECT
         user,
-        countIf(seen_kind = 'ip' AND first >= t1h) AS new_ips,
-        countIf(seen_kind = 'net' AND first >= t1h) AS new_nets,
-        countIf(seen_kind = 'recipient' AND first >= t1h) AS new_recipients,
-        countIf(seen_kind = 'domain' AND first >= t1h) AS new_domains,
-        countIf(seen_kind = 'ip' AND first < t1h) AS known_ips
+        countIf(seen_kind = 'ip') AS new_ips,
+        countIf(seen_kind = 'net') AS new_nets,
+        countIf(seen_kind = 'recipient') AS new_recipients,
+        countIf(seen_kind = 'domain') AS new_domains
     FROM
     (
-        SELECT user, seen_kind, value, min(first_seen) AS first
+        SELECT user, seen_kind, value
         FROM first_seen
-        WHERE first_seen < t
-          AND user IN
-          (
-              SELECT entity FROM activity
-              WHERE entity_kind = 'user' AND minute >= {since:DateTime('UTC')} AND minute < t
-          )
+        WHERE (user, seen_kind, value) IN
+        (
+            SELECT user, seen_kind, value FROM first_seen
+            WHERE first_seen >= t1h AND first_seen < t
+              AND user IN
+              (
+                  SELECT entity FROM active_entities
+                  WHERE entity_kind = 'user' AND minute >= {since:DateTime('UTC')} AND minute < t
+              )
+        )
         GROUP BY user, seen_kind, value
+        HAVING min(first_seen) >= t1h
     )
     GROUP BY user
 ) AS n ON a.entity = n.user
