@@ -1,0 +1,321 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json.Nodes;
+using Analytics.Detection.Scoring;
+using Analytics.Store;
+using Analytics.Store.Embedded;
+using Analytics.Store.Schema;
+using Analytics.Submission;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Analytics.Cli.Scenarios;
+
+/// <summary>
+/// Runs one scenario end to end: a fresh data directory seeded with accounts (known passwords, low
+/// PBKDF2 cost) and the local recipient directory; the real server started as a child process
+/// (<c>analytics serve</c>) with a scenario configuration; the legitimate population and the attack
+/// over loopback from their own 127.0.0.0/8 addresses; SIGTERM; then the figures from what the
+/// clients saw and from the store the server left behind (events, limit_changes, verdicts).
+/// </summary>
+internal sealed class ScenarioRunner
+{
+    private readonly CliIO _io;
+    private readonly bool _quiet;
+    private readonly TimeProvider _time = TimeProvider.System;
+
+    public ScenarioRunner(CliIO io, bool quiet)
+    {
+        _io = io;
+        _quiet = quiet;
+    }
+
+    public async Task<ScenarioReport> RunAsync(Scenario scenario, int seed, bool keep, CancellationToken cancellationToken)
+    {
+        var data = Path.Combine(Path.GetTempPath(), "analytics-scenario-" + scenario.Name + "-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(data);
+        var world = new ScenarioWorld(seed);
+        var report = new ScenarioReport(scenario.Name);
+        var failed = true;
+        try
+        {
+            Progress($"seeding {data}");
+            await SeedAsync(scenario, world, data, cancellationToken);
+            var submission = new IPEndPoint(IPAddress.Loopback, FreePort());
+            var mx = new IPEndPoint(IPAddress.Loopback, FreePort());
+            var config = WriteConfig(data);
+            var log = new ClientLog(_time);
+            var modelDirectory = new DetectionOptions().ResolveModelDirectory();
+
+            Progress("starting serve");
+            var serveLog = Path.Combine(data, "serve.log");
+            using (var serve = await StartServeAsync(data, config, submission, mx, serveLog, cancellationToken))
+            {
+                var context = new AttackContext(world, submission, mx, log, _time);
+                using var stopLegit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                var legit = LegitPopulation.RunAsync(context, stopLegit.Token);
+
+                // The legitimate population is already sending when the attack starts, and goes on a little
+                // after it, so scoring passes that run on the attack's aftermath see them too.
+                await Task.Delay(TimeSpan.FromSeconds(1), _time, cancellationToken);
+                Progress("attack: " + scenario.Description);
+                var attackWatch = Stopwatch.StartNew();
+                await scenario.AttackAsync(context, cancellationToken);
+                report.Context("attack_duration", attackWatch.Elapsed.TotalSeconds.ToString("0.0", CultureInfo.InvariantCulture) + " s");
+                await Task.Delay(TimeSpan.FromSeconds(2), _time, cancellationToken);
+                await stopLegit.CancelAsync();
+                await legit;
+
+                Progress("stopping serve (SIGTERM)");
+                Signal(serve.Id, "TERM");
+                using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                deadline.CancelAfter(TimeSpan.FromSeconds(90));
+                await serve.WaitForExitAsync(deadline.Token);
+                if (serve.ExitCode != 0)
+                {
+                    throw new CliException($"serve exited with {serve.ExitCode}; its log is {serveLog}");
+                }
+            }
+
+            Progress("reading the store");
+            await using (var store = EmbeddedStore.Open(data))
+            {
+                report.Context("seed", seed.ToString(CultureInfo.InvariantCulture));
+                report.Context("server", $"analytics serve (child process), submission {submission}, mx {mx}");
+                report.Context("transport", "attackers: AUTH PLAIN in the clear (AllowInsecureAuth); legitimate users: MailKit with STARTTLS");
+                report.Context("pbkdf2_iterations", ScenarioWorld.Pbkdf2Iterations.ToString(CultureInfo.InvariantCulture) + " (LOWERED for seeded accounts and the server's dummy hash)");
+                report.Context("score_interval", "1 s");
+                report.Context("model", await ModelUsedAsync(store, modelDirectory, cancellationToken));
+                scenario.Report(report, log, world);
+                await CommonFiguresAsync(report, scenario, world, log, store, cancellationToken);
+            }
+
+            failed = false;
+            return report;
+        }
+        finally
+        {
+            if (keep || failed)
+            {
+                Progress($"data directory kept: {data}");
+            }
+            else
+            {
+                try
+                {
+                    Directory.Delete(data, recursive: true);
+                }
+                catch (IOException)
+                {
+                }
+            }
+        }
+    }
+
+    private static async Task SeedAsync(Scenario scenario, ScenarioWorld world, string data, CancellationToken cancellationToken)
+    {
+        await using var store = EmbeddedStore.Open(data);
+        await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
+        var users = new UserStore(store, new PasswordHasher(ScenarioWorld.Pbkdf2Iterations));
+        foreach (var (name, password) in world.Accounts)
+        {
+            await users.AddAsync(name, password, cancellationToken);
+        }
+
+        foreach (var name in world.LegitUsers)
+        {
+            await users.AddAsync(name, ScenarioWorld.LegitPassword, cancellationToken);
+        }
+
+        await new RecipientStore(store).ImportAsync(new StringReader(string.Join('\n', world.DirectoryLines)), cancellationToken);
+        await scenario.SeedAsync(store, world, data, cancellationToken);
+    }
+
+    /// <summary>
+    /// The scenario configuration: scoring every second; AUTH allowed before STARTTLS (the bots speak
+    /// plain SMTP; the legitimate clients still use STARTTLS); the server's dummy hash as cheap as the
+    /// seeded ones, so unknown and known users cost the same; a per-IP session cap that the bots'
+    /// parallelism does not hit. Every defense runs at its default.
+    /// </summary>
+    private static string WriteConfig(string data)
+    {
+        var config = new JsonObject
+        {
+            ["Detection"] = new JsonObject { ["ScoreInterval"] = "00:00:01" },
+            ["Submission"] = new JsonObject
+            {
+                ["NodeName"] = "scenario",
+                ["AllowInsecureAuth"] = true,
+                ["Directory"] = new JsonObject { ["Pbkdf2Iterations"] = ScenarioWorld.Pbkdf2Iterations },
+                ["Limits"] = new JsonObject { ["ShutdownDeadline"] = "00:00:05" },
+            },
+            ["Store"] = new JsonObject { ["Backend"] = "embedded" },
+        };
+        var path = Path.Combine(data, "scenario.json");
+        File.WriteAllText(path, config.ToJsonString());
+        return path;
+    }
+
+    private static async Task<Process> StartServeAsync(string data, string config, IPEndPoint submission, IPEndPoint mx, string logPath, CancellationToken cancellationToken)
+    {
+        var info = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "analytics.dll"), "serve", "--data", data, "--config", config,
+                     "--submission", submission.ToString(), "--mx", mx.ToString() })
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        var process = Process.Start(info) ?? throw new CliException("Could not start serve.");
+        process.StandardInput.Close();
+        var output = new StreamWriter(logPath) { AutoFlush = true };
+        var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnLine(string? line)
+        {
+            if (line is null)
+            {
+                return;
+            }
+
+            lock (output)
+            {
+                output.WriteLine(line);
+            }
+
+            if (line.Contains(" serving; ", StringComparison.Ordinal))
+            {
+                ready.TrySetResult();
+            }
+        }
+
+        process.OutputDataReceived += (_, e) => OnLine(e.Data);
+        process.ErrorDataReceived += (_, e) => OnLine(e.Data);
+        process.Exited += (_, _) => ready.TrySetException(new CliException($"serve exited before it was ready; its log is {logPath}"));
+        process.EnableRaisingEvents = true;
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        try
+        {
+            await ready.Task.WaitAsync(TimeSpan.FromSeconds(60), cancellationToken);
+        }
+        catch
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+
+            throw;
+        }
+
+        return process;
+    }
+
+    private static void Signal(int pid, string signal)
+    {
+        using var kill = Process.Start("kill", ["-" + signal, pid.ToString(CultureInfo.InvariantCulture)]);
+        kill?.WaitForExit();
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    private static async Task<string> ModelUsedAsync(IClickHouseStore store, string modelDirectory, CancellationToken cancellationToken)
+    {
+        var rows = await store.QueryAsync("SELECT model_version, count() FROM verdicts GROUP BY model_version ORDER BY count() DESC", null, cancellationToken);
+        var used = string.Join(", ", rows.Rows.Select(r => $"{r[0]} ({r[1]} verdicts)"));
+        var present = File.Exists(Path.Combine(modelDirectory, "model.json"));
+        return (used.Length > 0 ? used : "no verdicts written") + (present ? $"; model directory {modelDirectory}" : $"; no model at {modelDirectory}: rules fallback");
+    }
+
+    private const string IpText = "replaceOne(IPv6NumToString(client_ip), '::ffff:', '')";
+
+    /// <summary>
+    /// Legitimate users throttled/blocked (the server's own throttle events for their addresses), and
+    /// time from each attacking unit's first event to the first limit enforced on it (a throttle event
+    /// — refusal, lock or tarpit — for one of its addresses, or a limit change on it), p95 over units.
+    /// </summary>
+    private static async Task CommonFiguresAsync(ScenarioReport report, Scenario scenario, ScenarioWorld world, ClientLog log, IClickHouseStore store, CancellationToken cancellationToken)
+    {
+        var legitIps = world.LegitIps.Select(ip => ip.ToString()).ToHashSet(StringComparer.Ordinal);
+        var throttles = await store.QueryAsync(
+            $"SELECT {IpText} AS ip, min(ts), max(reply_code), countIf(reply_code >= 500) FROM events WHERE kind = 'throttle' GROUP BY ip", null, cancellationToken);
+        var legitThrottled = throttles.Rows.Count(r => legitIps.Contains((string)r[0]!));
+        var legitBlocked = throttles.Rows.Count(r => legitIps.Contains((string)r[0]!) && Convert.ToInt64(r[3], CultureInfo.InvariantCulture) > 0);
+        var legitRecords = log.Of(Side.Legit).ToList();
+        var sent = legitRecords.Count(r => r.Step == "data" && r.Code == 250);
+        var refused = legitRecords.Count(r => r.Code >= 400 && !(r.Step == "auth" && r.Code == 535));
+
+        report.Add("legit_messages_sent", "legitimate messages delivered", sent);
+        report.Add("legit_refusals", "legitimate commands refused (4xx/5xx, typos aside)", refused);
+        report.Add("legit_throttled", $"legitimate clients throttled (of {legitIps.Count})", legitThrottled);
+        report.Add("legit_blocked", $"legitimate clients blocked (of {legitIps.Count})", legitBlocked, 0);
+
+        var firstEvents = await store.QueryAsync($"SELECT {IpText} AS ip, min(ts) FROM events GROUP BY ip", null, cancellationToken);
+        var first = firstEvents.Rows.ToDictionary(r => (string)r[0]!, r => (DateTime)r[1]!, StringComparer.Ordinal);
+        var enforced = throttles.Rows.ToDictionary(r => (string)r[0]!, r => (DateTime)r[1]!, StringComparer.Ordinal);
+        var changes = await store.QueryAsync(
+            "SELECT entity_kind, entity, min(set_at) FROM limit_changes WHERE level IN ('throttle', 'block') GROUP BY entity_kind, entity", null, cancellationToken);
+
+        var units = new Dictionary<string, (DateTime Start, DateTime? End)>(StringComparer.Ordinal);
+        foreach (var ip in scenario.AttackIps)
+        {
+            var text = ip.ToString();
+            if (!first.TryGetValue(text, out var start))
+            {
+                continue; // never reached the server
+            }
+
+            DateTime? end = enforced.TryGetValue(text, out var e) ? e : null;
+            foreach (var c in changes.Rows)
+            {
+                var (kind, entity, at) = ((string)c[0]!, (string)c[1]!, (DateTime)c[2]!);
+                if ((kind == "ip" && entity == text) || (kind == "net" && entity == Scenario.Net24(ip)))
+                {
+                    end = end is null || at < end ? at : end;
+                }
+            }
+
+            var unit = scenario.UnitOf(ip);
+            if (units.TryGetValue(unit, out var u))
+            {
+                units[unit] = (start < u.Start ? start : u.Start, end is null ? u.End : u.End is null || end < u.End ? end : u.End);
+            }
+            else
+            {
+                units[unit] = (start, end);
+            }
+        }
+
+        var latencies = units.Values.Select(u => u.End is { } end ? Math.Max(0, (end - u.Start).TotalSeconds) : double.PositiveInfinity).Order().ToList();
+        double? p95 = latencies.Count == 0 ? null : latencies[Math.Clamp((int)Math.Ceiling(0.95 * latencies.Count) - 1, 0, latencies.Count - 1)];
+        report.Add("attack_units", "attacking units (IPs, or /24s when distributed)", units.Count);
+        report.Add("units_never_limited", "attacking units never limited", latencies.Count(double.IsPositiveInfinity));
+        report.Add("time_to_limit_p95_s", "first attack event → enforced limit, p95", p95, 2, "s");
+        report.Add("time_to_limit_max_s", "first attack event → enforced limit, max", latencies.Count == 0 ? null : latencies[^1], null, "s");
+
+        var verdicts = await store.QueryAsync(
+            "SELECT countIf(flagged), countIf(flagged AND class != 'benign') FROM verdicts", null, cancellationToken);
+        report.Add("verdicts_flagged", "verdicts flagged by the scorer", Convert.ToDouble(verdicts.Rows[0][0], CultureInfo.InvariantCulture));
+        var modelChanges = await store.QueryAsync("SELECT count() FROM limit_changes WHERE source IN ('model', 'rules')", null, cancellationToken);
+        report.Add("policy_limit_changes", "limit changes made by the policy from verdicts", Convert.ToDouble(modelChanges.Rows[0][0], CultureInfo.InvariantCulture));
+    }
+
+    private void Progress(string message)
+    {
+        if (!_quiet)
+        {
+            _io.Error.WriteLine("scenario: " + message);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace Analytics.Cli.Scenarios;
+
+/// <summary>
+/// The attackers' client: a raw SMTP connection from a chosen 127.0.0.0/8 source address that sends
+/// exactly what a bot sends and hands back every reply code. Bots in these scenarios AUTH in the
+/// clear (the scenario server allows AUTH before STARTTLS), which keeps them fast; the legitimate
+/// population goes through MailKit with STARTTLS.
+/// </summary>
+internal sealed class SmtpProbe : IAsyncDisposable
+{
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+    private readonly byte[] _buffer = new byte[8192];
+    private int _start;
+    private int _end;
+
+    private SmtpProbe(Socket socket)
+    {
+        _socket = socket;
+        _stream = new NetworkStream(socket, ownsSocket: true);
+    }
+
+    /// <summary>The greeting's code (0 when the server closed without one).</summary>
+    public int Greeting { get; private set; }
+
+    /// <summary>The server closed the connection (421, or end of stream).</summary>
+    public bool Closed { get; private set; }
+
+    public static async Task<SmtpProbe> ConnectAsync(IPAddress source, IPEndPoint server, CancellationToken cancellationToken)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            socket.Bind(new IPEndPoint(source, 0));
+            await socket.ConnectAsync(server, cancellationToken);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        var probe = new SmtpProbe(socket);
+        probe.Greeting = await probe.ReadReplyAsync(cancellationToken);
+        probe.Closed = probe.Greeting is not 220;
+        return probe;
+    }
+
+    /// <summary>Sends one line, returns the reply code (0 when the connection ended).</summary>
+    public async Task<int> CommandAsync(string line, CancellationToken cancellationToken)
+    {
+        if (Closed)
+        {
+            return 0;
+        }
+
+        try
+        {
+            await _stream.WriteAsync(Encoding.ASCII.GetBytes(line + "\r\n"), cancellationToken);
+            var code = await ReadReplyAsync(cancellationToken);
+            Closed |= code is 0 or 421 or 221;
+            return code;
+        }
+        catch (Exception ex) when (ex is IOException or SocketException)
+        {
+            Closed = true;
+            return 0;
+        }
+    }
+
+    public Task<int> EhloAsync(string name, CancellationToken cancellationToken) => CommandAsync("EHLO " + name, cancellationToken);
+
+    public Task<int> AuthPlainAsync(string user, string password, CancellationToken cancellationToken) =>
+        CommandAsync("AUTH PLAIN " + Convert.ToBase64String(Encoding.UTF8.GetBytes("\0" + user + "\0" + password)), cancellationToken);
+
+    /// <summary>DATA with a small body; the final reply's code.</summary>
+    public async Task<int> DataAsync(string from, CancellationToken cancellationToken)
+    {
+        var code = await CommandAsync("DATA", cancellationToken);
+        if (code != 354)
+        {
+            return code;
+        }
+
+        var body = string.Create(CultureInfo.InvariantCulture,
+            $"From: <{from}>\r\nSubject: offer\r\nMessage-ID: <{Guid.NewGuid():N}@scenario>\r\n\r\nCheap watches, great prices.\r\n.");
+        return await CommandAsync(body, cancellationToken);
+    }
+
+    public async Task QuitAsync(CancellationToken cancellationToken)
+    {
+        if (!Closed)
+        {
+            await CommandAsync("QUIT", cancellationToken);
+        }
+    }
+
+    private async Task<int> ReadReplyAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var line = await ReadLineAsync(cancellationToken);
+            if (line is null)
+            {
+                return 0;
+            }
+
+            if (line.Length < 4 || line[3] != '-')
+            {
+                return line.Length >= 3 && int.TryParse(line.AsSpan(0, 3), NumberStyles.None, CultureInfo.InvariantCulture, out var code) ? code : 0;
+            }
+        }
+    }
+
+    private async Task<string?> ReadLineAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var lf = Array.IndexOf(_buffer, (byte)'\n', _start, _end - _start);
+            if (lf >= 0)
+            {
+                var line = Encoding.ASCII.GetString(_buffer, _start, lf - _start).TrimEnd('\r');
+                _start = lf + 1;
+                return line;
+            }
+
+            if (_start > 0)
+            {
+                Array.Copy(_buffer, _start, _buffer, 0, _end - _start);
+                _end -= _start;
+                _start = 0;
+            }
+
+            if (_end == _buffer.Length)
+            {
+                return null;
+            }
+
+            var n = await _stream.ReadAsync(_buffer.AsMemory(_end), cancellationToken);
+            if (n == 0)
+            {
+                return null;
+            }
+
+            _end += n;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stream.DisposeAsync();
+        _socket.Dispose();
+    }
+}
