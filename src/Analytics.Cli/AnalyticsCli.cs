@@ -54,9 +54,11 @@ internal static class AnalyticsCli
         root.Subcommands.Add(DetectionCommands.Train(context));
         root.Subcommands.Add(DetectionCommands.Evaluate(context));
         root.Subcommands.Add(DetectionCommands.Score(context));
+        root.Subcommands.Add(ReviewersCommand.Create(context));
         root.Subcommands.Add(LimitsCommand.Create(context));
         root.Subcommands.Add(ConfigCommand.Create(context));
         root.Subcommands.Add(SchemaCommand.Create(context));
+        root.Subcommands.Add(ScenarioCommand.Create(context));
         return root;
     }
 }

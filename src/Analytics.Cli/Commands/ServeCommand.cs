@@ -20,10 +20,16 @@ internal static class ServeCommand
             HelpName = "HOST:PORT",
             AllowMultipleArgumentsPerToken = false,
         };
-        var command = new Command("serve", "Run the server: SMTP listener (submission, MX), embedded store, event pipeline and admin socket, until SIGINT/SIGTERM")
+        var http = new Option<string?>("--http")
+        {
+            Description = "Review console and /metrics endpoint (default Review:Http, 127.0.0.1:8025)",
+            HelpName = "HOST:PORT",
+        };
+        var command = new Command("serve", "Run the server: SMTP listener (submission, MX), embedded store, event pipeline, scorer, dynamic limits, review console and admin socket, until SIGINT/SIGTERM")
         {
             submission,
             mx,
+            http,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -36,7 +42,10 @@ internal static class ServeCommand
             var overrides = new ServeOverrides(
                 parse.GetValue(submission) ?? [],
                 parse.GetValue(mx) ?? [],
-                DataGiven: parse.GetValue(GlobalOptions.Data) is not null);
+                DataGiven: parse.GetValue(GlobalOptions.Data) is not null)
+            {
+                Http = parse.GetValue(http),
+            };
             return await ServerHost.RunAsync(settings, overrides, context.IO, cancellationToken);
         });
         return command;

@@ -2,6 +2,7 @@ using Analytics.Cli.Admin;
 using Analytics.Detection.Scoring;
 using Analytics.Events;
 using Analytics.Limits;
+using Analytics.Review;
 using Analytics.Store;
 using Analytics.Store.Embedded;
 using Analytics.Submission;
@@ -26,6 +27,9 @@ internal sealed record ServeOverrides(IReadOnlyList<string> Submission, IReadOnl
     public static ServeOverrides None { get; } = new([], [], false);
 
     public bool ReplaceEndpoints => Submission.Count > 0 || Mx.Count > 0;
+
+    /// <summary>--http: where the review console and /metrics listen (Review:Http).</summary>
+    public string? Http { get; init; }
 
     /// <summary>Applies the overrides; the spool and keys default to the store's data directory.</summary>
     public void Apply(SubmissionOptions options, AnalyticsSettings settings)
@@ -60,11 +64,18 @@ internal static class ServerHost
 
         var sinkOptions = settings.Configuration.GetSection("Events").Get<EventSinkOptions>() ?? new EventSinkOptions();
         var submissionOptions = BindSubmission(settings, overrides);
+        if (overrides.Http is { } http)
+        {
+            settings.Configuration[$"{ReviewOptions.SectionName}:Http"] = http;
+        }
+
+        var reviewOptions = ReviewOptions.FromConfiguration(settings.Configuration);
         var detectionOptions = settings.Configuration.GetSection("Detection").Get<DetectionOptions>() ?? new DetectionOptions();
         var limitOptions = settings.Configuration.GetSection("Limits").Get<LimitPolicyOptions>() ?? new LimitPolicyOptions();
         OptionsValidation.ThrowIfInvalid(
             OptionsValidation.Errors(("Store", settings.Store), ("Events", sinkOptions), ("Submission", submissionOptions),
                 ("Detection", detectionOptions), ("Limits", limitOptions))
+                .Concat(reviewOptions.Validate())
                 .Concat(new SubmissionOptionsValidator().Validate(null, submissionOptions).Failures ?? []));
 
         IClickHouseStore store;
@@ -97,6 +108,7 @@ internal static class ServerHost
             builder.Services.AddSingleton(store);
             builder.Services.AddSingleton(sink);
             builder.Services.AddSingleton<IEventPublisher>(sink);
+            builder.Services.AddMetrics(builder.Configuration);
             builder.Services.AddSingleton(settings);
             builder.Services.AddSingleton(sp => new ServerContext(store, sp));
             // Dynamic limits go in front of the listener's static book, so they are registered first;
@@ -104,15 +116,19 @@ internal static class ServerHost
             builder.Services.AddDynamicLimits(builder.Configuration);
             builder.Services.AddSubmission(builder.Configuration);
             builder.Services.AddDetection(builder.Configuration, Environment.MachineName);
+            builder.Services.AddReviewConsole(builder.Configuration);
             builder.Services.PostConfigure<SubmissionOptions>(o => overrides.Apply(o, settings));
 
             // The listener drains within its own deadline; the host must wait at least that long.
             var shutdown = TimeSpan.FromSeconds(30) + submissionOptions.Limits.ShutdownDeadline;
             builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = shutdown);
             AdminEndpoint.Listen(builder.WebHost, settings.DataDirectory);
+            builder.WebHost.ConfigureReviewEndpoint(reviewOptions);
 
             await using var app = builder.Build();
             AdminEndpoint.Map(app, settings.DataDirectory);
+            app.MapReviewConsole();
+            app.MapMetrics();
             app.Lifetime.ApplicationStarted.Register(() =>
             {
                 var endpoints = app.Services.GetRequiredService<SubmissionListener>().Endpoints;

@@ -89,7 +89,7 @@ public sealed class DetectionModel
         var cardPath = Path.Combine(directory, CardFile);
         if (!File.Exists(cardPath))
         {
-            throw new ModelLoadException($"No model at {directory}: {CardFile} is missing (train one with ./analytics train).");
+            throw new ModelLoadException($"No model at {directory}: {CardFile} is missing (train one with ./analytics train)");
         }
 
         ModelCard card;
