@@ -194,10 +194,10 @@ public sealed partial class LimitPolicy : IVerdictListener, ILimitControl, IAsyn
                 }
 
                 var reason = $"{verdict.Class} {verdict.Score.ToString("0.00", CultureInfo.InvariantCulture)}: {verdict.Explanation}";
-                if (current is not null && current.Level == level && current.Reason == reason)
+                if (current is not null && current.Level == level)
                 {
-                    var renewed = current with { ExpiresAt = now + Hold(level) };
-                    _limits[entity] = renewed;
+                    // Same level: the hold is renewed in memory; the record keeps the reason it was set for.
+                    _limits[entity] = current with { ExpiresAt = now + Hold(level) };
                     continue;
                 }
 

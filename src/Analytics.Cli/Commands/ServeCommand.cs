@@ -25,11 +25,16 @@ internal static class ServeCommand
             Description = "Review console and /metrics endpoint (default Review:Http, 127.0.0.1:8025)",
             HelpName = "HOST:PORT",
         };
+        var demo = new Option<bool>("--demo")
+        {
+            Description = "Seed a demo population (accounts, mailboxes, bots) and play it live against this server, sped up; listens on 127.0.0.1:2587 (submission), 127.0.0.1:2525 (MX) unless told otherwise",
+        };
         var command = new Command("serve", "Run the server: SMTP listener (submission, MX), embedded store, event pipeline, scorer, dynamic limits, review console and admin socket, until SIGINT/SIGTERM")
         {
             submission,
             mx,
             http,
+            demo,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -45,6 +50,7 @@ internal static class ServeCommand
                 DataGiven: parse.GetValue(GlobalOptions.Data) is not null)
             {
                 Http = parse.GetValue(http),
+                Demo = parse.GetValue(demo),
             };
             return await ServerHost.RunAsync(settings, overrides, context.IO, cancellationToken);
         });

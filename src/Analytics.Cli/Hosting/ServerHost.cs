@@ -31,6 +31,9 @@ internal sealed record ServeOverrides(IReadOnlyList<string> Submission, IReadOnl
     /// <summary>--http: where the review console and /metrics listen (Review:Http).</summary>
     public string? Http { get; init; }
 
+    /// <summary>--demo: seed the demo population and play it live against this server.</summary>
+    public bool Demo { get; init; }
+
     /// <summary>Applies the overrides; the spool and keys default to the store's data directory.</summary>
     public void Apply(SubmissionOptions options, AnalyticsSettings settings)
     {
@@ -41,6 +44,14 @@ internal sealed record ServeOverrides(IReadOnlyList<string> Submission, IReadOnl
 
         // Several instances side by side: the command line says exactly where each one listens, so
         // an endpoint from the configuration file (say 0.0.0.0:25) never comes on top of it.
+        if (!ReplaceEndpoints && Demo)
+        {
+            // The demo runs as an ordinary user: unprivileged loopback ports unless told otherwise.
+            options.SubmissionEndpoints = ["127.0.0.1:2587"];
+            options.MxEndpoints = ["127.0.0.1:2525"];
+            options.ImplicitTlsEndpoints = [];
+        }
+
         if (ReplaceEndpoints)
         {
             options.SubmissionEndpoints = [.. Submission];
@@ -117,6 +128,10 @@ internal static class ServerHost
             builder.Services.AddSubmission(builder.Configuration);
             builder.Services.AddDetection(builder.Configuration, Environment.MachineName);
             builder.Services.AddReviewConsole(builder.Configuration);
+            if (overrides.Demo)
+            {
+                builder.Services.AddHostedService<DemoTraffic>();
+            }
             builder.Services.PostConfigure<SubmissionOptions>(o => overrides.Apply(o, settings));
 
             // The listener drains within its own deadline; the host must wait at least that long.
