@@ -31,7 +31,8 @@ public sealed class DynamicLimitBook : ILimitBook
     public void Replace(IEnumerable<EntityLimit> limits)
     {
         var old = Volatile.Read(ref _snapshot);
-        var active = limits.Where(l => !l.IsNormal).ToList();
+        // Overrides stay even when "normal" (allow): they exempt the user from the configured rates.
+        var active = limits.Where(l => !l.IsNormal || l.Source == LimitSource.Override).ToList();
         var users = new Dictionary<string, Entry>(StringComparer.OrdinalIgnoreCase);
         var hosts = new Dictionary<UInt128, Entry>();
         foreach (var limit in active)
@@ -115,7 +116,7 @@ public sealed class DynamicLimitBook : ILimitBook
             return new LimitDecision(LimitAction.TempFail, tarpit, host.Limit.Reason);
         }
 
-        var inner = _inner.CheckMail(subject);
+        var inner = _inner.CheckMail(user is { Limit.Source: LimitSource.Override } ? subject with { OwnRates = true } : subject);
         return inner with { Tarpit = Max(inner.Tarpit, tarpit) };
     }
 
@@ -152,13 +153,15 @@ public sealed class DynamicLimitBook : ILimitBook
             return new LimitDecision(LimitAction.TempFail, tarpit, host.Limit.Reason);
         }
 
-        var inner = _inner.CheckRcpt(subject, recipientsInMessage);
+        var inner = _inner.CheckRcpt(user is { Limit.Source: LimitSource.Override } ? subject with { OwnRates = true } : subject, recipientsInMessage);
         return inner with { Tarpit = Max(inner.Tarpit, tarpit) };
     }
 
     public AuthFailureOutcome RecordAuthFailure(LimitSubject subject) => _inner.RecordAuthFailure(subject);
 
     public void RecordAuthSuccess(LimitSubject subject) => _inner.RecordAuthSuccess(subject);
+
+    public HoldOutcome RecordUnknownRecipient(LimitSubject subject) => _inner.RecordUnknownRecipient(subject);
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 

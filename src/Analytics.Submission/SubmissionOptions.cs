@@ -164,6 +164,46 @@ public sealed class DefenseOptions
     [Range(typeof(TimeSpan), "00:00:00.001", "1.00:00:00")]
     public TimeSpan LockoutBase { get; set; } = TimeSpan.FromMinutes(1);
 
+    /// <summary>
+    /// AUTH failures from one network (IPv4 /24, IPv6 /64) within <see cref="AuthFailureWindow"/> that
+    /// lock AUTH from the whole network: stuffing spreads a few attempts over many addresses of a
+    /// handful of networks, under every per-IP threshold. Default 10.
+    /// </summary>
+    [Range(1, 100_000)]
+    public int AuthFailuresPerNetwork { get; set; } = 10;
+
+    /// <summary>
+    /// Distinct accounts one password may fail against within <see cref="AuthFailureWindow"/> before
+    /// AUTH with that password is refused (454) from anywhere: password spraying. Passwords are only
+    /// compared as keyed hashes held in memory. Default 3.
+    /// </summary>
+    [Range(2, 100_000)]
+    public int SprayAccountsPerPassword { get; set; } = 3;
+
+    /// <summary>Unknown-recipient rejections from one IP, over all its sessions within <see cref="UnknownRecipientWindow"/>, that hold the IP. Default 8.</summary>
+    [Range(1, 100_000)]
+    public int UnknownRecipientsPerIp { get; set; } = 8;
+
+    /// <summary>Unknown-recipient rejections from one network (/24, /64) within the window that hold the network (distributed harvesting). Default 12.</summary>
+    [Range(1, 100_000)]
+    public int UnknownRecipientsPerNetwork { get; set; } = 12;
+
+    /// <summary>Unknown-recipient rejections by one authenticated user within the window that hold the user. Default 8.</summary>
+    [Range(1, 100_000)]
+    public int UnknownRecipientsPerUser { get; set; } = 8;
+
+    /// <summary>Window the unknown recipients are counted in. Default 10 minutes.</summary>
+    [Range(typeof(TimeSpan), "00:00:01", "7.00:00:00")]
+    public TimeSpan UnknownRecipientWindow { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// First hold after unknown-recipient probing (connections 421 4.7.0, MAIL/RCPT 451 4.7.1, AUTH
+    /// 454: temporary, so a real MTA retries later); each further hold of the same entity doubles it
+    /// up to <see cref="LockoutMax"/>. Default 5 minutes.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00.001", "1.00:00:00")]
+    public TimeSpan HoldDuration { get; set; } = TimeSpan.FromMinutes(5);
+
     /// <summary>Longest lock. Default 1 hour.</summary>
     [Range(typeof(TimeSpan), "00:00:00.001", "30.00:00:00")]
     public TimeSpan LockoutMax { get; set; } = TimeSpan.FromHours(1);

@@ -124,8 +124,10 @@ internal sealed class StuffingScenario : Scenario
         var accounts = world.Accounts.OrderBy(a => a.Key, StringComparer.Ordinal).ToList();
         var pairs = new List<(string, string)>();
         pairs.AddRange(accounts.Take(20).Select(a => (a.Key, a.Value)));
-        pairs.AddRange(accounts.Skip(20).Take(380).Select(a => (a.Key, "leaked-" + a.Key.Length.ToString(CultureInfo.InvariantCulture) + "!")));
-        pairs.AddRange(Enumerable.Range(0, 200).Select(i => (string.Create(CultureInfo.InvariantCulture, $"former{i:000}@{ScenarioWorld.Domain}"), "Passw0rd!")));
+        // Every leaked pair has its own password (an old one, or one of a deleted account's).
+        pairs.AddRange(accounts.Skip(20).Take(380).Select(a => (a.Key, "old-" + random.Next(1_000_000, 9_999_999).ToString(CultureInfo.InvariantCulture))));
+        pairs.AddRange(Enumerable.Range(0, 200).Select(i => (string.Create(CultureInfo.InvariantCulture, $"former{i:000}@{ScenarioWorld.Domain}"),
+            "gone-" + random.Next(1_000_000, 9_999_999).ToString(CultureInfo.InvariantCulture))));
         var shuffled = pairs.OrderBy(_ => random.Next()).ToList();
         var order = Attackers.OrderBy(_ => random.Next()).ToList();
         using var gate = new SemaphoreSlim(24);
@@ -137,7 +139,7 @@ internal sealed class StuffingScenario : Scenario
                 var mine = shuffled.Skip(k * 3).Take(3).ToList();
                 try
                 {
-                    await AuthBot.GuessAsync(context, ip, mine, perSession: 3, giveUpAfterRefusals: 1, cancellationToken);
+                    await AuthBot.GuessAsync(context, ip, mine, perSession: 3, giveUpAfterRefusals: 3, cancellationToken);
                 }
                 catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException)
                 {

@@ -59,7 +59,7 @@ internal static class LegitPopulation
                 context.Log.Add(Side.Legit, ip.ToString(), "auth", user, 235);
                 return Message(user, [colleague, $"friend{round % 7}@example.net"]);
             }, cancellationToken);
-            await PauseAsync(context, 1500 + (index * 137), cancellationToken);
+            await PauseAsync(context, 4000 + (index * 137), cancellationToken); // a busy person: ~14 messages a minute at most
         }
     }
 

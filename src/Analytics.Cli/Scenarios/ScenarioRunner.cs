@@ -23,6 +23,8 @@ internal sealed class ScenarioRunner
 {
     private readonly CliIO _io;
     private readonly bool _quiet;
+    private static readonly TimeSpan AttackDeadline = TimeSpan.FromSeconds(90);
+
     private readonly TimeProvider _time = TimeProvider.System;
 
     public ScenarioRunner(CliIO io, bool quiet)
@@ -51,6 +53,7 @@ internal sealed class ScenarioRunner
             Progress("starting serve");
             var serveLog = Path.Combine(data, "serve.log");
             using (var serve = await StartServeAsync(data, config, submission, mx, serveLog, cancellationToken))
+            try
             {
                 var context = new AttackContext(world, submission, mx, log, _time);
                 using var stopLegit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -61,7 +64,20 @@ internal sealed class ScenarioRunner
                 await Task.Delay(TimeSpan.FromSeconds(1), _time, cancellationToken);
                 Progress("attack: " + scenario.Description);
                 var attackWatch = Stopwatch.StartNew();
-                await scenario.AttackAsync(context, cancellationToken);
+                using (var attackDeadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+                {
+                    // A bot that is never stopped would run for many minutes; the figures then show it.
+                    attackDeadline.CancelAfter(AttackDeadline);
+                    try
+                    {
+                        await scenario.AttackAsync(context, attackDeadline.Token);
+                    }
+                    catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                    {
+                        report.Context("attack_cut_off", $"the attack was still running after {AttackDeadline.TotalSeconds:0} s and was stopped");
+                    }
+                }
+
                 report.Context("attack_duration", attackWatch.Elapsed.TotalSeconds.ToString("0.0", CultureInfo.InvariantCulture) + " s");
                 await Task.Delay(TimeSpan.FromSeconds(2), _time, cancellationToken);
                 await stopLegit.CancelAsync();
@@ -75,6 +91,13 @@ internal sealed class ScenarioRunner
                 if (serve.ExitCode != 0)
                 {
                     throw new CliException($"serve exited with {serve.ExitCode}; its log is {serveLog}");
+                }
+            }
+            finally
+            {
+                if (!serve.HasExited)
+                {
+                    serve.Kill(entireProcessTree: true);
                 }
             }
 
@@ -151,6 +174,9 @@ internal sealed class ScenarioRunner
                 ["Limits"] = new JsonObject { ["ShutdownDeadline"] = "00:00:05" },
             },
             ["Store"] = new JsonObject { ["Backend"] = "embedded" },
+
+            // The review console and /metrics, on a free port: another server may hold the default one.
+            ["Review"] = new JsonObject { ["Http"] = "127.0.0.1:" + FreePort().ToString(CultureInfo.InvariantCulture) },
         };
         var path = Path.Combine(data, "scenario.json");
         File.WriteAllText(path, config.ToJsonString());

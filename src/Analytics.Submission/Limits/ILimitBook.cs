@@ -31,10 +31,33 @@ public readonly record struct LimitDecision(LimitAction Action, TimeSpan Tarpit,
 }
 
 /// <summary>Who is asking: the listener role and the client address.</summary>
-public readonly record struct LimitSubject(ListenerRole Role, IPAddress Address, string User);
+public readonly record struct LimitSubject(ListenerRole Role, IPAddress Address, string User)
+{
+    /// <summary>
+    /// At AUTH: a keyed hash of the password tried (a per-process random key; never stored or logged),
+    /// so one password sprayed over many accounts can be recognised without keeping it. 0 = none.
+    /// </summary>
+    public ulong SecretTag { get; init; }
+
+    /// <summary>The caller enforces this user's own rates (a reviewer's override): skip the configured per-user rates.</summary>
+    public bool OwnRates { get; init; }
+}
 
 /// <summary>What recording an AUTH failure did.</summary>
-public readonly record struct AuthFailureOutcome(bool IpLocked, bool UserLocked, TimeSpan LockDuration);
+public readonly record struct AuthFailureOutcome(bool IpLocked, bool UserLocked, TimeSpan LockDuration)
+{
+    /// <summary>The client's network (/24, /64) is locked for AUTH: failures spread over its addresses.</summary>
+    public bool NetworkLocked { get; init; }
+
+    /// <summary>The password tried has now failed against too many accounts: AUTH with it is refused.</summary>
+    public bool PasswordBurned { get; init; }
+}
+
+/// <summary>What recording an unknown recipient did: nothing, or a hold on the IP, its network or the user.</summary>
+public readonly record struct HoldOutcome(bool Held, string Scope, TimeSpan Duration)
+{
+    public static HoldOutcome None { get; } = new(false, "", TimeSpan.Zero);
+}
 
 /// <summary>
 /// The limits the listener enforces, consulted at each enforcement point. Implementations answer
@@ -61,4 +84,12 @@ public interface ILimitBook
 
     /// <summary>A successful AUTH; clears the user's failure count.</summary>
     void RecordAuthSuccess(LimitSubject subject);
+
+    /// <summary>
+    /// An unknown local recipient (550 5.1.1), counted across sessions per IP, network and user. Past
+    /// a threshold the entity is held (connections 421, MAIL/RCPT 451, AUTH 454) for a few minutes;
+    /// <see cref="HoldOutcome.Held"/> is also true when it was held already. The listener then closes
+    /// the session. Default: no cross-session counting.
+    /// </summary>
+    HoldOutcome RecordUnknownRecipient(LimitSubject subject) => HoldOutcome.None;
 }

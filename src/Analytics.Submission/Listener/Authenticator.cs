@@ -35,7 +35,7 @@ internal sealed class Authenticator : IUserAuthenticator
             return false;
         }
 
-        var subject = session.Subject;
+        var subject = session.Subject with { SecretTag = listener.TagOf(password) };
         var decision = listener.Limits.CheckAuth(subject);
         ApplyTarpit(session, decision);
         if (decision.Action != LimitAction.Allow)
@@ -59,13 +59,13 @@ internal sealed class Authenticator : IUserAuthenticator
             CredentialCheck.Disabled => "account disabled",
             _ => "bad password",
         };
-        Fail(session);
+        Fail(session, subject);
         return false;
     }
 
-    private static void Fail(SessionState session)
+    private static void Fail(SessionState session, LimitSubject? subject = null)
     {
-        var outcome = session.Listener.Limits.RecordAuthFailure(session.Subject);
+        var outcome = session.Listener.Limits.RecordAuthFailure(subject ?? session.Subject);
         if (outcome.IpLocked)
         {
             session.EmitThrottle(454, "4.7.0", $"lock ip {session.ClientIp} for {outcome.LockDuration}", TimeSpan.Zero, session.AuthUser);
@@ -74,6 +74,16 @@ internal sealed class Authenticator : IUserAuthenticator
         if (outcome.UserLocked)
         {
             session.EmitThrottle(454, "4.7.0", $"lock user for {outcome.LockDuration}", TimeSpan.Zero, session.AuthUser);
+        }
+
+        if (outcome.NetworkLocked)
+        {
+            session.EmitThrottle(454, "4.7.0", $"lock network of {session.ClientIp} for {outcome.LockDuration}", TimeSpan.Zero, session.AuthUser);
+        }
+
+        if (outcome.PasswordBurned)
+        {
+            session.EmitThrottle(454, "4.7.0", "refuse a password tried against too many accounts", TimeSpan.Zero, session.AuthUser);
         }
     }
 

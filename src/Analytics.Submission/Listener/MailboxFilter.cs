@@ -55,6 +55,20 @@ internal sealed class MailboxFilter : IMailboxFilter
             {
                 session.UnknownRecipients++;
                 session.RecipientReason = "unknown mailbox";
+
+                // Across sessions: a bot that reconnects after every disconnect, or spreads its names
+                // over many addresses, is held as a whole (IP, network, account) for a few minutes.
+                var hold = listener.Limits.RecordUnknownRecipient(session.Subject);
+                if (hold.Held)
+                {
+                    session.RecipientReason = "unknown mailbox; hold";
+                    session.ServerCloses("unknown recipients (hold)");
+                    session.EmitThrottle(421, "4.7.0", hold.Duration > TimeSpan.Zero
+                        ? string.Create(CultureInfo.InvariantCulture, $"hold {hold.Scope} for {hold.Duration} after unknown recipients")
+                        : "disconnect: " + hold.Scope, session.TarpitEachReply);
+                    throw new SmtpResponseException(Replies.Response(421, "4.7.0 Too many invalid recipients, try again later"), true);
+                }
+
                 if (session.UnknownRecipients >= defenses.UnknownRecipientsBeforeDisconnect)
                 {
                     session.RecipientReason = "unknown mailbox; disconnect";

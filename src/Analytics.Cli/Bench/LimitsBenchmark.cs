@@ -1,0 +1,107 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using Analytics.Cli.Commands;
+using Analytics.Events;
+using Analytics.Limits;
+using Analytics.Submission;
+
+namespace Analytics.Cli.Bench;
+
+/// <summary>
+/// <c>bench limits</c>: what one limit-book check costs on the SMTP hot path — the dynamic book (a
+/// snapshot of N limits over users, IPs and /24s) in front of the static one with the shipped
+/// per-user message rate — in ns per check and bytes allocated per check, for CheckConnect,
+/// CheckAuth, CheckMail and CheckRcpt over 1,024 subjects, half of them limited.
+/// </summary>
+internal static class LimitsBenchmark
+{
+    public static Command Create(CommandContext context)
+    {
+        var limits = new Option<int>("--limits") { Description = "Limits in the book (default 100,000)", DefaultValueFactory = _ => 100_000 };
+        var iterations = new Option<int>("--iterations") { Description = "Checks per measurement (default 2,000,000)", DefaultValueFactory = _ => 2_000_000 };
+        var command = new Command("limits", "Limit-book check cost (ns, target ≤ 100) and allocation (bytes, target 0) per check")
+        {
+            limits, iterations, BenchCommand.Json,
+        };
+        command.SetAction(async (parse, _) =>
+        {
+            var count = parse.GetValue(limits);
+            var n = parse.GetValue(iterations);
+            if (count < 1 || n < 1000)
+            {
+                throw new CliException("--limits must be at least 1 and --iterations at least 1000.");
+            }
+
+            var report = Run(count, n);
+            await report.WriteAsync(context.IO.Out, parse.GetValue(BenchCommand.Json));
+            return 0;
+        });
+        return command;
+    }
+
+    private static BenchReport Run(int count, int iterations)
+    {
+        var time = TimeProvider.System;
+        var inner = new StaticLimitBook(new LimitSnapshot { MessagesPerMinute = 15 }, new DefenseOptions(), time);
+        var book = new DynamicLimitBook(inner, time);
+        var now = time.GetUtcNow().UtcDateTime;
+        var entries = new List<EntityLimit>(count);
+        for (var i = 0; i < count; i++)
+        {
+            var entity = (i % 3) switch
+            {
+                0 => new EntityRef(EntityKinds.User, $"user{i}@example.test"),
+                1 => new EntityRef(EntityKinds.Ip, Ip(i).ToString()),
+                _ => new EntityRef(EntityKinds.Net, $"{Ip(i).ToString()[..Ip(i).ToString().LastIndexOf('.')]}.0/24"),
+            };
+            entries.Add(new EntityLimit
+            {
+                Entity = entity, Level = LimitLevel.Throttle, Source = LimitSource.Model, MessagesPerMinute = 1e9, RecipientsPerHour = 1e12,
+                RecipientsPerMessage = 50, Reason = "bench", SetAt = now, ExpiresAt = now.AddHours(1), Version = (ulong)i + 1,
+            });
+        }
+
+        book.Replace(entries);
+
+        // Half the subjects have a limit (user or IP in the book), half do not.
+        var subjects = Enumerable.Range(0, 1024).Select(i => i % 2 == 0
+            ? new LimitSubject(ListenerRole.Submission, Ip(i * 3 + 1), $"user{i * 3}@example.test")
+            : new LimitSubject(ListenerRole.Submission, IPAddress.Parse($"10.9.{i % 250}.{1 + (i % 200)}"), $"nobody{i}@example.test")).ToArray();
+
+        var report = new BenchReport("limits");
+        report.Context("book", $"{book.Limits.Count:N0} limits (users, IPs, /24s) in front of the static book (15 messages/min per user)");
+        report.Context("subjects", "1,024, half limited; one thread");
+        report.Context("iterations", iterations.ToString("N0", CultureInfo.InvariantCulture));
+        Measure(report, "check_connect", "CheckConnect", iterations, i => book.CheckConnect(subjects[i & 1023]).IsAllowed);
+        Measure(report, "check_auth", "CheckAuth", iterations, i => book.CheckAuth(subjects[i & 1023]).IsAllowed);
+        Measure(report, "check_mail", "CheckMail", iterations, i => book.CheckMail(subjects[i & 1023]).IsAllowed);
+        Measure(report, "check_rcpt", "CheckRcpt", iterations, i => book.CheckRcpt(subjects[i & 1023], 3).IsAllowed);
+        return report;
+    }
+
+    private static IPAddress Ip(int i) => new([127, (byte)(100 + ((i >> 16) & 0x3f)), (byte)((i >> 8) & 0xff), (byte)(i & 0xff)]);
+
+    private static void Measure(BenchReport report, string key, string label, int iterations, Func<int, bool> check)
+    {
+        var allowed = 0;
+        for (var i = 0; i < 200_000; i++)
+        {
+            allowed += check(i) ? 1 : 0; // warm-up: JIT tiers, buckets created
+        }
+
+        var bytes = GC.GetAllocatedBytesForCurrentThread();
+        var watch = Stopwatch.StartNew();
+        for (var i = 0; i < iterations; i++)
+        {
+            allowed += check(i) ? 1 : 0;
+        }
+
+        watch.Stop();
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - bytes;
+        GC.KeepAlive(allowed);
+        report.Add(key + "_ns", watch.Elapsed.TotalNanoseconds / iterations, "ns", label + " per check (target ≤ 100)");
+        report.Add(key + "_bytes", allocated / (double)iterations, "bytes", label + " allocated per check (target 0)");
+    }
+}
