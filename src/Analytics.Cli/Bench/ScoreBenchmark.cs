@@ -1,0 +1,173 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using Analytics.Cli.Commands;
+using Analytics.Detection.Features;
+using Analytics.Detection.Model;
+using Analytics.Detection.Scoring;
+using Analytics.Store;
+using Analytics.Store.Embedded;
+using Analytics.Store.Schema;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Analytics.Cli.Bench;
+
+/// <summary>
+/// <c>bench score</c>: one scoring pass over N active entities (features from the aggregates, then the
+/// model), with the stored history varied at fixed N to show that the pass follows active entities,
+/// not stored events; prediction cost per entity; training time of a model on the same features.
+/// </summary>
+internal static class ScoreBenchmark
+{
+    private static readonly DateTime AsOf = new(2026, 11, 20, 12, 0, 0, DateTimeKind.Utc);
+
+    public static Command Create(CommandContext context)
+    {
+        var sizes = new Option<string>("--entities") { Description = "Comma-separated active-entity counts (default 100000,1000000)", DefaultValueFactory = _ => "100000,1000000" };
+        var model = new Option<string?>("--model") { Description = "Model directory (default ./models/default; a model is trained on synthetic rows when there is none)" };
+        var command = new Command("score", "Scoring pass cost for 100k and 1M active entities, with and without 10x stored history") { sizes, model, BenchCommand.Json };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var counts = (parse.GetValue(sizes) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToList();
+            var json = parse.GetValue(BenchCommand.Json);
+            var report = await RunAsync(counts, parse.GetValue(model), context.IO, json, cancellationToken);
+            await report.WriteAsync(context.IO.Out, json);
+            return 0;
+        });
+        return command;
+    }
+
+    private static async Task<BenchReport> RunAsync(List<int> counts, string? modelDirectory, CliIO io, bool quiet, CancellationToken cancellationToken)
+    {
+        var data = Path.Combine(Path.GetTempPath(), "analytics-bench-score-" + Guid.NewGuid().ToString("N")[..8]);
+        var report = new BenchReport("score");
+        report.Context("cores", Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture));
+        try
+        {
+            await using var store = EmbeddedStore.Open(data);
+            await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
+            var dir = modelDirectory ?? Path.GetFullPath(Path.Combine("models", "default"));
+            DetectionModel model;
+            var sw = Stopwatch.StartNew();
+            try
+            {
+                model = DetectionModel.Load(dir);
+                report.Context("model", model.Version);
+            }
+            catch (ModelLoadException)
+            {
+                Progress(io, quiet, "no model: training one on synthetic rows");
+                sw.Restart();
+                var tmp = Path.Combine(data, "model");
+                model = ModelTrainer.Train(Synthetic(20_000), new TrainingOptions { HoldOutVariant = null, TrainEntityShare = 1, TrainTimeShare = 0.8 }, tmp).Model;
+                report.Add("train_seconds_synthetic_20k_rows", sw.Elapsed.TotalSeconds, "s", "training, 20k synthetic rows");
+                report.Context("model", "synthetic");
+            }
+
+            var inserted = 0;
+            foreach (var n in counts.Order())
+            {
+                // Active entities: each with 5 minutes of activity in the last 10 minutes.
+                Progress(io, quiet, $"loading {n:N0} active entities");
+                await InsertAsync(store, inserted, n - inserted, minutesBack: 1, minutes: 5, cancellationToken);
+                inserted = n;
+                var (features, predict, total, entities, flagged, explain) = await PassAsync(store, model, cancellationToken);
+                var key = n.ToString(CultureInfo.InvariantCulture);
+                report.Add($"pass_seconds_{key}", total, "s", $"scoring pass, {entities:N0} active entities");
+                report.Add($"features_seconds_{key}", features, "s", "  of which features (ClickHouse)");
+                report.Add($"predict_us_per_entity_{key}", predict * 1e6 / Math.Max(1, entities), "µs", "  prediction per entity");
+                report.Add($"flagged_{key}", flagged, "", "  flagged");
+                report.Add($"explain_ms_per_flagged_{key}", explain * 1e3, "ms", "  explanation per flagged entity");
+            }
+
+            // Ten times the history (inactive entities, days before) at the largest size: the pass should not care.
+            var largest = counts.Max();
+            Progress(io, quiet, $"adding {largest * 10:N0} inactive entities' history");
+            await InsertAsync(store, 10_000_000, largest * 10, minutesBack: 3 * 24 * 60, minutes: 3, cancellationToken);
+            var again = await PassAsync(store, model, cancellationToken);
+            report.Add($"pass_seconds_{largest}_with_10x_history", again.Total, "s", $"same pass with 10x stored history");
+            return report;
+        }
+        finally
+        {
+            try
+            {
+                Directory.Delete(data, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    // Features, then the model's probabilities and anomaly score for every entity; explanations (a
+    // what-if probe per feature) are computed for flagged entities only and timed apart.
+    private static async Task<(double Features, double Predict, double Total, int Entities, int Flagged, double Explain)> PassAsync(IClickHouseStore store, DetectionModel model, CancellationToken cancellationToken)
+    {
+        var total = Stopwatch.StartNew();
+        var entities = await new FeatureReader(store).ReadAsync(AsOf, AsOf.AddMinutes(-10), cancellationToken);
+        var features = total.Elapsed.TotalSeconds;
+        var p = Stopwatch.StartNew();
+        var flagged = new List<(EntityFeatures Entity, Prediction Prediction)>();
+        for (var i = 0; i < entities.Count; i += 100_000)
+        {
+            var batch = entities.GetRange(i, Math.Min(100_000, entities.Count - i));
+            var predictions = model.Predict(batch);
+            flagged.AddRange(batch.Zip(predictions).Where(x => x.Second.Flagged(model.Card.FlagThreshold)));
+        }
+
+        var predict = p.Elapsed.TotalSeconds;
+        var e = Stopwatch.StartNew();
+        var sample = flagged.Take(1000).ToList();
+        Explainer.Explain(model, sample.Select(x => x.Entity).ToList(), sample.Select(x => x.Prediction).ToList());
+        var explainPer = sample.Count == 0 ? 0 : e.Elapsed.TotalSeconds / sample.Count;
+        return (features, predict, features + predict + explainPer * flagged.Count, entities.Count, flagged.Count, explainPer);
+    }
+
+    // Synthetic per-minute rows straight into the aggregates (the views fill the hourly rollup and the
+    // active set), shaped like real traffic: mostly quiet IPs, a few noisy ones.
+    private static Task InsertAsync(IClickHouseStore store, int offset, int count, int minutesBack, int minutes, CancellationToken cancellationToken) =>
+        store.ExecuteAsync("""
+            INSERT INTO activity
+            SELECT 'ip' AS entity_kind,
+                   concat('10.', toString(intDiv(n, 65536) % 256), '.', toString(intDiv(n, 256) % 256), '.', toString(n % 256)) AS entity,
+                   {t:DateTime('UTC')} - toIntervalMinute({back:UInt32} + m) AS minute,
+                   1 + n % 7 AS events, n % 3 AS auth_attempts, if(n % 50 = 0, 4, 0) AS auth_failures,
+                   n % 5 AS rcpt, n % 11 = 0 AS rcpt_rejected, n % 13 = 0 AS rcpt_unknown, n % 2 AS messages, n % 5 AS message_rcpts, n % 5 AS max_message_rcpts,
+                   0 AS invalid_commands, 0 AS throttled,
+                   uniqState(toString(n % 97)) AS users_tried, uniqState(toIPv6('::ffff:10.0.0.1')) AS ips, uniqState('10.0.0.0') AS nets,
+                   uniqState(toString(n % 1000)) AS recipients, uniqState('example.org') AS recipient_domains,
+                   uniqState(toUInt64(n)) AS sessions, uniqState(toUInt64(n % 2)) AS data_sessions
+            FROM (SELECT number + {offset:UInt64} AS n, arrayJoin(range({minutes:UInt32})) AS m FROM numbers({count:UInt64}))
+            GROUP BY n, m
+            """, QueryParameters.Of(("t", AsOf), ("back", minutesBack), ("minutes", minutes), ("offset", offset), ("count", count)), cancellationToken);
+
+    private static List<LabelledRow> Synthetic(int rows)
+    {
+        var random = new Random(5);
+        var list = new List<LabelledRow>(rows);
+        for (var i = 0; i < rows; i++)
+        {
+            var bad = i % 10 == 0;
+            var v = new float[FeatureSet.Count];
+            for (var k = 3; k < v.Length; k++)
+            {
+                v[k] = random.Next(bad ? 20 : 3);
+            }
+
+            v[FeatureSet.Index("is_ip")] = 1;
+            list.Add(new LabelledRow(new EntityFeatures("ip", "10.0.0." + (i % 250), AsOf.AddMinutes(-i % 1000), v), bad ? ThreatClass.BruteForce : ThreatClass.Benign, "", ""));
+        }
+
+        return list;
+    }
+
+    private static void Progress(CliIO io, bool quiet, string message)
+    {
+        if (!quiet)
+        {
+            io.Error.WriteLine(message);
+        }
+    }
+}
