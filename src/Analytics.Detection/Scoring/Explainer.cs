@@ -21,7 +21,9 @@ public static class Explainer
         {
             for (var i = 0; i < FeatureSet.Count; i++)
             {
-                if (entities[e].Values[i] == medians[i] || FeatureSet.All[i].Name.StartsWith("is_", StringComparison.Ordinal))
+                // Reasons are what the entity does more of than legitimate traffic; "sent no mail" is
+                // true of most bots and explains nothing to an analyst.
+                if (entities[e].Values[i] <= medians[i] || FeatureSet.All[i].Name.StartsWith("is_", StringComparison.Ordinal))
                 {
                     continue;
                 }
@@ -47,12 +49,20 @@ public static class Explainer
             drops[e].Add((i, predictions[e].Probabilities[cls] - what[p].Probabilities[cls]));
         }
 
-        return entities.Select((entity, e) => (IReadOnlyList<string>)drops[e]
-            .Where(d => d.Drop > 0.01f)
-            .OrderByDescending(d => d.Drop)
-            .Take(top)
-            .Select(d => Reason(entity, d.Feature))
-            .ToList()).ToList();
+        return entities.Select((entity, e) =>
+        {
+            var reasons = drops[e].Where(d => d.Drop > 0.01f).OrderByDescending(d => d.Drop).Take(top).Select(d => d.Feature).ToList();
+            if (reasons.Count == 0)
+            {
+                // Saturated: many features each suffice, so no single one moves the probability.
+                // Then the features furthest above legitimate traffic are the reasons.
+                reasons = drops[e].Select(d => d.Feature)
+                    .OrderByDescending(i => (entity.Values[i] - medians[i]) / (Math.Abs(medians[i]) + 1))
+                    .Take(top).ToList();
+            }
+
+            return (IReadOnlyList<string>)reasons.Select(i => Reason(entity, i)).ToList();
+        }).ToList();
     }
 
     /// <summary>One feature in words, with the entity's own normal where one is known.</summary>
@@ -67,7 +77,9 @@ public static class Explainer
             _ when name.StartsWith("auth_failures", StringComparison.Ordinal) => entity.BaselineAuthFailuresPerDay,
             _ => double.NaN,
         };
-        return double.IsNaN(usual) ? text : text + string.Create(CultureInfo.InvariantCulture, $"; usually {usual:0.#} a day");
+        return double.IsNaN(usual) || usual < 0.05 || name.EndsWith("_vs_baseline", StringComparison.Ordinal)
+            ? text
+            : text + string.Create(CultureInfo.InvariantCulture, $"; usually {usual:0.#} a day");
     }
 
     /// <summary>The reasons the rules fired, for verdicts given without a model.</summary>
