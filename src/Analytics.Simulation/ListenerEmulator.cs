@@ -167,7 +167,10 @@ public sealed class ListenerEmulator
         private bool Auth(in Step step)
         {
             var authUser = Clip(step.Text, 320);
-            var subject = new LimitSubject(_script.Role, _script.ClientIp, _user.Length > 0 ? _user : authUser);
+            // The listener tags each password with a keyed hash for the spraying defense; any stable,
+            // non-zero hash of the secret serves the same purpose here.
+            var tag = (ulong)(uint)StringComparer.Ordinal.GetHashCode(step.Secret ?? "") << 1 | 1;
+            var subject = new LimitSubject(_script.Role, _script.ClientIp, _user.Length > 0 ? _user : authUser) { SecretTag = tag };
             var decision = _e._limits.CheckAuth(subject);
             if (decision.Action != LimitAction.Allow)
             {
@@ -204,6 +207,16 @@ public sealed class ListenerEmulator
             if (outcome.UserLocked)
             {
                 Throttle(454, "4.7.0", $"lock user for {outcome.LockDuration}", TimeSpan.Zero, authUser);
+            }
+
+            if (outcome.NetworkLocked)
+            {
+                Throttle(454, "4.7.0", $"lock network of {_script.ClientIp} for {outcome.LockDuration}", TimeSpan.Zero, authUser);
+            }
+
+            if (outcome.PasswordBurned)
+            {
+                Throttle(454, "4.7.0", "refuse a password tried against too many accounts", TimeSpan.Zero, authUser);
             }
 
             Reply(EventKind.Auth, 535, "5.7.8", reason, mechanism: step.Mechanism, user: authUser, work: _e._authTime);

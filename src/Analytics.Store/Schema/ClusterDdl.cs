@@ -85,6 +85,14 @@ public static partial class ClusterDdl
             return statements;
         }
 
+        if (sql.TrimStart().StartsWith("INSERT INTO", StringComparison.OrdinalIgnoreCase))
+        {
+            // Backfills of a new aggregate from data already recorded: a single-node upgrade concern.
+            // On a cluster every node would run it against the Distributed tables and multiply the
+            // rows, so the cluster form skips it (backfill by hand once, from one node, if needed).
+            return [];
+        }
+
         throw new NotSupportedException($"The cluster form of this statement is not defined (only CREATE TABLE, CREATE MATERIALIZED VIEW … TO and ALTER TABLE are): {Abbreviate(sql)}");
     }
 
