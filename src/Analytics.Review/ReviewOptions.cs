@@ -64,9 +64,9 @@ public sealed class ReviewOptions
         }
 
         var colon = text.LastIndexOf(':');
-        if (colon <= 0 || !int.TryParse(text.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535)
+        if (colon <= 0 || !int.TryParse(text.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 0 or > 65535)
         {
-            throw new FormatException($"Review:Http '{text}' is not HOST:PORT with a port from 1 to 65535.");
+            throw new FormatException($"Review:Http '{text}' is not HOST:PORT with a port from 0 (any free port) to 65535.");
         }
 
         var host = text[..colon].Trim('[', ']');

@@ -57,7 +57,7 @@ public sealed class CliTests
     public async Task Serve_OwnsTheDataDirectory_SqlGoesThroughIt_SecondServeIsRefused_SigtermStopsCleanly()
     {
         using var dir = new TempDirectory();
-        await using var serve = CliProcess.Start("serve", "--data", dir.Path, "--submission", "127.0.0.1:0", "--mx", "127.0.0.1:0");
+        await using var serve = CliProcess.Start("serve", "--data", dir.Path, "--submission", "127.0.0.1:0", "--mx", "127.0.0.1:0", "--http", "127.0.0.1:0");
         await serve.WaitForOutputAsync("serving", TimeSpan.FromSeconds(60));
 
         // While serve runs, `sql` cannot open the engine itself: it is forwarded to the server.

@@ -30,7 +30,7 @@ public sealed class ServeSmtpTests
         using var dir = new TempDirectory();
         var data = dir.Path;
         int submission = FreePort(), mx = FreePort();
-        await using var serve = CliProcess.Start("serve", "--data", data, "--submission", $"127.0.0.1:{submission}", "--mx", $"127.0.0.1:{mx}");
+        await using var serve = CliProcess.Start("serve", "--data", data, "--submission", $"127.0.0.1:{submission}", "--mx", $"127.0.0.1:{mx}", "--http", "127.0.0.1:0");
         await serve.WaitForOutputAsync("serving", TimeSpan.FromSeconds(60));
         Assert.Contains($"submission 127.0.0.1:{submission}; submission implicit TLS none; mx 127.0.0.1:{mx}", serve.Stderr, StringComparison.Ordinal);
 
