@@ -66,6 +66,16 @@ internal sealed partial class DemoTraffic : BackgroundService
 
         var report = ReportAsync(stoppingToken);
         var scenario = Scenario.Load("demo");
+
+        // First the population's recent past, fast, so that accounts have the history their normal
+        // is learnt from (a newsletter's 500 recipients an hour is normal only against its own past).
+        if (await IsEmptyAsync(stoppingToken))
+        {
+            var history = WorldBuilder.Build(scenario, _time.GetUtcNow().AddDays(-scenario.Days));
+            var result = await FastSimulation.RunAsync(_store, history, null, _time, null, stoppingToken);
+            LogHistory(_logger, result.Events, scenario.Days);
+        }
+
         for (var round = 0; !stoppingToken.IsCancellationRequested; round++)
         {
             var world = WorldBuilder.Build(scenario, _time.GetUtcNow());
@@ -86,6 +96,9 @@ internal sealed partial class DemoTraffic : BackgroundService
 
         await report;
     }
+
+    private async Task<bool> IsEmptyAsync(CancellationToken cancellationToken) =>
+        (await _store.QueryAsync("SELECT count() FROM events", null, cancellationToken)).Scalar<ulong>() == 0;
 
     private async Task ReportAsync(CancellationToken stoppingToken)
     {
@@ -109,6 +122,9 @@ internal sealed partial class DemoTraffic : BackgroundService
 
     [LoggerMessage(Level = LogLevel.Information, Message = "demo: {Events} events recorded; last scoring pass {Entities} active entities, {Flagged} flagged (model {Model}); limits in force: {Blocked} blocked, {Throttled} throttled")]
     private static partial void LogStatus(ILogger logger, long events, int entities, int flagged, string model, int blocked, int throttled);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "demo: recorded the population's last {Days} days first ({Events} events, fast mode) so accounts have a history")]
+    private static partial void LogHistory(ILogger logger, long events, int days);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "demo: no submission or MX endpoint to play against")]
     private static partial void LogNoEndpoints(ILogger logger);
