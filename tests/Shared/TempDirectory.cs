@@ -1,15 +1,6 @@
-using Analytics.Store.Embedded;
-using Xunit;
+namespace Analytics.Testing;
 
-namespace Analytics.Limits.Tests;
-
-// chDB allows one open engine per process: every test that opens one runs in this collection, one at a time.
-[CollectionDefinition(Name, DisableParallelization = true)]
-public sealed class EmbeddedCollection
-{
-    public const string Name = "embedded chDB";
-}
-
+/// <summary>A directory of its own for one test, removed afterwards. Shared by the test projects (linked, not copied).</summary>
 internal sealed class TempDirectory : IDisposable
 {
     public TempDirectory() => Directory.CreateDirectory(Path);

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 
-namespace Analytics.Cli.Tests;
+namespace Analytics.Testing;
 
 /// <summary>Runs the real `analytics` executable (built beside the tests) as a child process.</summary>
 internal sealed class CliProcess : IAsyncDisposable
@@ -113,23 +113,5 @@ internal sealed class CliProcess : IAsyncDisposable
         }
 
         _process.Dispose();
-    }
-}
-
-internal sealed class TempDirectory : IDisposable
-{
-    public TempDirectory() => Directory.CreateDirectory(Path);
-
-    public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "analytics-cli-" + Guid.NewGuid().ToString("N")[..10]);
-
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(Path, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
     }
 }
