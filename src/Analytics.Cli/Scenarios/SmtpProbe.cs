@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using Analytics.Simulation.Live;
 
 namespace Analytics.Cli.Scenarios;
 
@@ -15,14 +16,13 @@ internal sealed class SmtpProbe : IAsyncDisposable
 {
     private readonly Socket _socket;
     private readonly NetworkStream _stream;
-    private readonly byte[] _buffer = new byte[8192];
-    private int _start;
-    private int _end;
+    private readonly SmtpReplyReader _replies;
 
     private SmtpProbe(Socket socket)
     {
         _socket = socket;
         _stream = new NetworkStream(socket, ownsSocket: true);
+        _replies = new SmtpReplyReader(_stream);
     }
 
     /// <summary>The greeting's code (0 when the server closed without one).</summary>
@@ -100,56 +100,7 @@ internal sealed class SmtpProbe : IAsyncDisposable
         }
     }
 
-    private async Task<int> ReadReplyAsync(CancellationToken cancellationToken)
-    {
-        while (true)
-        {
-            var line = await ReadLineAsync(cancellationToken);
-            if (line is null)
-            {
-                return 0;
-            }
-
-            if (line.Length < 4 || line[3] != '-')
-            {
-                return line.Length >= 3 && int.TryParse(line.AsSpan(0, 3), NumberStyles.None, CultureInfo.InvariantCulture, out var code) ? code : 0;
-            }
-        }
-    }
-
-    private async Task<string?> ReadLineAsync(CancellationToken cancellationToken)
-    {
-        while (true)
-        {
-            var lf = Array.IndexOf(_buffer, (byte)'\n', _start, _end - _start);
-            if (lf >= 0)
-            {
-                var line = Encoding.ASCII.GetString(_buffer, _start, lf - _start).TrimEnd('\r');
-                _start = lf + 1;
-                return line;
-            }
-
-            if (_start > 0)
-            {
-                Array.Copy(_buffer, _start, _buffer, 0, _end - _start);
-                _end -= _start;
-                _start = 0;
-            }
-
-            if (_end == _buffer.Length)
-            {
-                return null;
-            }
-
-            var n = await _stream.ReadAsync(_buffer.AsMemory(_end), cancellationToken);
-            if (n == 0)
-            {
-                return null;
-            }
-
-            _end += n;
-        }
-    }
+    private async Task<int> ReadReplyAsync(CancellationToken cancellationToken) => (await _replies.ReadAsync(cancellationToken)).Code;
 
     public async ValueTask DisposeAsync()
     {

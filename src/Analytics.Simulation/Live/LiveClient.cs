@@ -81,7 +81,7 @@ public static class LiveClient
         socket.Bind(new IPEndPoint(script.ClientIp, 0));
         await socket.ConnectAsync(server, cancellationToken);
         Stream stream = new NetworkStream(socket, ownsSocket: false);
-        var reader = new ReplyReader(stream);
+        var reader = new SmtpReplyReader(stream);
         if ((await reader.ReadAsync(cancellationToken)).Code != 220)
         {
             return;
@@ -114,7 +114,7 @@ public static class LiveClient
                         var ssl = new SslStream(stream, leaveInnerStreamOpen: false, (_, _, _, errors) => Trusted(server, errors));
                         await ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions { TargetHost = "localhost" }, cancellationToken);
                         stream = ssl;
-                        reader = new ReplyReader(stream);
+                        reader = new SmtpReplyReader(stream);
                     }
 
                     break;
@@ -178,7 +178,7 @@ public static class LiveClient
         socket.Close(0);
     }
 
-    private static async Task<int> CommandAsync(Stream stream, ReplyReader reader, string line, CancellationToken cancellationToken)
+    private static async Task<int> CommandAsync(Stream stream, SmtpReplyReader reader, string line, CancellationToken cancellationToken)
     {
         await stream.WriteAsync(Encoding.ASCII.GetBytes(line + "\r\n"), cancellationToken);
         await stream.FlushAsync(cancellationToken);
@@ -202,69 +202,5 @@ public static class LiveClient
         }
 
         return sb.ToString();
-    }
-
-    /// <summary>Reads one (possibly multi-line) reply; code 0 when the connection ended.</summary>
-    private sealed class ReplyReader
-    {
-        private readonly Stream _stream;
-        private readonly byte[] _buffer = new byte[8192];
-        private int _start;
-        private int _end;
-
-        public ReplyReader(Stream stream) => _stream = stream;
-
-        public async Task<(int Code, string Text)> ReadAsync(CancellationToken cancellationToken)
-        {
-            var text = new StringBuilder();
-            while (true)
-            {
-                var line = await ReadLineAsync(cancellationToken);
-                if (line is null)
-                {
-                    return (0, text.ToString());
-                }
-
-                text.AppendLine(line);
-                if (line.Length < 4 || line[3] != '-')
-                {
-                    return (line.Length >= 3 && int.TryParse(line.AsSpan(0, 3), NumberStyles.None, CultureInfo.InvariantCulture, out var code) ? code : 0, text.ToString());
-                }
-            }
-        }
-
-        private async Task<string?> ReadLineAsync(CancellationToken cancellationToken)
-        {
-            while (true)
-            {
-                var lf = Array.IndexOf(_buffer, (byte)'\n', _start, _end - _start);
-                if (lf >= 0)
-                {
-                    var line = Encoding.ASCII.GetString(_buffer, _start, lf - _start).TrimEnd('\r');
-                    _start = lf + 1;
-                    return line;
-                }
-
-                if (_start > 0)
-                {
-                    Array.Copy(_buffer, _start, _buffer, 0, _end - _start);
-                    _end -= _start;
-                    _start = 0;
-                }
-
-                if (_end == _buffer.Length)
-                {
-                    return null;
-                }
-
-                var n = await _stream.ReadAsync(_buffer.AsMemory(_end), cancellationToken);
-                if (n == 0)
-                {
-                    return null;
-                }
-
-                _end += n;
-            }
-        }
     }
 }
