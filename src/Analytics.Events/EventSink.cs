@@ -329,7 +329,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                 return;
             }
 
-            EventSpool.Remove(batch);
+            _spool.Remove(batch);
             Interlocked.Add(ref _replayed, batch.Count);
             Interlocked.Add(ref _inserted, batch.Count);
             replayedBatches++;

@@ -42,14 +42,20 @@ internal sealed class EventSpool : IDisposable
             File.Move(partial, Path.Combine(_quarantine, Path.GetFileName(partial)), overwrite: true);
         }
 
-        _sequence = Pending().Select(f => f.Sequence).DefaultIfEmpty(0).Max();
+        var pending = Pending();
+        _sequence = pending.Select(f => f.Sequence).DefaultIfEmpty(0).Max();
+        _count = pending.Count;
     }
 
     public string SpoolDirectory => _directory;
 
     internal sealed record SpooledBatch(string Path, long Sequence, int Count, string Token);
 
-    public int Count => Directory.EnumerateFiles(_directory, "*" + Extension).Count();
+    // Batches on disk, kept in memory: the sink asks before every batch, and listing the directory
+    // each time would put I/O on every insert. Only this class adds or removes spool files.
+    private int _count;
+
+    public int Count => Volatile.Read(ref _count);
 
     public long NextSequence() => Interlocked.Increment(ref _sequence);
 
@@ -66,6 +72,7 @@ internal sealed class EventSpool : IDisposable
         }
 
         File.Move(temp, final, overwrite: true);
+        Interlocked.Increment(ref _count);
         return new SpooledBatch(final, sequence, count, token);
     }
 
@@ -120,6 +127,7 @@ internal sealed class EventSpool : IDisposable
             _spill.Dispose();
             _spill = null;
             File.Move(path, Path.Combine(_directory, FileName(_spillSequence, _spillCount, token)), overwrite: true);
+            Interlocked.Increment(ref _count);
         }
     }
 
@@ -153,7 +161,11 @@ internal sealed class EventSpool : IDisposable
         return list;
     }
 
-    public static void Remove(SpooledBatch batch) => File.Delete(batch.Path);
+    public void Remove(SpooledBatch batch)
+    {
+        File.Delete(batch.Path);
+        Interlocked.Decrement(ref _count);
+    }
 
     /// <summary>Moves a batch the store refuses as data (not as an outage) aside, still on disk.</summary>
     public string Quarantine(SpooledBatch batch)
@@ -161,6 +173,7 @@ internal sealed class EventSpool : IDisposable
         Directory.CreateDirectory(_quarantine);
         var target = Path.Combine(_quarantine, Path.GetFileName(batch.Path));
         File.Move(batch.Path, target, overwrite: true);
+        Interlocked.Decrement(ref _count);
         return target;
     }
 

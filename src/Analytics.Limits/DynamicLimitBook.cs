@@ -54,7 +54,7 @@ public sealed class DynamicLimitBook : ILimitBook
         Volatile.Write(ref _snapshot, new Snapshot(users.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase), hosts.ToFrozenDictionary(), active));
     }
 
-    private static Entry Reuse(Entry? old, EntityLimit limit) => old is not null && old.Limit.Version == limit.Version ? old : new Entry(limit, old);
+    private static Entry Reuse(Entry? old, EntityLimit limit) => old is not null && old.Limit.Version == limit.Version ? old : new Entry(limit);
 
     public LimitDecision CheckConnect(LimitSubject subject)
     {
@@ -235,12 +235,11 @@ public sealed class DynamicLimitBook : ILimitBook
     /// <summary>A limit and its rate state. Buckets survive a snapshot swap when the limit did not change.</summary>
     private sealed class Entry
     {
-        public Entry(EntityLimit limit, Entry? previous)
+        public Entry(EntityLimit limit)
         {
             Limit = limit;
             Messages = new Bucket();
             Recipients = new Bucket();
-            _ = previous;
         }
 
         public EntityLimit Limit { get; }
