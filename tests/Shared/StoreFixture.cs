@@ -1,18 +1,19 @@
-using Analytics.Simulation.Tests;
+using Analytics.Events;
 using Analytics.Store;
 using Analytics.Store.Embedded;
 using Analytics.Store.Schema;
-using Analytics.Events;
 using Microsoft.Extensions.Logging.Abstractions;
 
-[assembly: AssemblyFixture(typeof(StoreFixture))]
+namespace Analytics.Testing;
 
-namespace Analytics.Simulation.Tests;
-
-/// <summary>One embedded ClickHouse for the assembly (chDB allows one per process); tests keep apart by node name.</summary>
+/// <summary>
+/// Shared by the test projects that need it (linked; each registers it as its assembly fixture).
+/// One embedded ClickHouse for the whole assembly (chDB allows one per process), migrated, with an
+/// event sink in front of it. Tests keep apart by unique node names, users and domains.
+/// </summary>
 public sealed class StoreFixture : IAsyncLifetime
 {
-    public string Root { get; } = Path.Combine(Path.GetTempPath(), "simulation-tests-" + Guid.NewGuid().ToString("N")[..8]);
+    public string Root { get; } = Path.Combine(Path.GetTempPath(), "analytics-store-tests-" + Guid.NewGuid().ToString("N")[..8]);
 
     public IClickHouseStore Store { get; private set; } = null!;
 
