@@ -23,14 +23,10 @@ if [[ -n "$dirty" ]]; then
   exit 1
 fi
 
-skip() { echo "notebooks not executed: $*" >&2; exit 77; }
 command -v jupyter >/dev/null && jupyter nbconvert --version >/dev/null 2>&1 ||
-  skip "jupyter nbconvert is not installed (apt-get install jupyter-nbconvert python3-ipykernel)"
-command -v dotnet-interactive >/dev/null ||
-  skip "the .NET Interactive kernel is not installed (dotnet tool install --tool-path /opt/dotnet-tools Microsoft.dotnet-interactive --version 1.0.712001)"
-if ! jupyter kernelspec list 2>/dev/null | grep -q '\.net-csharp'; then
-  dotnet-interactive jupyter install >/dev/null 2>&1 || skip "'dotnet interactive jupyter install' failed: no .net-csharp kernelspec"
-fi
+  { echo "notebooks not executed: jupyter nbconvert is not installed (apt-get install jupyter-nbconvert python3-ipykernel)" >&2; exit 77; }
+# The kernel's registration (77 when the tool is missing, 1 when registering fails).
+"$root/notebooks/setup-kernel.sh" || exit $?
 
 if [[ -z "${ANALYTICS_NB_CLI:-}" ]]; then
   "$root/analytics" --version >/dev/null || { echo "the analytics CLI does not build" >&2; exit 1; }

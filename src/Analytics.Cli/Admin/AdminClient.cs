@@ -6,15 +6,24 @@ namespace Analytics.Cli.Admin;
 /// <summary>Sends a CLI command to the server that owns the data directory, through its admin socket.</summary>
 internal static class AdminClient
 {
+    private static readonly TimeSpan StartupGrace = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(100);
+
     /// <param name="stdin">Sent as the command's stdin instead of this process's (when the command read it already).</param>
     public static async Task<int> ForwardAsync(string dataDirectory, string[] args, CliIO io, string? stdin, CancellationToken cancellationToken)
     {
         var socket = AdminEndpoint.SocketPath(dataDirectory);
+        // A server that is starting holds the lock before its socket exists: give it a moment.
+        for (var waited = TimeSpan.Zero; !File.Exists(socket) && waited < StartupGrace; waited += PollInterval)
+        {
+            await Task.Delay(PollInterval, cancellationToken);
+        }
+
         if (!File.Exists(socket))
         {
             throw new CliException(
-                $"The data directory {dataDirectory} is locked by another process, and it has no admin socket ({socket}). " +
-                "If a server is starting, retry in a moment.", 2);
+                $"The data directory {dataDirectory} is locked by another process, and it has had no admin socket ({socket}) " +
+                $"for {StartupGrace.TotalSeconds:0} s: another command may be using it. Retry when it has finished.", 2);
         }
 
         stdin ??= io.InputRedirected ? await io.In.ReadToEndAsync(cancellationToken) : null;

@@ -53,8 +53,12 @@ public static class SubmissionServiceCollectionExtensions
     }
 }
 
-/// <summary>Runs the listener inside a host: load directories, start, refresh periodically, stop gracefully.</summary>
-public sealed partial class SubmissionHostedService : IHostedService, IDisposable
+/// <summary>
+/// Runs the listener inside a host: load directories, start, refresh periodically, stop gracefully.
+/// The SMTP ports open last, once every other hosted service (the admin socket, the console) has
+/// started: a client that finds a port open finds everything else ready too.
+/// </summary>
+public sealed partial class SubmissionHostedService : IHostedLifecycleService, IDisposable
 {
     private readonly SubmissionListener _listener;
     private readonly UserDirectory _users;
@@ -76,15 +80,25 @@ public sealed partial class SubmissionHostedService : IHostedService, IDisposabl
         _logger = logger;
     }
 
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         // The first load must succeed: serving with an empty directory would reject every user and mailbox.
         await _users.RefreshAsync(cancellationToken);
         await _recipients.RefreshAsync(cancellationToken);
         LogDirectories(_logger, _users.Count, _recipients.DomainCount, _recipients.MailboxCount);
+    }
+
+    public async Task StartedAsync(CancellationToken cancellationToken)
+    {
         await _listener.StartAsync(cancellationToken);
         _refresh = RefreshLoopAsync(_stopping.Token);
     }
+
+    public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
