@@ -81,19 +81,31 @@ internal sealed class CommandContext
     public static string[] RawArgs(ParseResult parse) => parse.Tokens.Select(t => t.Value).ToArray();
 }
 
-/// <summary>Configuration as every verb sees it: appsettings.json, --config FILE, ANALYTICS_* environment, command line.</summary>
+/// <summary>
+/// Configuration as every verb sees it: appsettings.json, --config FILE, ANALYTICS_* environment,
+/// command line. Keys of earlier releases are read under their new names (<see cref="Renamed"/>):
+/// a key given under its new name wins, and <c>config check</c> names each renamed key it finds.
+/// </summary>
 internal sealed class AnalyticsSettings
 {
-    private AnalyticsSettings(IConfiguration configuration, string dataDirectory)
+    private AnalyticsSettings(IConfiguration configuration, string dataDirectory, bool dataGiven, IReadOnlyList<(string Old, string New)> renamed)
     {
         Configuration = configuration;
         DataDirectory = dataDirectory;
+        DataGiven = dataGiven;
+        Renamed = renamed;
         Store = configuration.GetSection("Store").Get<StoreOptions>() ?? new StoreOptions();
     }
 
     public IConfiguration Configuration { get; }
 
     public string DataDirectory { get; }
+
+    /// <summary>--data was given on the command line: it wins over Submission:DataDirectory.</summary>
+    public bool DataGiven { get; }
+
+    /// <summary>Keys found under an earlier name, each with the name it is read as.</summary>
+    public IReadOnlyList<(string Old, string New)> Renamed { get; }
 
     public StoreOptions Store { get; }
 
@@ -117,17 +129,54 @@ internal sealed class AnalyticsSettings
             builder.AddInMemoryCollection(overrides);
         }
 
-        IConfiguration configuration;
+        IConfiguration given;
         try
         {
-            configuration = builder.Build();
+            given = builder.Build();
         }
         catch (InvalidDataException ex)
         {
             throw new CliException($"Configuration is not valid JSON: {ex.InnerException?.Message ?? ex.Message}", 2);
         }
 
+        var (configuration, renamed) = WithRenamedKeys(given);
         var data = dataOption ?? configuration["DATA"] ?? configuration["DataDirectory"] ?? "data";
-        return new AnalyticsSettings(configuration, Path.GetFullPath(data));
+        return new AnalyticsSettings(configuration, Path.GetFullPath(data), dataOption is not null, renamed);
+    }
+
+    /// <summary>
+    /// Old keys copied under their new names, below everything given (so a new key wins), and the old
+    /// names left in place (nothing reads them any more).
+    /// </summary>
+    private static (IConfiguration Configuration, IReadOnlyList<(string Old, string New)> Renamed) WithRenamedKeys(IConfiguration given)
+    {
+        var moved = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+        var renamed = new List<(string Old, string New)>();
+        foreach (var (key, value) in given.AsEnumerable())
+        {
+            foreach (var (old, now) in Limits.LimitsOptions.RenamedSections)
+            {
+                if (value is null || !(key.Equals(old, StringComparison.OrdinalIgnoreCase) || key.StartsWith(old + ":", StringComparison.OrdinalIgnoreCase)))
+                {
+                    continue;
+                }
+
+                var target = now + key[old.Length..];
+                if (given[target] is null)
+                {
+                    moved[target] = value;
+                }
+
+                renamed.Add((key, target));
+            }
+        }
+
+        if (moved.Count == 0)
+        {
+            return (given, renamed);
+        }
+
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(moved).AddConfiguration(given).Build();
+        return (configuration, renamed);
     }
 }

@@ -1,59 +1,5 @@
 namespace Analytics.Limits;
 
-/// <summary>The three kinds of entity a limit can be set on.</summary>
-public static class EntityKinds
-{
-    public const string User = "user";
-    public const string Ip = "ip";
-    public const string Net = "net";
-
-    public static bool IsValid(string kind) => kind is User or Ip or Net;
-}
-
-/// <summary>An entity a limit applies to: an account, a client IP, or a network (a.b.c.0/24, x:x:x:x::/64).</summary>
-public readonly record struct EntityRef(string Kind, string Name)
-{
-    /// <summary>Parses <c>user:alice@example.org</c>, <c>ip:127.1.2.3</c>, <c>net:127.1.2.0/24</c>, or a bare address/IP/network.</summary>
-    public static bool TryParse(string text, out EntityRef entity)
-    {
-        entity = default;
-        if (string.IsNullOrWhiteSpace(text))
-        {
-            return false;
-        }
-
-        text = text.Trim();
-        var colon = text.IndexOf(':', StringComparison.Ordinal);
-        if (colon > 0 && EntityKinds.IsValid(text[..colon]))
-        {
-            entity = new EntityRef(text[..colon], text[(colon + 1)..].ToLowerInvariant());
-            return entity.Name.Length > 0;
-        }
-
-        if (text.Contains('@', StringComparison.Ordinal))
-        {
-            entity = new EntityRef(EntityKinds.User, text.ToLowerInvariant());
-            return true;
-        }
-
-        if (text.Contains('/', StringComparison.Ordinal))
-        {
-            entity = new EntityRef(EntityKinds.Net, text.ToLowerInvariant());
-            return true;
-        }
-
-        if (System.Net.IPAddress.TryParse(text, out var ip))
-        {
-            entity = new EntityRef(EntityKinds.Ip, (ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip).ToString());
-            return true;
-        }
-
-        return false;
-    }
-
-    public override string ToString() => Kind + ":" + Name;
-}
-
 /// <summary>How hard an entity is held back; the policy moves between these with hysteresis.</summary>
 public enum LimitLevel : byte
 {
@@ -90,14 +36,14 @@ public sealed record EntityLimit
 
     public LimitSource Source { get; init; }
 
+    /// <summary>What the entity was limited for (benign for overrides and normal limits); picks the rates at each level.</summary>
+    public ThreatClass Class { get; init; }
+
     /// <summary>Messages a minute (MAIL FROM).</summary>
     public double? MessagesPerMinute { get; init; }
 
     /// <summary>Recipients an hour (RCPT TO), all recipients.</summary>
     public double? RecipientsPerHour { get; init; }
-
-    /// <summary>Distinct recipients an hour.</summary>
-    public double? DistinctRecipientsPerHour { get; init; }
 
     /// <summary>Recipients in one message.</summary>
     public int? RecipientsPerMessage { get; init; }
@@ -126,7 +72,7 @@ public sealed record EntityLimit
     public ulong Version { get; init; }
 
     public bool IsNormal => Level == LimitLevel.Normal && !Blocked && !AuthLocked && MessagesPerMinute is null
-        && RecipientsPerHour is null && DistinctRecipientsPerHour is null && RecipientsPerMessage is null && Tarpit == TimeSpan.Zero;
+        && RecipientsPerHour is null && RecipientsPerMessage is null && Tarpit == TimeSpan.Zero;
 }
 
 /// <summary>What a reviewer can do to an entity's limits.</summary>

@@ -1,50 +1,55 @@
-using Analytics.Detection.Scoring;
 using Analytics.Store;
-using Analytics.Submission;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace Analytics.Limits;
 
-/// <summary>Wires dynamic limits into a host: the book in front of the static one, the policy, the pull loop.</summary>
 public static class LimitServices
 {
     /// <summary>
-    /// Registers <see cref="DynamicLimitBook"/> as the listener's <see cref="ILimitBook"/> (call before
-    /// AddSubmission), <see cref="LimitPolicy"/> as <see cref="IVerdictListener"/> and <see cref="ILimitControl"/>,
-    /// and the loop that loads limits at start and pulls other nodes' changes.
+    /// The <c>Limits</c> section (validated at start), the <see cref="LimitBook"/> every enforcement point
+    /// reads, and — with <paramref name="dynamic"/> — the policy that turns verdicts and overrides into
+    /// limits (<see cref="IVerdictListener"/>, <see cref="ILimitControl"/>) with the loop that loads limits
+    /// at start and pulls other nodes' changes.
     /// </summary>
-    public static IServiceCollection AddDynamicLimits(this IServiceCollection services, IConfiguration configuration)
+    public static IServiceCollection AddLimits(this IServiceCollection services, bool dynamic = true)
     {
-        var options = configuration.GetSection("Limits").Get<LimitPolicyOptions>() ?? new LimitPolicyOptions();
-        services.AddSingleton(options);
-        services.TryAddSingleton<StaticLimitBook>();
-        services.AddSingleton(sp => new DynamicLimitBook(sp.GetRequiredService<StaticLimitBook>(), sp.GetRequiredService<TimeProvider>()));
-        services.AddSingleton<ILimitBook>(sp => sp.GetRequiredService<DynamicLimitBook>());
-        services.AddSingleton(sp => new LimitPolicy(sp.GetRequiredService<IClickHouseStore>(), sp.GetRequiredService<DynamicLimitBook>(), options,
-            sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILoggerFactory>().CreateLogger("Analytics.Limits")));
+        services.AddSectionOptions<LimitsOptions>(LimitsOptions.SectionName);
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<LimitsOptions>, LimitsOptionsValidator>());
+        services.TryAddSingleton(TimeProvider.System);
+        services.TryAddSingleton<LimitBook>();
+        services.TryAddSingleton<ILimitBook>(sp => sp.GetRequiredService<LimitBook>());
+        if (!dynamic)
+        {
+            return services;
+        }
+
+        services.TryAddSingleton(sp => new LimitRecords(sp.GetRequiredService<IClickHouseStore>(), sp.GetRequiredService<IOptions<LimitsOptions>>().Value.Dynamic.Node));
+        services.TryAddSingleton(sp => new LimitPolicy(sp.GetRequiredService<LimitRecords>(), sp.GetRequiredService<LimitBook>(),
+            sp.GetRequiredService<IOptions<LimitsOptions>>().Value.Dynamic, sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger("Analytics.Limits")));
         services.AddSingleton<IVerdictListener>(sp => sp.GetRequiredService<LimitPolicy>());
-        services.AddSingleton<ILimitControl>(sp => sp.GetRequiredService<LimitPolicy>());
+        services.TryAddSingleton<ILimitControl>(sp => sp.GetRequiredService<LimitPolicy>());
         services.AddHostedService<LimitSyncService>();
         return services;
     }
 }
 
 /// <summary>Loads the limits in force at start, then every few seconds pulls changes made by other nodes and decays expired limits.</summary>
-public sealed partial class LimitSyncService : BackgroundService
+internal sealed partial class LimitSyncService : BackgroundService
 {
     private readonly LimitPolicy _policy;
-    private readonly LimitPolicyOptions _options;
+    private readonly DynamicLimitOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
 
-    public LimitSyncService(LimitPolicy policy, LimitPolicyOptions options, TimeProvider time, ILogger<LimitSyncService> logger)
+    public LimitSyncService(LimitPolicy policy, IOptions<LimitsOptions> options, TimeProvider time, ILogger<LimitSyncService> logger)
     {
         _policy = policy;
-        _options = options;
+        _options = options.Value.Dynamic;
         _time = time;
         _logger = logger;
     }

@@ -1,8 +1,8 @@
+using Analytics.Store;
 using Analytics.Review.Actions;
 using Analytics.Review.Evidence;
 using Analytics.Review.Reviewers;
 using Analytics.Review.Web;
-using Analytics.Submission;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.DataProtection;
@@ -30,9 +30,7 @@ public static class ReviewConsole
 {
     public static IServiceCollection AddReviewConsole(this IServiceCollection services, IConfiguration configuration)
     {
-        services.AddOptions<ReviewOptions>()
-            .Bind(configuration.GetSection(ReviewOptions.SectionName))
-            .ValidateOnStart();
+        services.AddSectionOptions<ReviewOptions>(ReviewOptions.SectionName);
         services.AddSingleton<IValidateOptions<ReviewOptions>, ReviewOptionsValidator>();
         services.AddSingleton(sp => new ReviewerStore(
             sp.GetRequiredService<Store.IClickHouseStore>(), new PasswordHasher(sp.GetRequiredService<IOptions<ReviewOptions>>().Value.Pbkdf2Iterations),

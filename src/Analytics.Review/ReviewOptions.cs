@@ -35,7 +35,7 @@ public sealed class ReviewOptions
     public TimeSpan LoginWindow { get; set; } = TimeSpan.FromMinutes(15);
 
     /// <summary>PBKDF2 iterations for new reviewer passwords. Default 210 000 (as for users).</summary>
-    public int Pbkdf2Iterations { get; set; } = Submission.PasswordHasher.DefaultIterations;
+    public int Pbkdf2Iterations { get; set; } = Store.PasswordHasher.DefaultIterations;
 
     /// <summary>How often the queue page refreshes itself. Default 15 seconds.</summary>
     public TimeSpan QueueRefresh { get; set; } = TimeSpan.FromSeconds(15);

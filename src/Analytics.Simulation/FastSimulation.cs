@@ -5,7 +5,7 @@ using System.Threading.Channels;
 using Analytics.Events;
 using Analytics.Simulation.Models;
 using Analytics.Store;
-using Analytics.Submission;
+using Analytics.Limits;
 
 namespace Analytics.Simulation;
 
@@ -53,7 +53,7 @@ public static class FastSimulation
     }
 
     /// <summary>Plays the whole run and hands every event to <paramref name="emit"/> (no store; for tests and tools).</summary>
-    public static (long Sessions, long Events) Play(World world, SubmissionOptions? options, Action<SmtpEvent> emit, IProgress<SimulationProgress>? progress = null)
+    public static (long Sessions, long Events) Play(World world, LimitsOptions? options, Action<SmtpEvent> emit, IProgress<SimulationProgress>? progress = null)
     {
         var emulator = new ListenerEmulator(world, options);
         long sessions = 0, events = 0;
@@ -78,7 +78,7 @@ public static class FastSimulation
     }
 
     /// <summary>Writes the labels, then the events of the whole run, into <paramref name="store"/>.</summary>
-    public static async Task<SimulationResult> RunAsync(IClickHouseStore store, World world, SubmissionOptions? options, TimeProvider time,
+    public static async Task<SimulationResult> RunAsync(IClickHouseStore store, World world, LimitsOptions? options, TimeProvider time,
         IProgress<SimulationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         var runId = RunId(world);

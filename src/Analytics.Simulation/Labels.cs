@@ -6,14 +6,11 @@ using Analytics.Store;
 
 namespace Analytics.Simulation;
 
-public enum EntityKind : byte
-{
-    User = 1,
-    Ip = 2,
-}
-
-/// <summary>Ground-truth classes, as stored in <c>labels.class</c>.</summary>
-public static class LabelClass
+/// <summary>
+/// What a simulated entity does (its behaviour model); labels record the <see cref="ThreatClass"/> it
+/// amounts to, and the behaviour where the class alone would lose it (as the variant).
+/// </summary>
+internal static class Behaviour
 {
     public const string Benign = "benign";
     public const string HeavySender = "heavy_sender";
@@ -32,7 +29,7 @@ public static class LabelClass
 public sealed record EntityLabel(
     EntityKind Kind,
     string Entity,
-    string Class,
+    ThreatClass Class,
     string Campaign,
     string Variant,
     DateTimeOffset? MaliciousFrom,
@@ -72,7 +69,7 @@ public static class LabelWriter
         }
 
         w.Advance(16);
-        String(w, label.Class);
+        String(w, label.Class.ToText());
         String(w, label.Campaign);
         String(w, label.Variant);
         NullableTime(w, label.MaliciousFrom);

@@ -1,40 +1,36 @@
 using System.Globalization;
+using System.Net;
 using Analytics.Events;
+using Analytics.Limits;
 using Analytics.Submission;
+using Analytics.Submission.Rules;
 
 namespace Analytics.Simulation;
 
 /// <summary>
-/// Plays a <see cref="SessionScript"/> the way the listener (src/Analytics.Submission) answers it and
-/// produces the events the listener would record: the same kinds, reply codes, enhanced status
-/// codes, detail texts, AUTH/RCPT fast-path defenses (the real <see cref="StaticLimitBook"/> on a
-/// virtual clock), tarpit delays and close reasons. Sessions must be played in start order, as the
-/// limit book's lockouts depend on it. Not thread-safe: one emulator per run.
+/// Plays a <see cref="SessionScript"/> the way the listener answers it and produces the events the
+/// listener would record. The decisions are the listener's own: the same <see cref="SessionRules"/>
+/// over a real <see cref="LimitBook"/> on a virtual clock, with the world's accounts and mailboxes as
+/// the directories. What is emulated here is only the wire: reply timing, the event each reply
+/// becomes, and how a session ends. Sessions must be played in start order, as locks and holds depend
+/// on it. Not thread-safe: one emulator per run.
 /// </summary>
-/// <remarks>
-/// Conventions copied from the listener (keep in step with SessionState, MailboxFilter,
-/// Authenticator, Replies, SpoolMessageStore): EHLO events carry no status and the HELO name as
-/// detail; rejected commands carry the reply text (or the listener's reason) as detail; DATA's detail
-/// is <c>recipients=N queued=ID</c>; close carries the command count as size and the reason as detail.
-/// </remarks>
 public sealed class ListenerEmulator
 {
     private readonly World _world;
-    private readonly SubmissionOptions _options;
+    private readonly LimitsOptions _options;
     private readonly VirtualClock _clock;
-    private readonly StaticLimitBook _limits;
-    private readonly HashSet<string> _domains;
+    private readonly SessionRules _rules;
     private readonly TimeSpan _authTime;
     private readonly string _node;
     private long _queueSequence;
 
-    public ListenerEmulator(World world, SubmissionOptions? options = null, string? node = null)
+    public ListenerEmulator(World world, LimitsOptions? options = null, string? node = null)
     {
         _world = world;
-        _options = options ?? new SubmissionOptions();
+        _options = options ?? new LimitsOptions();
         _clock = new VirtualClock(world.Start);
-        _limits = new StaticLimitBook(LimitSnapshot.From(_options), _options.Defenses, _clock);
-        _domains = new HashSet<string>(world.Domains, StringComparer.Ordinal);
+        _rules = new SessionRules(_options, new LimitBook(_options, _clock), new WorldDirectory(world), new WorldDirectory(world));
         _authTime = TimeSpan.FromMilliseconds(world.Scenario.AuthMilliseconds);
         _node = node ?? world.Scenario.Node;
     }
@@ -46,21 +42,32 @@ public sealed class ListenerEmulator
         s.Run();
     }
 
-    private sealed class Session
+    /// <summary>The world's accounts and mailboxes, as the listener's directories would hold them.</summary>
+    private sealed class WorldDirectory(World world) : ICredentialVerifier, IRecipientLookup
+    {
+        private readonly HashSet<string> _domains = new(world.Domains, StringComparer.Ordinal);
+
+        public CredentialCheck Verify(string user, string password) =>
+            !world.AccountsByName.TryGetValue(user, out var account) ? CredentialCheck.UnknownUser
+            : account.Password == password ? CredentialCheck.Ok
+            : CredentialCheck.BadPassword;
+
+        public bool IsLocalDomain(string domain) => _domains.Contains(domain);
+
+        public bool HasMailbox(string address) => world.MailboxSet.Contains(address);
+    }
+
+    private sealed class Session : IRuleSession
     {
         private readonly ListenerEmulator _e;
         private readonly SessionScript _script;
         private readonly Action<SmtpEvent> _emit;
         private DateTimeOffset _now;
-        private string _user = "";
         private string _sender = "";
         private bool _inTransaction;
-        private int _accepted;
-        private int _unknown;
         private int _authFailures;
         private int _commands;
-        private bool _tls;
-        private TimeSpan _tarpit;
+        private TimeSpan _pendingDelay;
         private string _closeReason = "";
 
         public Session(ListenerEmulator emulator, SessionScript script, Action<SmtpEvent> emit)
@@ -69,19 +76,49 @@ public sealed class ListenerEmulator
             _script = script;
             _emit = emit;
             _now = script.Start;
+            Address = AddressKey.Of(script.ClientIp);
         }
+
+        public ListenerRole Role => _script.Role;
+
+        public IPAddress ClientIp => _script.ClientIp;
+
+        public AddressKey Address { get; }
+
+        public string User { get; private set; } = "";
+
+        public string AuthUser { get; set; } = "";
+
+        public int AcceptedRecipients { get; private set; }
+
+        public int UnknownRecipients { get; set; }
+
+        public TimeSpan TarpitEachReply { get; set; }
+
+        public void DelayNextReply(TimeSpan delay) => _pendingDelay += delay;
+
+        public void Throttle(int code, string status, string detail, TimeSpan delay, string user = "") =>
+            Emit(EventKind.Throttle, code >= 500 ? EventOutcome.Reject : code >= 400 ? EventOutcome.TempFail : EventOutcome.None,
+                (ushort)code, status, detail, user: user, duration: delay);
 
         public void Run()
         {
             var start = _now;
             _e._clock.Set(_now);
-            Emit(EventKind.Connect, EventOutcome.Ok, 0, "", "plain");
+            if (_e._rules.Connect(this, () => Emit(EventKind.Connect, EventOutcome.Ok, 0, "", "plain")) is { } refused)
+            {
+                Emit(EventKind.Connect, refused.Code >= 500 ? EventOutcome.Reject : EventOutcome.TempFail, refused.Code, refused.Status, refused.Reason);
+                Throttle(refused.Code, refused.Status, "connection refused: " + refused.Reason, TimeSpan.Zero);
+                Emit(EventKind.Close, EventOutcome.None, 0, "", "server closed: " + refused.CloseReason, size: 0, duration: TimeSpan.Zero);
+                return;
+            }
+
             var quit = false;
             foreach (var step in _script.Steps)
             {
                 _now += step.Delay;
                 _e._clock.Set(_now);
-                if (step.Kind == StepKind.Auth && _user.Length > 0)
+                if (step.Kind == StepKind.Auth && User.Length > 0)
                 {
                     continue; // clients stop guessing once they are in (see LiveClient)
                 }
@@ -106,7 +143,6 @@ public sealed class ListenerEmulator
         /// <summary>Executes one command; false when the server ends the session.</summary>
         private bool Execute(in Step step)
         {
-            var options = _e._options;
             switch (step.Kind)
             {
                 case StepKind.Ehlo:
@@ -114,22 +150,20 @@ public sealed class ListenerEmulator
                     return true;
 
                 case StepKind.StartTls:
-                    _tls = true;
                     Reply(EventKind.StartTls, 220, "2.0.0", "", mechanism: "Tls13", work: TimeSpan.FromMilliseconds(3));
                     return true;
 
                 case StepKind.Auth:
                     return Auth(step);
 
-
                 case StepKind.Mail:
                     _sender = Clip(step.Text, 320);
-                    _accepted = 0;
-                    if (_script.Role == ListenerRole.Submission && _user.Length == 0)
+                    AcceptedRecipients = 0;
+                    if (_e._rules.Mail(this, step.Size) is { } refusal)
                     {
                         _inTransaction = false;
-                        Reply(EventKind.Mail, 530, "5.7.0", "Authentication required", sender: _sender, size: (ulong)step.Size);
-                        return true;
+                        Reply(EventKind.Mail, refusal.Code, refusal.Status, refusal.Text, sender: _sender, size: (ulong)step.Size);
+                        return !refusal.Closes || Close(refusal);
                     }
 
                     _inTransaction = true;
@@ -139,20 +173,20 @@ public sealed class ListenerEmulator
                 case StepKind.Rcpt:
                     return Rcpt(step);
 
-                case StepKind.Data when _inTransaction && _accepted > 0:
+                case StepKind.Data when _inTransaction && AcceptedRecipients > 0:
                     var id = string.Create(CultureInfo.InvariantCulture,
                         $"{_now.UtcDateTime:yyyyMMddHHmmssfff}-{_script.SessionId:x16}-{++_e._queueSequence:x}");
-                    Reply(EventKind.Data, 250, "2.0.0", string.Create(CultureInfo.InvariantCulture, $"recipients={_accepted} queued={id}"),
+                    Reply(EventKind.Data, 250, "2.0.0", string.Create(CultureInfo.InvariantCulture, $"recipients={AcceptedRecipients} queued={id}"),
                         sender: _sender, size: (ulong)step.Size + 2, work: TimeSpan.FromMilliseconds(1 + (step.Size / 1_000_000)));
                     _inTransaction = false;
-                    _accepted = 0;
+                    AcceptedRecipients = 0;
                     return true;
 
                 case StepKind.Data:
                 case StepKind.Rset:
                     // A client with no accepted recipient resets instead of sending DATA.
                     _inTransaction = false;
-                    _accepted = 0;
+                    AcceptedRecipients = 0;
                     Reply(EventKind.Rset, 250, "2.0.0", "");
                     return true;
 
@@ -160,73 +194,26 @@ public sealed class ListenerEmulator
                     return true;
             }
 
-            _ = options;
             return true;
         }
 
         private bool Auth(in Step step)
         {
-            var authUser = Clip(step.Text, 320);
-            // The listener tags each password with a keyed hash for the spraying defense; any stable,
-            // non-zero hash of the secret serves the same purpose here.
-            var tag = (ulong)(uint)StringComparer.Ordinal.GetHashCode(step.Secret ?? "") << 1 | 1;
-            var subject = new LimitSubject(_script.Role, _script.ClientIp, _user.Length > 0 ? _user : authUser) { SecretTag = tag };
-            var decision = _e._limits.CheckAuth(subject);
-            if (decision.Action != LimitAction.Allow)
+            var result = _e._rules.Auth(this, step.Text, step.Secret ?? "");
+            if (result.Accepted)
             {
-                Throttle(454, "4.7.0", "auth refused: " + decision.Reason, TimeSpan.Zero, authUser);
-                Reply(EventKind.Auth, 454, "4.7.0", decision.Reason, mechanism: step.Mechanism, user: authUser);
-                return true; // a refusal by policy is not a failed attempt for SmtpServer's per-session budget
+                User = AuthUser;
+                Reply(EventKind.Auth, 235, "2.7.0", "ok", mechanism: step.Mechanism, user: AuthUser, work: _e._authTime);
+                return true;
             }
 
-            var name = UserStore.Normalize(step.Text);
-            string reason;
-            if (_e._world.AccountsByName.TryGetValue(name, out var account))
-            {
-                if (account.Password == step.Secret)
-                {
-                    _e._limits.RecordAuthSuccess(subject);
-                    _user = authUser;
-                    Reply(EventKind.Auth, 235, "2.7.0", "ok", mechanism: step.Mechanism, user: authUser, work: _e._authTime);
-                    return true;
-                }
+            var reply = result.Reply;
+            Reply(EventKind.Auth, reply.Code, reply.Status, result.Reason, mechanism: step.Mechanism, user: AuthUser,
+                work: result.RefusedByPolicy ? TimeSpan.Zero : _e._authTime);
 
-                reason = "bad password";
-            }
-            else
-            {
-                reason = "unknown user";
-            }
-
-            var outcome = _e._limits.RecordAuthFailure(subject);
-            if (outcome.IpLocked)
-            {
-                Throttle(454, "4.7.0", $"lock ip {_script.ClientIp} for {outcome.LockDuration}", TimeSpan.Zero, authUser);
-            }
-
-            if (outcome.UserLocked)
-            {
-                Throttle(454, "4.7.0", $"lock user for {outcome.LockDuration}", TimeSpan.Zero, authUser);
-            }
-
-            if (outcome.NetworkLocked)
-            {
-                Throttle(454, "4.7.0", $"lock network of {_script.ClientIp} for {outcome.LockDuration}", TimeSpan.Zero, authUser);
-            }
-
-            if (outcome.PasswordBurned)
-            {
-                Throttle(454, "4.7.0", "refuse a password tried against too many accounts", TimeSpan.Zero, authUser);
-            }
-
-            Reply(EventKind.Auth, 535, "5.7.8", reason, mechanism: step.Mechanism, user: authUser, work: _e._authTime);
-            return CountFailure();
-        }
-
-        // SmtpServer closes the session once the AUTH failures reach MaxAuthenticationAttempts.
-        private bool CountFailure()
-        {
-            if (++_authFailures < _e._options.Limits.MaxAuthFailuresPerSession)
+            // A refusal by policy is not a failed attempt for SmtpServer's per-session budget; 535 is,
+            // and SmtpServer closes the session once the failures reach MaxAuthenticationAttempts.
+            if (reply.Code != 535 || ++_authFailures < _e._options.Session.MaxAuthFailuresPerSession)
             {
                 return true;
             }
@@ -237,60 +224,33 @@ public sealed class ListenerEmulator
 
         private bool Rcpt(in Step step)
         {
-            var options = _e._options;
             var recipient = Clip(step.Text, 320);
             var at = recipient.LastIndexOf('@');
-            var domain = at < 0 ? "" : recipient[(at + 1)..].ToLowerInvariant();
-            if (_accepted >= options.Limits.MaxRecipientsPerMessage)
+            var host = at < 0 ? "" : recipient[(at + 1)..];
+            var domain = host.ToLowerInvariant();
+            if (_e._rules.Rcpt(this, recipient, host) is { } refusal)
             {
-                Reply(EventKind.Rcpt, 452, "4.5.3", "too many recipients", sender: _sender, recipient: recipient, domain: domain);
-                return true;
+                Reply(EventKind.Rcpt, refusal.Code, refusal.Status, refusal.Reason, sender: _sender, recipient: recipient, domain: domain);
+                return !refusal.Closes || Close(refusal);
             }
 
-            if (_e._domains.Contains(domain))
-            {
-                if (!_e._world.MailboxSet.Contains(recipient.ToLowerInvariant()))
-                {
-                    _unknown++;
-                    var defenses = options.Defenses;
-                    if (_unknown >= defenses.UnknownRecipientsBeforeDisconnect)
-                    {
-                        _closeReason = "server closed: unknown recipients";
-                        Throttle(421, "4.7.0", string.Create(CultureInfo.InvariantCulture, $"disconnect after {_unknown} unknown recipients"), _tarpit);
-                        Reply(EventKind.Rcpt, 421, "4.7.0", "unknown mailbox; disconnect", sender: _sender, recipient: recipient, domain: domain);
-                        return false;
-                    }
-
-                    if (_unknown >= defenses.UnknownRecipientsBeforeTarpit && _tarpit == TimeSpan.Zero && defenses.TarpitDelay > TimeSpan.Zero)
-                    {
-                        _tarpit = defenses.TarpitDelay;
-                        Throttle(550, "5.1.1", string.Create(CultureInfo.InvariantCulture, $"tarpit after {_unknown} unknown recipients"), defenses.TarpitDelay);
-                    }
-
-                    Reply(EventKind.Rcpt, 550, "5.1.1", "unknown mailbox", sender: _sender, recipient: recipient, domain: domain);
-                    return true;
-                }
-            }
-            else if (_script.Role == ListenerRole.Mx || _user.Length == 0)
-            {
-                Reply(EventKind.Rcpt, 554, "5.7.1", "relay denied", sender: _sender, recipient: recipient, domain: domain);
-                return true;
-            }
-
-            _accepted++;
+            AcceptedRecipients++;
             Reply(EventKind.Rcpt, 250, "2.1.5", "", sender: _sender, recipient: recipient, domain: domain);
             return true;
         }
 
-        private void Throttle(ushort reply, string status, string detail, TimeSpan delay, string user = "") =>
-            Emit(EventKind.Throttle, reply >= 500 ? EventOutcome.Reject : reply >= 400 ? EventOutcome.TempFail : EventOutcome.None,
-                reply, status, detail, user: user, duration: delay);
+        private bool Close(RuleReply reply)
+        {
+            _closeReason = "server closed: " + reply.CloseReason;
+            return false;
+        }
 
         /// <summary>The reply goes out after the server's work and any tarpit; the event is stamped then.</summary>
         private void Reply(EventKind kind, ushort code, string status, string detail, string mechanism = "", string? user = null,
             string sender = "", string recipient = "", string domain = "", ulong size = 0, TimeSpan work = default)
         {
-            var took = work + _tarpit;
+            var took = work + _pendingDelay + TarpitEachReply;
+            _pendingDelay = TimeSpan.Zero;
             _now += took;
             _e._clock.Set(_now);
             var outcome = code < 400 ? EventOutcome.Ok : code < 500 ? EventOutcome.TempFail : EventOutcome.Reject;
@@ -300,7 +260,6 @@ public sealed class ListenerEmulator
         private void Emit(EventKind kind, EventOutcome outcome, ushort reply, string status, string detail,
             string mechanism = "", string? user = null, string sender = "", string recipient = "", string domain = "", ulong size = 0, TimeSpan duration = default)
         {
-            _ = _tls;
             _emit(new SmtpEvent
             {
                 Timestamp = _now,
@@ -310,7 +269,7 @@ public sealed class ListenerEmulator
                 Kind = kind,
                 ClientIp = _script.ClientIp,
                 ClientPort = _script.ClientPort,
-                User = user ?? _user,
+                User = user ?? User,
                 Mechanism = mechanism,
                 Outcome = outcome,
                 ReplyCode = reply,

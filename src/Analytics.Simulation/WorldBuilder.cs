@@ -73,7 +73,7 @@ public static class WorldBuilder
             if (!victims.Contains(user))
             {
                 world.Entities.Add(user);
-                Label(world, user, LabelClass.Benign, "", "", null, null);
+                Label(world, user, ThreatClass.Benign, "", "", null, null);
                 continue;
             }
 
@@ -83,15 +83,15 @@ public static class WorldBuilder
             var id = World.Campaign("compromised", c++);
             var compromised = new CompromisedUser(user, id, takeover, cleaned, botIps, TimeSpan.FromSeconds(random.Next(20, 90)));
             world.Entities.Add(compromised);
-            world.Labels.Add(new EntityLabel(EntityKind.User, user.Account.Name, LabelClass.Compromised, id, "takeover", takeover, cleaned));
+            world.Labels.Add(new EntityLabel(EntityKind.User, user.Account.Name, ThreatClass.Compromised, id, "takeover", takeover, cleaned));
             foreach (var ip in user.Addresses)
             {
-                world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), LabelClass.Benign, "", "", null, null));
+                world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), ThreatClass.Benign, "", "", null, null));
             }
 
             foreach (var ip in botIps)
             {
-                world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), LabelClass.Compromised, id, "takeover", takeover, cleaned));
+                world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), ThreatClass.Compromised, id, "takeover", takeover, cleaned));
             }
         }
 
@@ -101,15 +101,15 @@ public static class WorldBuilder
             var account = world.AddAccount((h % 2 == 0 ? "newsletter" : "tickets") + h.ToString(CultureInfo.InvariantCulture) + "@" + domain, Password());
             var ip = people.Next(newNetwork: true);
             world.Entities.Add(new HeavySender(index++, account, ip, TimeSpan.FromMinutes(2 + random.Next(8))));
-            world.Labels.Add(new EntityLabel(EntityKind.User, account.Name, LabelClass.HeavySender, "", "", null, null));
-            world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), LabelClass.HeavySender, "", "", null, null));
+            world.Labels.Add(new EntityLabel(EntityKind.User, account.Name, ThreatClass.Benign, "", Behaviour.HeavySender, null, null));
+            world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), ThreatClass.Benign, "", Behaviour.HeavySender, null, null));
         }
 
         for (var r = 0; r < Math.Max(2, scenario.Users / 40); r++)
         {
             var ip = people.Next(newNetwork: true);
             world.Entities.Add(new InboundRelay(index++, ip, 5 + random.Next(40)));
-            world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), LabelClass.Benign, "", "inbound", null, null));
+            world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), ThreatClass.Benign, "", "inbound", null, null));
         }
 
         // Campaign windows as fractions of the run, so a one-day scenario has all of them too.
@@ -145,13 +145,13 @@ public static class WorldBuilder
                 if (variant == "submission")
                 {
                     account = world.AddAccount("promo" + campaign.ToString(CultureInfo.InvariantCulture) + "@" + world.Domains[random.Next(world.Domains.Count)], Password());
-                    world.Labels.Add(new EntityLabel(EntityKind.User, account.Name, LabelClass.Harvester, id, variant, from, to));
+                    world.Labels.Add(new EntityLabel(EntityKind.User, account.Name, ThreatClass.Harvester, id, variant, from, to));
                 }
 
                 world.Entities.Add(new Harvester(index++, id, variant, from, to, ips, account));
                 foreach (var ip in ips)
                 {
-                    world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), LabelClass.Harvester, id, variant, from, to));
+                    world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), ThreatClass.Harvester, id, variant, from, to));
                 }
             }
         }
@@ -172,24 +172,24 @@ public static class WorldBuilder
                 world.Entities.Add(new AuthAttacker(index++, label, id, variant, from, to, ips, attempts));
                 foreach (var ip in ips)
                 {
-                    world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), label, id, variant, from, to));
+                    world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), ThreatClasses.FromLabel(label), id, variant, from, to));
                 }
             }
         }
 
-        AddAuth(LabelClass.BruteForce, "wordlist", scenario.BruteForcers, () =>
+        AddAuth(Behaviour.BruteForce, "wordlist", scenario.BruteForcers, () =>
         {
             var target = accounts[random.Next(accounts.Count)].Name;
             return ([bots.Next(newNetwork: true)], [.. Names.Passwords.Concat(Names.Words).Select(p => (target, p))]);
         }, 0.5, 3);
-        AddAuth(LabelClass.Spraying, "one_password", scenario.Sprayers, () =>
+        AddAuth(Behaviour.Spraying, "one_password", scenario.Sprayers, () =>
         {
             var password = Names.Passwords[^random.Next(1, 6)];
             var targets = accounts.OrderBy(_ => random.Next()).Take(Math.Min(accounts.Count, 150)).Select(a => a.Name)
                 .Concat(Names.Roles.Select(r => r + "@" + world.Domains[0]));
             return ([.. Enumerable.Range(0, random.Next(1, 4)).Select(_ => bots.Next(newNetwork: false))], [.. targets.OrderBy(_ => random.Next()).Select(t => (t, password))]);
         }, 3, 12);
-        AddAuth(LabelClass.Stuffing, "leaked_pairs", scenario.Stuffers, () =>
+        AddAuth(Behaviour.Stuffing, "leaked_pairs", scenario.Stuffers, () =>
         {
             var pairs = new List<(string, string)>();
             for (var p = 0; p < random.Next(90, 300); p++)
@@ -217,12 +217,12 @@ public static class WorldBuilder
         return world;
     }
 
-    private static void Label(World world, OrdinaryUser user, string label, string campaign, string variant, DateTimeOffset? from, DateTimeOffset? to)
+    private static void Label(World world, OrdinaryUser user, ThreatClass label, string campaign, string variant, DateTimeOffset? from, DateTimeOffset? to)
     {
         world.Labels.Add(new EntityLabel(EntityKind.User, user.Account.Name, label, campaign, variant, from, to));
         foreach (var ip in user.Addresses)
         {
-            world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), LabelClass.Benign, campaign, variant, null, null));
+            world.Labels.Add(new EntityLabel(EntityKind.Ip, ip.ToString(), ThreatClass.Benign, campaign, variant, null, null));
         }
     }
 

@@ -71,7 +71,7 @@ public sealed class FeatureTests
         await InsertAsync(store, events);
 
         var features = await new FeatureReader(store).ReadAsync(T, T.AddMinutes(-60));
-        var ip = features.Single(f => f.EntityKind == "ip" && f.Entity == "127.9.9.9");
+        var ip = features.Single(f => f.Entity == new EntityRef(EntityKind.Ip, "127.9.9.9"));
         Assert.Equal(40, ip["rcpt_5m"]);
         Assert.Equal(40, ip["rcpt_1h"]);
         Assert.Equal(30, ip["rcpt_unknown_1h"]);
@@ -84,8 +84,8 @@ public sealed class FeatureTests
         Assert.Equal(0, ip["messages_1h"]);
         Assert.Equal(1, ip["is_ip"]);
 
-        var net = features.Single(f => f.EntityKind == "net");
-        Assert.Equal("127.9.9.0/24", net.Entity);
+        var net = features.Single(f => f.Entity.Kind == EntityKind.Net);
+        Assert.Equal("127.9.9.0/24", net.Entity.Name);
         Assert.Equal(41, net["rcpt_1h"]);
         Assert.Equal(2, net["ips_1h"]);
         Assert.Equal(5, net["sessions_1h"]);
@@ -126,7 +126,7 @@ public sealed class FeatureTests
 
         await InsertAsync(store, events);
         var features = await new FeatureReader(store).ReadAsync(T, T.AddMinutes(-15));
-        var alice = features.Single(f => f.EntityKind == "user" && f.Entity == "alice@example.org");
+        var alice = features.Single(f => f.Entity == EntityRef.User("alice@example.org"));
         Assert.Equal(20, alice["messages_1h"]);
         Assert.Equal(100, alice["rcpt_1h"]);
         Assert.Equal(100, alice["recipients_1h"]);
@@ -161,12 +161,12 @@ public sealed class FeatureTests
 
         await InsertAsync(store, events);
         var features = await new FeatureReader(store).ReadAsync(T, T.AddMinutes(-60));
-        var net = features.Single(f => f.Entity == "127.44.0.0/24");
+        var net = features.Single(f => f.Entity == new EntityRef(EntityKind.Net, "127.44.0.0/24"));
         Assert.Equal(30, net["users_tried_1h"]);
         Assert.Equal(30, net["ips_1h"]);
         Assert.Equal(29, net["auth_failures_1h"]);
         Assert.Equal(29f / 30f, net["auth_fail_ratio_1h"], 3);
-        var one = features.Single(f => f.Entity == "127.44.0.3");
+        var one = features.Single(f => f.Entity == new EntityRef(EntityKind.Ip, "127.44.0.3"));
         Assert.Equal(1, one["auth_failures_1h"]);
         Assert.Equal(1, one["users_tried_1h"]);
         Assert.Equal(30 + 30 + 1, features.Count);

@@ -116,7 +116,7 @@ public sealed class ModelTests
             {
                 v[k] += random.Next(3);
             }
-            rows.Add(new LabelledRow(new EntityFeatures("ip", "127.0.0." + (i % 200), t0.AddMinutes(i), v), bad ? ThreatClass.BruteForce : ThreatClass.Benign, "", ""));
+            rows.Add(new LabelledRow(new EntityFeatures(new EntityRef(EntityKind.Ip, "127.0.0." + (i % 200)), t0.AddMinutes(i), v), bad ? ThreatClass.BruteForce : ThreatClass.Benign, "", ""));
         }
 
         return rows;

@@ -1,10 +1,6 @@
 using System.Net;
-using Analytics.Detection.Model;
-using Analytics.Detection.Scoring;
-using Analytics.Events;
 using Analytics.Store.Embedded;
 using Analytics.Store.Schema;
-using Analytics.Submission;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Xunit;
@@ -14,23 +10,29 @@ namespace Analytics.Limits.Tests;
 [Collection(EmbeddedCollection.Name)]
 public sealed class LimitPolicyTests
 {
-    private static readonly EntityRef Ip = new(EntityKinds.Ip, "127.9.9.9");
-    private static readonly EntityRef User = new(EntityKinds.User, "alice@example.org");
+    private static readonly EntityRef Ip = new(EntityKind.Ip, "127.9.9.9");
+    private static readonly EntityRef User = new(EntityKind.User, "alice@example.org");
 
-    private static Verdict V(EntityRef e, string cls, float score, FakeTimeProvider time) =>
-        new(time.GetUtcNow().UtcDateTime, e.Kind, e.Name, cls, score, new Dictionary<string, float> { [cls] = score }, 0, false, cls != ThreatClass.Benign, ["why"], "test-model");
+    private static Verdict V(EntityRef e, ThreatClass cls, float score, FakeTimeProvider time) =>
+        new(time.GetUtcNow().UtcDateTime, e, cls, score, new Dictionary<string, float> { [cls.ToText()] = score }, 0, false, cls != ThreatClass.Benign, ["why"], "test-model");
 
-    private static (LimitPolicy Policy, DynamicLimitBook Book, FakeTimeProvider Time, EmbeddedStore Store) Create(TempDirectory dir)
+    private static (LimitPolicy Policy, LimitBook Book, FakeTimeProvider Time, EmbeddedStore Store) Create(TempDirectory dir)
     {
         var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 28, 12, 0, 0, TimeSpan.Zero));
         var store = EmbeddedStore.Open(dir.Path);
         new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings()).GetAwaiter().GetResult();
-        var book = new DynamicLimitBook(new StaticLimitBook(new LimitSnapshot(), new DefenseOptions(), time), time);
-        var policy = new LimitPolicy(store, book, new LimitPolicyOptions { Node = "a" }, time, NullLogger.Instance);
+        var (policy, book) = Policy(store, "a", time);
         return (policy, book, time, store);
     }
 
-    private static LimitSubject Subject(string ip, string user = "", ListenerRole role = ListenerRole.Mx) => new(role, IPAddress.Parse(ip), user);
+    private static (LimitPolicy Policy, LimitBook Book) Policy(EmbeddedStore store, string node, FakeTimeProvider time)
+    {
+        var options = new LimitsOptions { Dynamic = { Node = node } };
+        var book = new LimitBook(options, time);
+        return (new LimitPolicy(new LimitRecords(store, node), book, options.Dynamic, time, NullLogger.Instance), book);
+    }
+
+    private static LimitSubject Subject(string ip, string user = "") => new(IPAddress.Parse(ip), user);
 
     [Fact]
     public async Task HarvesterVerdict_BlocksTheIp_InTheBookAtOnce_ThenDecaysStepByStep()
@@ -115,11 +117,11 @@ public sealed class LimitPolicyTests
         await policy.ApplyAsync(new LimitOverride(User, OverrideKind.Allow, "newsletter, known sender", "ana", time.GetUtcNow().UtcDateTime.AddDays(1)));
         policy.OnVerdicts([V(User, ThreatClass.Compromised, 0.99f, time)]);
         Assert.Equal(LimitSource.Override, policy.Current(User).Source);
-        Assert.Equal(LimitAction.Allow, book.CheckMail(Subject("127.1.1.1", User.Name, ListenerRole.Submission)).Action);
+        Assert.Equal(LimitAction.Allow, book.CheckMail(Subject("127.1.1.1", User.Name)).Action);
 
         // A manual limit is enforced exactly.
         await policy.ApplyAsync(new LimitOverride(User, OverrideKind.Manual, "slow down", "ana", null, MessagesPerMinute: 2));
-        var s = Subject("127.1.1.1", User.Name, ListenerRole.Submission);
+        var s = Subject("127.1.1.1", User.Name);
         Assert.Equal(LimitAction.Allow, book.CheckMail(s).Action);
         Assert.Equal(LimitAction.Allow, book.CheckMail(s).Action);
         Assert.Equal(LimitAction.TempFail, book.CheckMail(s).Action);
@@ -143,24 +145,24 @@ public sealed class LimitPolicyTests
         var (a, bookA, time, store) = Create(dir);
         await using var _s = store;
         await using var _a = a;
-        var bookB = new DynamicLimitBook(new StaticLimitBook(new LimitSnapshot(), new DefenseOptions(), time), time);
-        await using var b = new LimitPolicy(store, bookB, new LimitPolicyOptions { Node = "b" }, time, NullLogger.Instance);
+        var (b, bookB) = Policy(store, "b", time);
+        await using var _b = b;
 
-        a.OnVerdicts([V(new EntityRef(EntityKinds.Net, "127.44.0.0/24"), ThreatClass.BruteForce, 0.9f, time)]);
+        a.OnVerdicts([V(new EntityRef(EntityKind.Net, "127.44.0.0/24"), ThreatClass.BruteForce, 0.9f, time)]);
         await a.ApplyAsync(new LimitOverride(User, OverrideKind.Block, "confirmed", "ana"));
         await a.DisposeAsync(); // flush node A's writes
 
         Assert.True(await b.PullAsync() >= 2);
-        Assert.Equal(LimitAction.Lock, bookB.CheckAuth(Subject("127.44.0.77", "bob@example.org", ListenerRole.Submission)).Action);
-        Assert.Equal(LimitAction.Block, bookB.CheckMail(Subject("127.3.3.3", User.Name, ListenerRole.Submission)).Action);
+        Assert.Equal(LimitAction.Lock, bookB.CheckAuth(Subject("127.44.0.77", "bob@example.org")).Action);
+        Assert.Equal(LimitAction.Block, bookB.CheckMail(Subject("127.3.3.3", User.Name)).Action);
         Assert.Equal(bookA.Limits.Count, bookB.Limits.Count);
 
         // B releases; A (restarted) converges on that.
         await b.ApplyAsync(new LimitOverride(User, OverrideKind.Release, "reset", "bo"));
-        var bookA2 = new DynamicLimitBook(new StaticLimitBook(new LimitSnapshot(), new DefenseOptions(), time), time);
-        await using var a2 = new LimitPolicy(store, bookA2, new LimitPolicyOptions { Node = "a" }, time, NullLogger.Instance);
+        var (a2, bookA2) = Policy(store, "a", time);
+        await using var _a2 = a2;
         await a2.PullAsync();
-        Assert.Equal(LimitAction.Allow, bookA2.CheckMail(Subject("127.3.3.3", User.Name, ListenerRole.Submission)).Action);
+        Assert.Equal(LimitAction.Allow, bookA2.CheckMail(Subject("127.3.3.3", User.Name)).Action);
     }
 
     [Fact]
@@ -176,10 +178,10 @@ public sealed class LimitPolicyTests
         {
             for (var i = 0; i < 200; i++)
             {
-                policy.OnVerdicts([V(new EntityRef(EntityKinds.Ip, "127.7.7." + (i % 250)), ThreatClass.Harvester, 0.6f, time)]);
+                policy.OnVerdicts([V(new EntityRef(EntityKind.Ip, "127.7.7." + (i % 250)), ThreatClass.Harvester, 0.6f, time)]);
             }
         });
-        var subject = Subject("127.1.1.1", User.Name, ListenerRole.Submission);
+        var subject = Subject("127.1.1.1", User.Name);
         Parallel.For(0, 4000, _ =>
         {
             if (book.CheckRcpt(subject, 0).IsAllowed)

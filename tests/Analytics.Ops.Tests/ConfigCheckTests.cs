@@ -24,9 +24,10 @@ public sealed class ConfigCheckTests
         Assert.Contains("Store:RetentionDays", stdout, StringComparison.Ordinal);
         Assert.Contains("between 1 and 3650", stdout, StringComparison.Ordinal);
         Assert.Contains("Events:Capacity: 'lots' is not a whole number", stdout, StringComparison.Ordinal);
-        Assert.Contains("Submission:Limits:MaxLineLength", stdout, StringComparison.Ordinal);
+        Assert.Contains("Limits:Session:MaxLineLength", stdout, StringComparison.Ordinal);
+        Assert.Contains("warning: Submission:Limits:MaxLineLength: renamed to Limits:Session:MaxLineLength", stdout, StringComparison.Ordinal);
         Assert.Contains("'nonsense' is not HOST:PORT", stdout, StringComparison.Ordinal);
-        Assert.Contains("warning: Submission:Defenses:Tarpitt: unknown key", stdout, StringComparison.Ordinal);
+        Assert.Contains("warning: Limits:FastPath:Tarpitt: unknown key", stdout, StringComparison.Ordinal);
         Assert.Contains("warning: Frobnicate: unknown section", stdout, StringComparison.Ordinal);
         Assert.Contains("configuration is not valid", stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", stdout + stderr, StringComparison.Ordinal);

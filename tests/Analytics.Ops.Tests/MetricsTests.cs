@@ -22,14 +22,14 @@ public sealed class MetricsTests(StoreFixture fixture)
         using var spool = new TempDirectory();
         await using var sink = new EventSink(fixture.Store, new EventSinkOptions { FlushInterval = TimeSpan.FromMilliseconds(20) }, spool.Path, NullLogger<EventSink>.Instance);
 
-        // Composed like serve: the store, the sink as the publisher, then AddMetrics decorating it.
+        // Composed like serve: the store, the sink as the publisher, then AddMetricsEndpoint decorating it.
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseKestrel(k => k.Listen(IPAddress.Loopback, 0));
         builder.Services.AddSingleton(fixture.Store);
         builder.Services.AddSingleton(sink);
         builder.Services.AddSingleton<IEventPublisher>(sink);
-        builder.Services.AddMetrics(builder.Configuration);
+        builder.Services.AddMetricsEndpoint();
         await using var app = builder.Build();
         app.MapMetrics();
         await app.StartAsync(ct);
@@ -82,7 +82,7 @@ public sealed class MetricsTests(StoreFixture fixture)
         builder.Logging.ClearProviders();
         builder.WebHost.UseKestrel(k => k.Listen(IPAddress.Loopback, 0));
         builder.Configuration["Metrics:BearerToken"] = "s3cret";
-        builder.Services.AddMetrics(builder.Configuration);
+        builder.Services.AddMetricsEndpoint();
         await using var app = builder.Build();
         app.MapMetrics();
         await app.StartAsync(ct);

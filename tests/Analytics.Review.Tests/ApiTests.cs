@@ -105,14 +105,14 @@ public sealed class ApiTests
             Assert.Equal(HttpStatusCode.BadRequest, api.StatusCode);
         }
 
-        Assert.Equal(LimitSource.Default, _server.Limits.Current(new EntityRef("ip", entity)).Source);
+        Assert.Equal(LimitSource.Default, _server.Limits.Current(new EntityRef(EntityKind.Ip, entity)).Source);
         Assert.Equal(0UL, await AuditCount("ip", entity));
 
         // With the page's token the same form goes through.
         fields["__csrf"] = ReviewClient.Csrf(await client.PageAsync("/entity?kind=ip&name=" + entity));
         using var ok = await client.Http.PostAsync(U("/entity/action"), new FormUrlEncodedContent(fields), TestContext.Current.CancellationToken);
         Assert.Equal(HttpStatusCode.Redirect, ok.StatusCode);
-        Assert.Equal(1.0, _server.Limits.Current(new EntityRef("ip", entity)).MessagesPerMinute);
+        Assert.Equal(1.0, _server.Limits.Current(new EntityRef(EntityKind.Ip, entity)).MessagesPerMinute);
     }
 
     [Fact]
@@ -175,7 +175,7 @@ public sealed class ApiTests
         await InsertVerdict("user", user, "compromised");
         using var client = ReviewClient.Create(_server);
         client.Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await _server.Reviewers.IssueTokenAsync("ana", TimeSpan.FromHours(1), TestContext.Current.CancellationToken));
-        var entity = new EntityRef("user", user);
+        var entity = new EntityRef(EntityKind.User, user);
 
         // In the queue, open.
         var queue = await client.Http.GetFromJsonAsync<JsonElement>(U("/api/queue?status=open&limit=1000"), TestContext.Current.CancellationToken);

@@ -34,7 +34,7 @@ public sealed class BrowserTests
             """, null, ct);
         Assert.True(flagged.Rows.Count == 1, "the simulated harvest must have been flagged by the scoring pass");
         var (kind, name) = ((string)flagged.Rows[0][0]!, (string)flagged.Rows[0][1]!);
-        var entity = new EntityRef(kind, name);
+        var entity = new EntityRef(EntityKinds.Parse(kind), name);
         var shots = Path.Combine(AppContext.BaseDirectory, "screenshots");
         Directory.CreateDirectory(shots);
 

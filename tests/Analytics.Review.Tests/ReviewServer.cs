@@ -8,7 +8,6 @@ using Analytics.Simulation;
 using Analytics.Store;
 using Analytics.Store.Embedded;
 using Analytics.Store.Schema;
-using Analytics.Submission;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -54,8 +53,8 @@ public sealed class ReviewServer : IAsyncLifetime
         Store = EmbeddedStore.Open(Path.Combine(_dir, "data"));
         await new Migrator(Store, NullLogger.Instance).ApplyAsync(new SchemaSettings());
         // The real limit policy in front of the listener's static book, as serve wires it (AddDynamicLimits).
-        Policy = new LimitPolicy(Store, new DynamicLimitBook(new StaticLimitBook(Options.Create(new SubmissionOptions()), TimeProvider.System), TimeProvider.System),
-            new LimitPolicyOptions(), TimeProvider.System, NullLogger.Instance);
+        var limits = new LimitsOptions();
+        Policy = new LimitPolicy(new LimitRecords(Store, limits.Dynamic.Node), new LimitBook(limits, TimeProvider.System), limits.Dynamic, TimeProvider.System, NullLogger.Instance);
         await SimulateAndScoreAsync();
 
         var port = FreePort();
@@ -92,7 +91,10 @@ public sealed class ReviewServer : IAsyncLifetime
         var start = DateTimeOffset.UtcNow.AddHours(-23);
         start = new DateTimeOffset(start.Year, start.Month, start.Day, start.Hour, 0, 0, TimeSpan.Zero);
         var world = WorldBuilder.Build(Scenario.Load("small"), start);
-        await FastSimulation.RunAsync(Store, world, null, TimeProvider.System);
+        // The console is under test, not the fast path: without its cross-session holds the harvesters
+        // probe long enough for the rules (10 unknown recipients in 10 minutes) to flag them.
+        var noHolds = new LimitsOptions { FastPath = { UnknownRecipientsPerIp = 100_000, UnknownRecipientsPerNetwork = 100_000, UnknownRecipientsPerUser = 100_000 } };
+        await FastSimulation.RunAsync(Store, world, noHolds, TimeProvider.System);
         var noModel = Path.Combine(_dir, "no-model");
         Directory.CreateDirectory(noModel);
         var scorer = new Scorer(Store, new ModelProvider(noModel, NullLogger.Instance), [Policy], NullLogger.Instance, "test");

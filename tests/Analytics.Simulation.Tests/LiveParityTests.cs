@@ -1,5 +1,6 @@
 using System.Net;
 using Analytics.Events;
+using Analytics.Limits;
 using Analytics.Simulation.Live;
 using Analytics.Store;
 using Analytics.Submission;
@@ -27,9 +28,8 @@ public sealed class LiveParityTests(StoreFixture fixture)
             SubmissionEndpoints = ["127.0.0.1:0"],
             MxEndpoints = ["127.0.0.1:0"],
             Directory = { Pbkdf2Iterations = 1000 },
-            Limits = { ShutdownDeadline = TimeSpan.FromSeconds(2) },
-            Defenses = { TarpitDelay = TimeSpan.FromMilliseconds(20) },
         };
+        var limits = new LimitsOptions { Session = { ShutdownDeadline = TimeSpan.FromSeconds(2) }, FastPath = { TarpitDelay = TimeSpan.FromMilliseconds(20) } };
 
         // A world of its own (seed) so its accounts do not collide with other tests' worlds.
         var world = WorldBuilder.Build(Scenario.Load("small") with { Seed = 777, Node = "fast-" + tag }, new DateTimeOffset(DateTime.UtcNow.Date, TimeSpan.Zero));
@@ -40,8 +40,8 @@ public sealed class LiveParityTests(StoreFixture fixture)
         var recipients = new RecipientDirectory(new RecipientStore(fixture.Store), NullLogger<RecipientDirectory>.Instance);
         await users.RefreshAsync(Ct);
         await recipients.RefreshAsync(Ct);
-        await using var listener = new SubmissionListener(options, users, recipients,
-            new StaticLimitBook(LimitSnapshot.From(options), options.Defenses, TimeProvider.System), fixture.Sink, NullLogger<SubmissionListener>.Instance);
+        await using var listener = new SubmissionListener(options, limits, users, recipients,
+            new LimitBook(limits, TimeProvider.System), fixture.Sink, NullLogger<SubmissionListener>.Instance);
         await listener.StartAsync(Ct);
         var targets = new LiveTargets(
             listener.Endpoints.First(e => e.Role == ListenerRole.Submission).EndPoint,
@@ -49,7 +49,7 @@ public sealed class LiveParityTests(StoreFixture fixture)
 
         // A few sessions of each class, in play order (lockouts depend on it).
         var day = FastSimulation.PlanDay(world, 0);
-        var sample = day.GroupBy(s => s.Class).SelectMany(g => g.Take(g.Key == LabelClass.BruteForce ? 5 : 4)).ToList();
+        var sample = day.GroupBy(s => s.Class).SelectMany(g => g.Take(g.Key == Behaviour.BruteForce ? 5 : 4)).ToList();
         sample.Sort((a, b) => a.Start.CompareTo(b.Start));
 
         // Live plays them back to back in a few seconds; the emulator gets the same compressed
@@ -62,7 +62,7 @@ public sealed class LiveParityTests(StoreFixture fixture)
             await LiveClient.RunAsync(script, targets.For(script.Role), speed: 50, TimeProvider.System, Ct);
         }
 
-        var emulator = new ListenerEmulator(world, options);
+        var emulator = new ListenerEmulator(world, limits);
         var fast = new List<SmtpEvent>();
         foreach (var script in sample)
         {

@@ -1,5 +1,6 @@
 using System.Net;
 using Analytics.Events;
+using Analytics.Limits;
 using Analytics.Store;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -48,7 +49,8 @@ public sealed class Harness : IAsyncDisposable
 
     public IPEndPoint Mx => Listener.Endpoints.First(e => e.Role == ListenerRole.Mx).EndPoint;
 
-    public static async Task<Harness> StartAsync(StoreFixture fixture, Action<SubmissionOptions>? configure = null, IEventPublisher? events = null)
+    public static async Task<Harness> StartAsync(StoreFixture fixture, Action<SubmissionOptions>? configure = null, IEventPublisher? events = null,
+        Action<LimitsOptions>? limits = null)
     {
         var tag = Guid.NewGuid().ToString("N")[..10];
         var options = new SubmissionOptions
@@ -59,18 +61,22 @@ public sealed class Harness : IAsyncDisposable
             SubmissionEndpoints = ["127.0.0.1:0"],
             MxEndpoints = ["127.0.0.1:0"],
             Directory = { Pbkdf2Iterations = 1000 },
-            Limits = { ShutdownDeadline = TimeSpan.FromSeconds(2) },
-            Defenses = { TarpitDelay = TimeSpan.FromMilliseconds(50) },
         };
         configure?.Invoke(options);
+        var limitOptions = new LimitsOptions
+        {
+            Session = { ShutdownDeadline = TimeSpan.FromSeconds(2) },
+            FastPath = { TarpitDelay = TimeSpan.FromMilliseconds(50) },
+        };
+        limits?.Invoke(limitOptions);
         var hasher = new PasswordHasher(options.Directory.Pbkdf2Iterations);
         var users = new UserStore(fixture.Store, hasher);
         var recipients = new RecipientStore(fixture.Store);
         var userDirectory = new UserDirectory(users, hasher, NullLogger<UserDirectory>.Instance);
         var recipientDirectory = new RecipientDirectory(recipients, NullLogger<RecipientDirectory>.Instance);
         var harness = new Harness(fixture, options,
-            new SubmissionListener(options, userDirectory, recipientDirectory,
-                new StaticLimitBook(LimitSnapshot.From(options), options.Defenses, TimeProvider.System),
+            new SubmissionListener(options, limitOptions, userDirectory, recipientDirectory,
+                new LimitBook(limitOptions, TimeProvider.System),
                 events ?? fixture.Sink,
                 NullLogger<SubmissionListener>.Instance),
             users, recipients, tag, userDirectory, recipientDirectory);

@@ -171,10 +171,10 @@ public sealed class SubmissionListenerTests(StoreFixture fixture)
     [Fact]
     public async Task Mx_HarvestProbing_TarpitsThenClosesAtConfiguredN()
     {
-        await using var h = await Harness.StartAsync(fixture, o =>
+        await using var h = await Harness.StartAsync(fixture, limits: l =>
         {
-            o.Defenses.UnknownRecipientsBeforeTarpit = 2;
-            o.Defenses.UnknownRecipientsBeforeDisconnect = 4;
+            l.FastPath.UnknownRecipientsBeforeTarpit = 2;
+            l.FastPath.UnknownRecipientsBeforeDisconnect = 4;
         });
         await using var smtp = await RawSmtp.ConnectAsync(h.Mx);
         await smtp.CommandAsync("EHLO harvester.example");
@@ -204,12 +204,11 @@ public sealed class SubmissionListenerTests(StoreFixture fixture)
     [Fact]
     public async Task Auth_FailuresFromOneIp_LockTheIpAtConfiguredN()
     {
-        await using var h = await Harness.StartAsync(fixture, o =>
+        await using var h = await Harness.StartAsync(fixture, o => o.AllowInsecureAuth = true, limits: l =>
         {
-            o.AllowInsecureAuth = true;
-            o.Defenses.AuthFailuresPerIp = 3;
-            o.Defenses.AuthFailuresPerUser = 100;
-            o.Limits.MaxAuthFailuresPerSession = 10;
+            l.FastPath.AuthFailuresPerIp = 3;
+            l.FastPath.AuthFailuresPerUser = 100;
+            l.Session.MaxAuthFailuresPerSession = 10;
         });
         await using var smtp = await RawSmtp.ConnectAsync(h.Submission);
         await smtp.CommandAsync("EHLO sprayer.example");
@@ -250,7 +249,7 @@ public sealed class SubmissionListenerTests(StoreFixture fixture)
     [Fact]
     public async Task Message_LargerThanSize_Gets552_AtMailAndAtData()
     {
-        await using var h = await Harness.StartAsync(fixture, o => o.Limits.MaxMessageSize = 64 * 1024);
+        await using var h = await Harness.StartAsync(fixture, limits: l => l.Session.MaxMessageSize = 64 * 1024);
 
         // MailKit declares SIZE, so the refusal comes at MAIL FROM.
         using (var client = await ConnectMailKitAsync(h))
@@ -390,14 +389,12 @@ public sealed class SubmissionListenerTests(StoreFixture fixture)
             DataDirectory = Path.Combine(fixture.Root, "bad-" + Guid.NewGuid().ToString("N")[..6]),
             SubmissionEndpoints = ["not-an-endpoint"],
             MxEndpoints = [],
-            Limits = { MaxLineLength = 10 },
         };
         var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => Harness.StartAsync(fixture, o =>
         {
             o.SubmissionEndpoints = options.SubmissionEndpoints;
             o.MxEndpoints = options.MxEndpoints;
-            o.Limits.MaxLineLength = 10;
-        }));
+        }, limits: l => l.Session.MaxLineLength = 10));
         Assert.Contains("not-an-endpoint", ex.Message, StringComparison.Ordinal);
         Assert.Contains("MaxLineLength", ex.Message, StringComparison.Ordinal);
     }
@@ -408,7 +405,7 @@ public sealed class ShutdownTests(StoreFixture fixture)
     [Fact]
     public async Task StopAsync_ClosesIdleSessions_AndLetsATransactionInFlightFinish()
     {
-        var h = await Harness.StartAsync(fixture, o => o.Limits.ShutdownDeadline = TimeSpan.FromSeconds(5));
+        var h = await Harness.StartAsync(fixture, limits: l => l.Session.ShutdownDeadline = TimeSpan.FromSeconds(5));
         await using var idle = await RawSmtp.ConnectAsync(h.Mx);
         await idle.CommandAsync("EHLO idle.example");
         await using var busy = await RawSmtp.ConnectAsync(h.Mx);
@@ -439,12 +436,11 @@ public sealed class EnforcementTests(StoreFixture fixture)
     [Fact]
     public async Task Auth_FailuresAgainstOneUser_LockThatUserAtConfiguredN_With454()
     {
-        await using var h = await Harness.StartAsync(fixture, o =>
+        await using var h = await Harness.StartAsync(fixture, o => o.AllowInsecureAuth = true, limits: l =>
         {
-            o.AllowInsecureAuth = true;
-            o.Defenses.AuthFailuresPerUser = 3;
-            o.Defenses.AuthFailuresPerIp = 100;
-            o.Limits.MaxAuthFailuresPerSession = 10;
+            l.FastPath.AuthFailuresPerUser = 3;
+            l.FastPath.AuthFailuresPerIp = 100;
+            l.Session.MaxAuthFailuresPerSession = 10;
         });
         await using var smtp = await RawSmtp.ConnectAsync(h.Submission);
         await smtp.CommandAsync("EHLO stuffer.example");
@@ -465,11 +461,7 @@ public sealed class EnforcementTests(StoreFixture fixture)
     [Fact]
     public async Task Mail_PastTheStaticMessageRate_Gets451()
     {
-        await using var h = await Harness.StartAsync(fixture, o =>
-        {
-            o.AllowInsecureAuth = true;
-            o.Policy.MessagesPerMinute = 2;
-        });
+        await using var h = await Harness.StartAsync(fixture, o => o.AllowInsecureAuth = true, limits: l => l.Fixed.MessagesPerMinute = 2);
         await using var smtp = await RawSmtp.ConnectAsync(h.Submission);
         await smtp.CommandAsync("EHLO client.example");
         Assert.StartsWith("235", await smtp.CommandAsync("AUTH PLAIN " + Plain(h.User, Harness.Password)), StringComparison.Ordinal);
@@ -487,11 +479,7 @@ public sealed class EnforcementTests(StoreFixture fixture)
     [Fact]
     public async Task Rcpt_PastTheStaticRecipientRate_Gets451()
     {
-        await using var h = await Harness.StartAsync(fixture, o =>
-        {
-            o.AllowInsecureAuth = true;
-            o.Policy.RecipientsPerHour = 2;
-        });
+        await using var h = await Harness.StartAsync(fixture, o => o.AllowInsecureAuth = true, limits: l => l.Fixed.RecipientsPerHour = 2);
         await using var smtp = await RawSmtp.ConnectAsync(h.Submission);
         await smtp.CommandAsync("EHLO client.example");
         Assert.StartsWith("235", await smtp.CommandAsync("AUTH PLAIN " + Plain(h.User, Harness.Password)), StringComparison.Ordinal);
@@ -506,7 +494,7 @@ public sealed class EnforcementTests(StoreFixture fixture)
     [Fact]
     public async Task Connect_PastThePerIpSessionCap_Gets421_AndASlotFreesWhenASessionEnds()
     {
-        await using var h = await Harness.StartAsync(fixture, o => o.Limits.MaxSessionsPerIp = 2);
+        await using var h = await Harness.StartAsync(fixture, limits: l => l.Session.MaxSessionsPerIp = 2);
         await using var first = await RawSmtp.ConnectAsync(h.Mx);
         await using var second = await RawSmtp.ConnectAsync(h.Mx);
         Assert.StartsWith("220", first.Greeting, StringComparison.Ordinal);

@@ -44,17 +44,16 @@ internal static class LimitsBenchmark
     private static BenchReport Run(int count, int iterations)
     {
         var time = TimeProvider.System;
-        var inner = new StaticLimitBook(new LimitSnapshot { MessagesPerMinute = 15 }, new DefenseOptions(), time);
-        var book = new DynamicLimitBook(inner, time);
+        var book = new LimitBook(new LimitsOptions { Fixed = { MessagesPerMinute = 15 } }, time);
         var now = time.GetUtcNow().UtcDateTime;
         var entries = new List<EntityLimit>(count);
         for (var i = 0; i < count; i++)
         {
             var entity = (i % 3) switch
             {
-                0 => new EntityRef(EntityKinds.User, $"user{i}@example.test"),
-                1 => new EntityRef(EntityKinds.Ip, Ip(i).ToString()),
-                _ => new EntityRef(EntityKinds.Net, $"{Ip(i).ToString()[..Ip(i).ToString().LastIndexOf('.')]}.0/24"),
+                0 => new EntityRef(EntityKind.User, $"user{i}@example.test"),
+                1 => new EntityRef(EntityKind.Ip, Ip(i).ToString()),
+                _ => new EntityRef(EntityKind.Net, $"{Ip(i).ToString()[..Ip(i).ToString().LastIndexOf('.')]}.0/24"),
             };
             entries.Add(new EntityLimit
             {
@@ -67,11 +66,11 @@ internal static class LimitsBenchmark
 
         // Half the subjects have a limit (user or IP in the book), half do not.
         var subjects = Enumerable.Range(0, 1024).Select(i => i % 2 == 0
-            ? new LimitSubject(ListenerRole.Submission, Ip(i * 3 + 1), $"user{i * 3}@example.test")
-            : new LimitSubject(ListenerRole.Submission, IPAddress.Parse($"10.9.{i % 250}.{1 + (i % 200)}"), $"nobody{i}@example.test")).ToArray();
+            ? new LimitSubject(Ip(i * 3 + 1), $"user{i * 3}@example.test")
+            : new LimitSubject(IPAddress.Parse($"10.9.{i % 250}.{1 + (i % 200)}"), $"nobody{i}@example.test")).ToArray();
 
         var report = new BenchReport("limits");
-        report.Context("book", $"{book.Limits.Count:N0} limits (users, IPs, /24s) in front of the static book (15 messages/min per user)");
+        report.Context("book", $"{book.Limits.Count:N0} limits (users, IPs, /24s) in the book, with fixed caps (15 messages/min per user)");
         report.Context("subjects", "1,024, half limited; one thread");
         report.Context("iterations", iterations.ToString("N0", CultureInfo.InvariantCulture));
         Measure(report, "check_connect", "CheckConnect", iterations, i => book.CheckConnect(subjects[i & 1023]).IsAllowed);

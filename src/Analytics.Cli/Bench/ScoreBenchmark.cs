@@ -157,7 +157,7 @@ internal static class ScoreBenchmark
             }
 
             v[FeatureSet.Index("is_ip")] = 1;
-            list.Add(new LabelledRow(new EntityFeatures("ip", "10.0.0." + (i % 250), AsOf.AddMinutes(-i % 1000), v), bad ? ThreatClass.BruteForce : ThreatClass.Benign, "", ""));
+            list.Add(new LabelledRow(new EntityFeatures(new EntityRef(EntityKind.Ip, "10.0.0." + (i % 250)), AsOf.AddMinutes(-i % 1000), v), bad ? ThreatClass.BruteForce : ThreatClass.Benign, "", ""));
         }
 
         return list;

@@ -7,6 +7,8 @@ using Analytics.Simulation;
 using Analytics.Simulation.Live;
 using Analytics.Store.Embedded;
 using Analytics.Store.Schema;
+using Analytics.Limits;
+using Analytics.Store;
 using Analytics.Submission;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -92,9 +94,8 @@ internal static class SimulateBenchmark
             SubmissionEndpoints = ["127.0.0.1:0"],
             MxEndpoints = ["127.0.0.1:0"],
             Directory = { Pbkdf2Iterations = 1000 },
-            Limits = { MaxSessionsPerIp = 1000 },
-            Defenses = { TarpitDelay = TimeSpan.FromMilliseconds(20) },
         };
+        var limits = new LimitsOptions { Session = { MaxSessionsPerIp = 1000 }, FastPath = { TarpitDelay = TimeSpan.FromMilliseconds(20) } };
         var world = WorldBuilder.Build(Scenario.Load("small") with { Seed = 99 }, TimeProvider.System.GetUtcNow());
         await LiveSimulation.SeedAsync(store, world, 1000, cancellationToken);
         var hasher = new PasswordHasher(1000);
@@ -103,8 +104,8 @@ internal static class SimulateBenchmark
         await users.RefreshAsync(cancellationToken);
         await recipients.RefreshAsync(cancellationToken);
         await using var sink = new EventSink(store, new EventSinkOptions(), Path.Combine(data, "event-spool"), NullLogger.Instance);
-        await using var listener = new SubmissionListener(options, users, recipients,
-            new StaticLimitBook(LimitSnapshot.From(options), options.Defenses, TimeProvider.System), sink, NullLogger<SubmissionListener>.Instance);
+        await using var listener = new SubmissionListener(options, limits, users, recipients,
+            new LimitBook(limits, TimeProvider.System), sink, NullLogger<SubmissionListener>.Instance);
         await listener.StartAsync(cancellationToken);
         var targets = new LiveTargets(
             listener.Endpoints.First(e => e.Role == ListenerRole.Submission).EndPoint,

@@ -9,6 +9,7 @@ using Analytics.Events;
 using Analytics.Store;
 using Analytics.Store.Embedded;
 using Analytics.Store.Schema;
+using Analytics.Limits;
 using Analytics.Submission;
 using MailKit;
 using MailKit.Net.Smtp;
@@ -109,13 +110,18 @@ internal static class SmtpBenchmark
                 SubmissionEndpoints = ["127.0.0.1:0"],
                 MxEndpoints = [],
                 AllowInsecureAuth = !settings.Tls,
-                Limits = { MaxSessionsPerIp = Math.Max(100, settings.Concurrency * 2), ShutdownDeadline = TimeSpan.FromSeconds(5) },
             };
 
-            async Task<SubmissionListener> StartAsync(SubmissionOptions options, IEventPublisher events)
+            LimitsOptions Limits() => new()
             {
-                var listener = new SubmissionListener(options, users, recipients,
-                    new StaticLimitBook(LimitSnapshot.From(options), options.Defenses, TimeProvider.System), events, NullLogger<SubmissionListener>.Instance);
+                Session = { MaxSessionsPerIp = Math.Max(100, settings.Concurrency * 2), ShutdownDeadline = TimeSpan.FromSeconds(5) },
+            };
+
+            async Task<SubmissionListener> StartAsync(SubmissionOptions options, IEventPublisher events, LimitsOptions? limits = null)
+            {
+                limits ??= Limits();
+                var listener = new SubmissionListener(options, limits, users, recipients,
+                    new LimitBook(limits, TimeProvider.System), events, NullLogger<SubmissionListener>.Instance);
                 await listener.StartAsync(cancellationToken);
                 return listener;
             }
@@ -164,10 +170,10 @@ internal static class SmtpBenchmark
             if (settings.Idle > 0)
             {
                 Progress(io, quiet, $"memory: {settings.Idle} idle sessions");
-                var options = Options();
-                options.Limits.MaxSessions = settings.Idle * 2;
-                options.Limits.MaxSessionsPerIp = settings.Idle;
-                await using var listener = await StartAsync(options, sink);
+                var limits = Limits();
+                limits.Session.MaxSessions = settings.Idle * 2;
+                limits.Session.MaxSessionsPerIp = settings.Idle;
+                await using var listener = await StartAsync(Options(), sink, limits);
                 var (before, after, held) = await IdleMemoryAsync(listener, settings.Idle, cancellationToken);
                 report.Add("idle_sessions", held, "sessions", "idle sessions held (greeted, then silent)");
                 report.Add("rss_before_mb", before / 1048576.0, "MB", "RSS, listener up, no session");

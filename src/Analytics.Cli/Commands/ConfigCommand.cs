@@ -9,7 +9,9 @@ using Analytics.Detection.Scoring;
 using Analytics.Events;
 using Analytics.Store;
 using Analytics.Submission;
+using Analytics.Limits;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Options;
 
 namespace Analytics.Cli.Commands;
 
@@ -27,12 +29,12 @@ internal static partial class ConfigCommand
         ["Store"] = typeof(StoreOptions),
         ["Events"] = typeof(EventSinkOptions),
         [SubmissionOptions.SectionName] = typeof(SubmissionOptions),
+        [LimitsOptions.SectionName] = typeof(LimitsOptions),
         ["Detection"] = typeof(DetectionOptions),
         ["Metrics"] = typeof(MetricsOptions),
         ["Serilog"] = null,
         ["Logging"] = null,
         ["Review"] = null,
-        ["Limits"] = null,
         ["Kestrel"] = null,
         ["AllowedHosts"] = null,
         ["DataDirectory"] = null,
@@ -50,7 +52,7 @@ internal static partial class ConfigCommand
         {
             var path = parse.GetValue(file) ?? parse.GetValue(GlobalOptions.Config);
             var settings = AnalyticsSettings.Load(parse.GetValue(GlobalOptions.Data), path);
-            var report = Check(settings.Configuration, path is null ? null : FileOnly(path));
+            var report = Check(settings.Configuration, path is null ? null : FileOnly(path, settings.Renamed), settings.Renamed);
             var output = context.IO.Out;
             await output.WriteLineAsync(path is null ? "checking appsettings.json and ANALYTICS_* environment" : $"checking {Path.GetFullPath(path)} (with appsettings.json and ANALYTICS_* environment, as serve loads it)");
             foreach (var error in report.Errors)
@@ -78,7 +80,8 @@ internal static partial class ConfigCommand
 
     /// <summary>What is wrong (errors) and what looks wrong (warnings) in <paramref name="configuration"/>.</summary>
     /// <param name="fileOnly">The file alone, for unknown-key warnings (environment variables are not checked for spelling).</param>
-    public static (IReadOnlyList<string> Errors, IReadOnlyList<string> Warnings) Check(IConfiguration configuration, IConfiguration? fileOnly)
+    public static (IReadOnlyList<string> Errors, IReadOnlyList<string> Warnings) Check(IConfiguration configuration, IConfiguration? fileOnly,
+        IReadOnlyList<(string Old, string New)> renamed)
     {
         var errors = new List<string>();
         var warnings = new List<string>();
@@ -101,19 +104,21 @@ internal static partial class ConfigCommand
                 continue;
             }
 
-            Validate(section, options, configuration, errors);
-            if (options is SubmissionOptions submission)
-            {
-                // Cross-field rules (endpoints, overlapping ports, certificate files); its per-field
-                // messages repeat what Validate said with a full key path, so only the rest is kept.
-                var cross = new SubmissionOptionsValidator().Validate(null, submission).Failures ?? [];
-                errors.AddRange(cross.Where(f => !f.Contains(": The field ", StringComparison.Ordinal)));
-            }
+            errors.AddRange(SectionOptions.Validate(section, options).Select(failure => WithConfiguredValue(failure, configuration)));
+
+            // Cross-field rules (endpoints, overlapping ports, certificate files, thresholds in
+            // order): the options class's own validators, the ones serve runs at start.
+            errors.AddRange(CrossFieldFailures(type, options).Where(f => !f.Contains(": The field ", StringComparison.Ordinal)));
 
             if (options is DetectionOptions detection && !string.IsNullOrWhiteSpace(detection.ModelDirectory) && !Directory.Exists(detection.ModelDirectory))
             {
                 warnings.Add($"Detection:ModelDirectory: '{detection.ModelDirectory}' does not exist; the scorer uses the rule baseline until a model is there.");
             }
+        }
+
+        foreach (var (old, now) in renamed)
+        {
+            warnings.Add($"{old}: renamed to {now} (read under its new name; rename it in the file).");
         }
 
         if (fileOnly is not null)
@@ -137,32 +142,36 @@ internal static partial class ConfigCommand
         return (errors, warnings);
     }
 
-    private static IConfiguration FileOnly(string path) => new ConfigurationBuilder().AddJsonFile(Path.GetFullPath(path), optional: false).Build();
-
-    /// <summary>DataAnnotations on <paramref name="options"/> and on every nested options object, with full key paths.</summary>
-    private static void Validate(string path, object options, IConfiguration configuration, List<string> errors)
+    /// <summary>The file alone, with renamed keys under their new names (a renamed key is reported once, as renamed).</summary>
+    private static IConfiguration FileOnly(string path, IReadOnlyList<(string Old, string New)> renamed)
     {
-        var results = new List<ValidationResult>();
-        Validator.TryValidateObject(options, new ValidationContext(options), results, validateAllProperties: true);
-        foreach (var result in results)
-        {
-            foreach (var member in result.MemberNames.DefaultIfEmpty(""))
-            {
-                var key = member.Length == 0 ? path : path + ":" + member;
-                var range = options.GetType().GetProperty(member)?.GetCustomAttribute<RangeAttribute>();
-                var allowed = range is null || result.ErrorMessage?.Contains("between", StringComparison.Ordinal) == true ? "" : $" Allowed: {range.Minimum} to {range.Maximum}.";
-                var given = configuration[key] is { } value ? $" Configured: '{value}'." : "";
-                errors.Add($"{key}: {result.ErrorMessage}{allowed}{given}");
-            }
-        }
+        var file = new ConfigurationBuilder().AddJsonFile(Path.GetFullPath(path), optional: false).Build();
+        var oldKeys = renamed.Select(r => r.Old).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        var keys = file.AsEnumerable().Where(kv => kv.Value is not null && !oldKeys.Contains(kv.Key))
+            .Concat(renamed.Select(r => new KeyValuePair<string, string?>(r.New, file[r.Old]))).Where(kv => kv.Value is not null);
+        return new ConfigurationBuilder().AddInMemoryCollection(keys).Build();
+    }
 
-        foreach (var property in options.GetType().GetProperties(BindingFlags.Public | BindingFlags.Instance))
+    /// <summary>What the options class's own <see cref="IValidateOptions{TOptions}"/> implementations say (serve runs the same).</summary>
+    private static IEnumerable<string> CrossFieldFailures(Type optionsType, object options)
+    {
+        var validatorInterface = typeof(IValidateOptions<>).MakeGenericType(optionsType);
+        foreach (var type in optionsType.Assembly.GetTypes().Where(t => t is { IsClass: true, IsAbstract: false } && validatorInterface.IsAssignableFrom(t) && t.GetConstructor(Type.EmptyTypes) is not null))
         {
-            if (IsOptionsObject(property.PropertyType) && property.GetIndexParameters().Length == 0 && property.GetValue(options) is { } nested)
+            var validator = Activator.CreateInstance(type)!;
+            var result = (ValidateOptionsResult)validatorInterface.GetMethod(nameof(IValidateOptions<object>.Validate))!.Invoke(validator, [null, options])!;
+            foreach (var failure in result.Failures ?? [])
             {
-                Validate(path + ":" + property.Name, nested, configuration, errors);
+                yield return failure;
             }
         }
+    }
+
+    /// <summary>A validation failure (<c>Key: message</c>) with the value configured for that key, when there is one.</summary>
+    private static string WithConfiguredValue(string failure, IConfiguration configuration)
+    {
+        var colon = failure.IndexOf(": ", StringComparison.Ordinal);
+        return colon > 0 && configuration[failure[..colon]] is { } value ? $"{failure} Configured: '{value}'." : failure;
     }
 
     private static void UnknownKeys(IConfigurationSection section, Type type, List<string> warnings)
@@ -175,16 +184,12 @@ internal static partial class ConfigCommand
                 var known = type.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite).Select(p => p.Name);
                 warnings.Add($"{child.Path}: unknown key (ignored). Keys of {section.Path}: {string.Join(", ", known)}.");
             }
-            else if (IsOptionsObject(property.PropertyType))
+            else if (SectionOptions.IsOptionsObject(property.PropertyType))
             {
                 UnknownKeys(child, property.PropertyType, warnings);
             }
         }
     }
-
-    // Nested options are our own classes; strings, lists, dictionaries and time spans are leaves.
-    private static bool IsOptionsObject(Type type) =>
-        type.IsClass && type != typeof(string) && !typeof(IEnumerable).IsAssignableFrom(type) && type.Namespace?.StartsWith("Analytics", StringComparison.Ordinal) == true;
 
     private static string Explain(InvalidOperationException ex)
     {

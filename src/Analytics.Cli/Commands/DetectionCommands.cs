@@ -118,7 +118,7 @@ internal static class DetectionCommands
             foreach (var v in pass.Verdicts.Where(v => v.Flagged || v.Anomalous).OrderByDescending(v => v.Score))
             {
                 await context.IO.Out.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,
-                    $"  {v.EntityKind,-4} {v.Entity,-36} {v.Class,-12} {v.Score,5:0.00} {(v.Anomalous ? "anomalous " : "")}{v.Explanation}"));
+                    $"  {v.Entity.Kind.ToText(),-4} {v.Entity.Name,-36} {v.Class.ToText(),-12} {v.Score,5:0.00} {(v.Anomalous ? "anomalous " : "")}{v.Explanation}"));
             }
 
             return 0;

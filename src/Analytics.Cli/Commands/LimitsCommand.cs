@@ -120,8 +120,9 @@ internal static class LimitsCommand
                 return await body(running);
             }
 
-            var book = new DynamicLimitBook(new StaticLimitBook(new LimitSnapshot(), new DefenseOptions(), TimeProvider.System), TimeProvider.System);
-            await using var policy = new LimitPolicy(store, book, new LimitPolicyOptions(), TimeProvider.System, NullLogger.Instance);
+            var options = new LimitsOptions();
+            await using var policy = new LimitPolicy(new LimitRecords(store, options.Dynamic.Node), new LimitBook(options, TimeProvider.System),
+                options.Dynamic, TimeProvider.System, NullLogger.Instance);
             await policy.PullAsync(cancellationToken);
             try
             {

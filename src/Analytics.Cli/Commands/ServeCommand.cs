@@ -44,15 +44,8 @@ internal static class ServeCommand
             }
 
             var settings = context.Settings(parse);
-            var overrides = new ServeOverrides(
-                parse.GetValue(submission) ?? [],
-                parse.GetValue(mx) ?? [],
-                DataGiven: parse.GetValue(GlobalOptions.Data) is not null)
-            {
-                Http = parse.GetValue(http),
-                Demo = parse.GetValue(demo),
-            };
-            return await ServerHost.RunAsync(settings, overrides, context.IO, cancellationToken);
+            var overrides = new ServeOverrides(parse.GetValue(submission) ?? [], parse.GetValue(mx) ?? [], parse.GetValue(http), parse.GetValue(demo));
+            return await ServerHost.RunAsync(settings, overrides, cancellationToken);
         });
         return command;
     }

@@ -3,6 +3,7 @@ using System.Globalization;
 using Analytics.Simulation;
 using Analytics.Simulation.Live;
 using Analytics.Store;
+using Analytics.Limits;
 using Analytics.Submission;
 using Microsoft.Extensions.Configuration;
 using Spectre.Console;
@@ -77,7 +78,7 @@ internal static class SimulateCommand
 
     private static async Task<int> FastAsync(CommandContext context, ParseResult parse, World world, CancellationToken cancellationToken)
     {
-        var options = context.Settings(parse).Configuration.GetSection(SubmissionOptions.SectionName).Get<SubmissionOptions>() ?? new SubmissionOptions();
+        var options = context.Settings(parse).Configuration.GetSection(LimitsOptions.SectionName).Get<LimitsOptions>() ?? new LimitsOptions();
         return await context.WithStoreAsync(parse, async store =>
         {
             var result = await WithProgressAsync(context, $"simulate {world.Scenario.Name} (fast)", world.Scenario.Days,

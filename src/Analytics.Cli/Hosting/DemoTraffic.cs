@@ -26,14 +26,14 @@ internal sealed partial class DemoTraffic : BackgroundService
     private readonly UserDirectory _users;
     private readonly RecipientDirectory _recipients;
     private readonly EventSink _sink;
-    private readonly DynamicLimitBook _book;
+    private readonly LimitBook _book;
     private readonly ScorerService _scorer;
     private readonly IHostApplicationLifetime _lifetime;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
 
     public DemoTraffic(IClickHouseStore store, SubmissionListener listener, UserDirectory users, RecipientDirectory recipients, EventSink sink,
-        DynamicLimitBook book, ScorerService scorer, IHostApplicationLifetime lifetime, TimeProvider time, ILogger<DemoTraffic> logger)
+        LimitBook book, ScorerService scorer, IHostApplicationLifetime lifetime, TimeProvider time, ILogger<DemoTraffic> logger)
     {
         _store = store;
         _listener = listener;

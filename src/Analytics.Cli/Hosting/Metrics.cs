@@ -6,15 +6,17 @@ using Analytics.Store;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
 
 namespace Analytics.Cli.Hosting;
 
 /// <summary>Section <c>Metrics</c>.</summary>
 public sealed class MetricsOptions
 {
+    public const string SectionName = "Metrics";
+
     /// <summary>Serve <c>/metrics</c>. Default true.</summary>
     public bool Enabled { get; set; } = true;
 
@@ -29,7 +31,7 @@ public sealed class MetricsOptions
 }
 
 /// <summary>
-/// <c>/metrics</c> in Prometheus text format. <see cref="AddMetrics"/> registers the registry and wraps
+/// <c>/metrics</c> in Prometheus text format. <see cref="AddMetricsEndpoint"/> registers the registry and wraps
 /// the registered <see cref="IEventPublisher"/> so the listener's events are counted on their way to the
 /// sink; <see cref="MapMetrics"/> maps the endpoint and reads the sink, the scorer and the limits table
 /// at scrape time, each only if it is registered.
@@ -44,10 +46,9 @@ public static class Metrics
     /// <see cref="IVerdictListener"/> that counts flags by class: hand <c>GetServices&lt;IVerdictListener&gt;()</c>
     /// to the <see cref="Scorer"/>.
     /// </summary>
-    public static IServiceCollection AddMetrics(this IServiceCollection services, IConfiguration? configuration = null)
+    public static IServiceCollection AddMetricsEndpoint(this IServiceCollection services)
     {
-        var options = configuration?.GetSection("Metrics").Get<MetricsOptions>() ?? new MetricsOptions();
-        services.AddSingleton(options);
+        services.AddSectionOptions<MetricsOptions>(MetricsOptions.SectionName);
         services.AddSingleton<MetricsRegistry>();
         services.AddSingleton<SmtpMetrics>();
         services.AddSingleton<FlagMetrics>();
@@ -68,7 +69,7 @@ public static class Metrics
     {
         var services = app.Services;
         var registry = services.GetRequiredService<MetricsRegistry>();
-        var options = services.GetRequiredService<MetricsOptions>();
+        var options = services.GetRequiredService<IOptions<MetricsOptions>>().Value;
 
         // Created here so that sessions, replies and flags are exposed (as empty families) even before
         // the first event, and the decorator's counters exist when the listener starts.
@@ -165,8 +166,8 @@ public static class Metrics
                 Sample.Of("analytics_scoring_entities", pass.Entities, ("model", pass.ModelVersion)),
                 Sample.Of("analytics_scoring_last_pass_timestamp_seconds", new DateTimeOffset(DateTime.SpecifyKind(pass.AsOf, DateTimeKind.Utc)).ToUnixTimeMilliseconds() / 1000.0),
             };
-            samples.AddRange(pass.Verdicts.Where(v => v.Flagged).GroupBy(v => v.Class).OrderBy(g => g.Key, StringComparer.Ordinal)
-                .Select(g => Sample.Of("analytics_scoring_flagged", g.Count(), ("class", g.Key))));
+            samples.AddRange(pass.Verdicts.Where(v => v.Flagged).GroupBy(v => v.Class).OrderBy(g => g.Key)
+                .Select(g => Sample.Of("analytics_scoring_flagged", g.Count(), ("class", g.Key.ToText()))));
             return Task.FromResult<IEnumerable<Sample>>(samples);
         });
     }

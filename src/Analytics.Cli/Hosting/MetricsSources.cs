@@ -118,7 +118,7 @@ internal sealed class FlagMetrics : IVerdictListener
         {
             if (v.Flagged)
             {
-                _flags.Inc(v.Class, v.EntityKind);
+                _flags.Inc(v.Class.ToText(), v.Entity.Kind.ToText());
             }
         }
     }

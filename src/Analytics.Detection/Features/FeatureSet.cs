@@ -7,7 +7,7 @@ namespace Analytics.Detection.Features;
 public sealed record FeatureDefinition(string Name, string Describe);
 
 /// <summary>An entity as the detector sees it: who, when, and its feature vector.</summary>
-public sealed record EntityFeatures(string EntityKind, string Entity, DateTime AsOf, float[] Values)
+public sealed record EntityFeatures(EntityRef Entity, DateTime AsOf, float[] Values)
 {
     /// <summary>The entity's own normal (per day over its 7-day baseline), for explanations; not model input.</summary>
     public double BaselineMessagesPerDay { get; init; }
@@ -102,12 +102,12 @@ public static class FeatureSet
                 var other => Convert.ToDouble(other, CultureInfo.InvariantCulture),
             };
 
-            var kind = (string)row[o["entity_kind"]]!;
+            var kind = EntityKinds.Parse((string)row[o["entity_kind"]]!);
             var v = new float[Count];
             void Set(string name, double value) => v[Indexes[name]] = (float)value;
-            Set("is_user", kind == "user" ? 1 : 0);
-            Set("is_ip", kind == "ip" ? 1 : 0);
-            Set("is_net", kind == "net" ? 1 : 0);
+            Set("is_user", kind == EntityKind.User ? 1 : 0);
+            Set("is_ip", kind == EntityKind.Ip ? 1 : 0);
+            Set("is_net", kind == EntityKind.Net ? 1 : 0);
             Set("auth_attempts_5m", F("auth_attempts_5m"));
             Set("auth_failures_5m", F("auth_failures_5m"));
             Set("auth_failures_10m", F("auth_failures_10m"));
@@ -153,7 +153,7 @@ public static class FeatureSet
             Set("has_baseline", hasBaseline ? 1 : 0);
             Set("age_hours", F("age_minutes") / 60.0);
             var baselineDays = baselineHours / 24.0;
-            list.Add(new EntityFeatures(kind, (string)row[o["entity"]]!, asOf, v)
+            list.Add(new EntityFeatures(new EntityRef(kind, (string)row[o["entity"]]!), asOf, v)
             {
                 BaselineMessagesPerDay = hasBaseline ? F("baseline_messages") / baselineDays : double.NaN,
                 BaselineRecipientsPerDay = hasBaseline ? F("baseline_rcpt") / baselineDays : double.NaN,

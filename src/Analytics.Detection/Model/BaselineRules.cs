@@ -16,9 +16,9 @@ public static class BaselineRules
     public const int UserMessagesPerHour = 100;
     public const int UserRecipientsPerHour = 500;
 
-    public static string Classify(EntityFeatures f)
+    public static ThreatClass Classify(EntityFeatures f)
     {
-        if (f.EntityKind == "ip")
+        if (f.Entity.Kind == EntityKind.Ip)
         {
             if (f["auth_failures_10m"] >= Fail2BanMaxRetry)
             {
@@ -31,7 +31,7 @@ public static class BaselineRules
             }
         }
 
-        if (f.EntityKind == "user" && (f["messages_1h"] > UserMessagesPerHour || f["rcpt_1h"] > UserRecipientsPerHour))
+        if (f.Entity.Kind == EntityKind.User && (f["messages_1h"] > UserMessagesPerHour || f["rcpt_1h"] > UserRecipientsPerHour))
         {
             return ThreatClass.Compromised;
         }

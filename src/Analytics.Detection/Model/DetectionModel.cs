@@ -26,7 +26,7 @@ public sealed record ModelCard
 }
 
 /// <summary>A verdict for one entity: the most likely class, the calibrated probabilities and the anomaly score.</summary>
-public sealed record Prediction(string Class, float Score, IReadOnlyDictionary<string, float> Probabilities, float Anomaly, bool IsAnomalous)
+public sealed record Prediction(ThreatClass Class, float Score, IReadOnlyDictionary<string, float> Probabilities, float Anomaly, bool IsAnomalous)
 {
     public bool Flagged(float threshold) => Class != ThreatClass.Benign && Score >= threshold;
 }
@@ -117,7 +117,7 @@ public sealed class DetectionModel
         // A model that loads but cannot score is as bad as a corrupt one: prove it on a zero vector.
         try
         {
-            model.Predict([new EntityFeatures("user", "probe", DateTime.UnixEpoch, new float[FeatureSet.Count])]);
+            model.Predict([new EntityFeatures(EntityRef.User("probe"), DateTime.UnixEpoch, new float[FeatureSet.Count])]);
         }
         catch (Exception ex) when (ex is not ModelLoadException)
         {
@@ -178,7 +178,7 @@ public sealed class DetectionModel
             }
 
             var anomaly = anomalies[i].Score;
-            result[i] = new Prediction(_slotClasses[best], classes[i].Score[best], probabilities, anomaly, anomaly > Card.AnomalyThreshold);
+            result[i] = new Prediction(ThreatClasses.Parse(_slotClasses[best]), classes[i].Score[best], probabilities, anomaly, anomaly > Card.AnomalyThreshold);
         }
 
         return result;

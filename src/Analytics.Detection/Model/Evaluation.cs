@@ -26,12 +26,12 @@ public sealed record EvaluationReport(
 /// <summary>Per-class precision/recall/F1/PR-AUC, per-variant recall and time to detect, FPR on legitimate users.</summary>
 public static class Evaluator
 {
-    public sealed record Scored(LabelledRow Row, string Predicted, IReadOnlyDictionary<string, float>? Probabilities);
+    public sealed record Scored(LabelledRow Row, ThreatClass Predicted, IReadOnlyDictionary<string, float>? Probabilities);
 
     public static DetectorMetrics Measure(string detector, IReadOnlyList<Scored> rows, string? heldOutVariant)
     {
         var classes = new List<ClassMetrics>();
-        foreach (var cls in ThreatClass.All)
+        foreach (var cls in ThreatClasses.All)
         {
             var tp = rows.Count(r => r.Predicted == cls && r.Row.Class == cls);
             var fp = rows.Count(r => r.Predicted == cls && r.Row.Class != cls);
@@ -40,17 +40,17 @@ public static class Evaluator
             var recall = tp + fn == 0 ? 0 : tp / (double)(tp + fn);
             var f1 = precision + recall == 0 ? 0 : 2 * precision * recall / (precision + recall);
             double? prAuc = rows.All(r => r.Probabilities is not null)
-                ? AveragePrecision(rows.Select(r => (r.Probabilities!.GetValueOrDefault(cls), r.Row.Class == cls)))
+                ? AveragePrecision(rows.Select(r => (r.Probabilities!.GetValueOrDefault(cls.ToText()), r.Row.Class == cls)))
                 : null;
-            classes.Add(new ClassMetrics(cls, tp + fn, precision, recall, f1, prAuc));
+            classes.Add(new ClassMetrics(cls.ToText(), tp + fn, precision, recall, f1, prAuc));
         }
 
         var variants = rows.Where(r => r.Row.IsMalicious)
-            .GroupBy(r => (r.Row.Variant.Length == 0 ? r.Row.Class : r.Row.Variant, r.Row.Class))
+            .GroupBy(r => (r.Row.Variant.Length == 0 ? r.Row.Class.ToText() : r.Row.Variant, r.Row.Class.ToText()))
             .OrderBy(g => g.Key.Item2, StringComparer.Ordinal).ThenBy(g => g.Key.Item1, StringComparer.Ordinal)
             .Select(g =>
             {
-                var entities = g.GroupBy(r => (r.Row.Features.EntityKind, r.Row.Features.Entity)).ToList();
+                var entities = g.GroupBy(r => r.Row.Features.Entity).ToList();
                 var detected = entities.Count(e => e.Any(r => r.Predicted != ThreatClass.Benign));
                 var minutes = g.GroupBy(r => r.Row.Campaign)
                     .Select(c =>
@@ -75,7 +75,7 @@ public static class Evaluator
             })
             .ToList();
 
-        var legitimateUsers = rows.Where(r => r.Row.Features.EntityKind == "user" && !r.Row.IsMalicious)
+        var legitimateUsers = rows.Where(r => r.Row.Features.Entity.Kind == EntityKind.User && !r.Row.IsMalicious)
             .GroupBy(r => r.Row.Features.Entity).ToList();
         var flaggedUsers = legitimateUsers.Count(u => u.Any(r => r.Predicted != ThreatClass.Benign));
         var malicious = rows.Where(r => r.Row.IsMalicious).ToList();

@@ -58,7 +58,7 @@ public static class ModelTrainer
         var inputs = train.Select(r => new ModelInput
         {
             Features = r.Features.Values,
-            Label = r.Class,
+            Label = r.Class.ToText(),
             Weight = (float)(train.Count / (double)(counts.Count * counts[r.Class])),
         }).ToList();
         var data = ml.Data.LoadFromEnumerable(inputs, ModelInput.Schema());
@@ -81,7 +81,7 @@ public static class ModelTrainer
 
         // Anomaly model: what benign behaviour looks like, so that the never-labelled stands out.
         var benign = ml.Data.LoadFromEnumerable(
-            train.Where(r => r.Class == ThreatClass.Benign).Select(r => new ModelInput { Features = r.Features.Values, Label = r.Class }), ModelInput.Schema());
+            train.Where(r => r.Class == ThreatClass.Benign).Select(r => new ModelInput { Features = r.Features.Values, Label = r.Class.ToText() }), ModelInput.Schema());
         // The PCA rank cannot exceed the dimensions benign traffic actually varies in.
         var benignList = train.Where(r => r.Class == ThreatClass.Benign).ToList();
         var varying = Enumerable.Range(0, FeatureSet.Count).Count(i => benignList.Select(r => r.Features.Values[i]).Distinct().Skip(1).Any());
@@ -111,7 +111,7 @@ public static class ModelTrainer
             AnomalyThreshold = threshold,
             FlagThreshold = options.FlagThreshold,
             BenignMedians = medians,
-            TrainingRowsPerClass = counts,
+            TrainingRowsPerClass = counts.ToDictionary(c => c.Key.ToText(), c => c.Value),
             HeldOutVariant = options.HoldOutVariant,
             DataDescription = options.DataDescription,
             Split = split,
@@ -143,7 +143,7 @@ public static class ModelTrainer
         var test = new List<LabelledRow>();
         foreach (var r in rows)
         {
-            var trainEntity = Bucket(r.Features.EntityKind + ":" + r.Features.Entity, options.Seed) < options.TrainEntityShare;
+            var trainEntity = Bucket(r.Features.Entity.ToString(), options.Seed) < options.TrainEntityShare;
             var heldOut = options.HoldOutVariant is not null && r.Variant == options.HoldOutVariant;
             if (trainEntity && r.Features.AsOf < cut)
             {
@@ -174,7 +174,7 @@ public static class ModelTrainer
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         foreach (var r in rows)
         {
-            h.AppendData(Encoding.UTF8.GetBytes(r.Features.Entity + "|" + r.Class + "|" + r.Features.AsOf.Ticks.ToString(CultureInfo.InvariantCulture)));
+            h.AppendData(Encoding.UTF8.GetBytes(r.Features.Entity.Name + "|" + r.Class.ToText() + "|" + r.Features.AsOf.Ticks.ToString(CultureInfo.InvariantCulture)));
         }
 
         return Convert.ToHexStringLower(h.GetHashAndReset())[..8];

@@ -5,7 +5,7 @@ using Analytics.Store;
 namespace Analytics.Detection.Model;
 
 /// <summary>One labelled feature vector: an entity at a point in time.</summary>
-public sealed record LabelledRow(EntityFeatures Features, string Class, string Variant, string Campaign)
+public sealed record LabelledRow(EntityFeatures Features, ThreatClass Class, string Variant, string Campaign)
 {
     /// <summary>When the labelled malicious activity began (for time-to-detect), if known.</summary>
     public DateTime? MaliciousFrom { get; init; }
@@ -14,7 +14,7 @@ public sealed record LabelledRow(EntityFeatures Features, string Class, string V
 }
 
 /// <summary>A ground-truth interval for one entity.</summary>
-public sealed record GroundTruth(string EntityKind, string Entity, string Class, string Variant, string Campaign, DateTime? From, DateTime? To);
+public sealed record GroundTruth(EntityRef Entity, string Class, string Variant, string Campaign, DateTime? From, DateTime? To);
 
 /// <summary>
 /// Builds labelled rows from the store: feature vectors at regular evaluation points over the span of
@@ -43,7 +43,7 @@ public sealed class TrainingSetBuilder
     {
         var result = await _store.QueryAsync(LabelsSql, null, cancellationToken);
         return result.Rows.Select(r => new GroundTruth(
-            (string)r[0]!, (string)r[1]!, (string)r[2]!, (string)r[4]!, (string)r[3]!,
+            new EntityRef(EntityKinds.Parse((string)r[0]!), (string)r[1]!), (string)r[2]!, (string)r[4]!, (string)r[3]!,
             r[5] as DateTime?, r[6] as DateTime?)).ToList();
     }
 
@@ -68,7 +68,7 @@ public sealed class TrainingSetBuilder
         {
             foreach (var f in await _features.ReadAsync(t, t - step, cancellationToken))
             {
-                var (cls, variant, campaign, from) = LabelOf(truth, f.EntityKind, f.Entity, t);
+                var (cls, variant, campaign, from) = LabelOf(truth, f.Entity, t);
                 rows.Add(new LabelledRow(f, cls, variant, campaign) { MaliciousFrom = from });
             }
 
@@ -78,22 +78,22 @@ public sealed class TrainingSetBuilder
         return rows;
     }
 
-    internal static Dictionary<(string Kind, string Entity), List<GroundTruth>> Index(IEnumerable<GroundTruth> labels)
+    internal static Dictionary<EntityRef, List<GroundTruth>> Index(IEnumerable<GroundTruth> labels)
     {
-        var index = new Dictionary<(string, string), List<GroundTruth>>();
+        var index = new Dictionary<EntityRef, List<GroundTruth>>();
         foreach (var g in labels)
         {
-            Add(index, (g.EntityKind, g.Entity), g);
-            if (g.EntityKind == "ip" && NetworkOf(g.Entity) is { } net)
+            Add(index, g.Entity, g);
+            if (g.Entity.Kind == EntityKind.Ip && NetworkOf(g.Entity.Name) is { } net)
             {
-                Add(index, ("net", net), g);
+                Add(index, new EntityRef(EntityKind.Net, net), g);
             }
         }
 
         return index;
     }
 
-    private static void Add(Dictionary<(string, string), List<GroundTruth>> index, (string, string) key, GroundTruth g)
+    private static void Add(Dictionary<EntityRef, List<GroundTruth>> index, EntityRef key, GroundTruth g)
     {
         if (!index.TryGetValue(key, out var list))
         {
@@ -104,17 +104,17 @@ public sealed class TrainingSetBuilder
     }
 
     /// <summary>The class of an entity at <paramref name="t"/>: a malicious interval overlapping the hour before t wins.</summary>
-    internal static (string Class, string Variant, string Campaign, DateTime? From) LabelOf(
-        Dictionary<(string Kind, string Entity), List<GroundTruth>> truth, string kind, string entity, DateTime t)
+    internal static (ThreatClass Class, string Variant, string Campaign, DateTime? From) LabelOf(
+        Dictionary<EntityRef, List<GroundTruth>> truth, EntityRef entity, DateTime t)
     {
-        if (!truth.TryGetValue((kind, entity), out var list))
+        if (!truth.TryGetValue(entity, out var list))
         {
             return (ThreatClass.Benign, "", "", null);
         }
 
         foreach (var g in list)
         {
-            var cls = ThreatClass.FromLabel(g.Class);
+            var cls = ThreatClasses.FromLabel(g.Class);
             if (cls == ThreatClass.Benign)
             {
                 continue;
@@ -128,7 +128,7 @@ public sealed class TrainingSetBuilder
             }
         }
 
-        var benign = list.FirstOrDefault(g => ThreatClass.FromLabel(g.Class) == ThreatClass.Benign);
+        var benign = list.FirstOrDefault(g => ThreatClasses.FromLabel(g.Class) == ThreatClass.Benign);
         return (ThreatClass.Benign, benign?.Variant ?? "", benign?.Campaign ?? "", null);
     }
 

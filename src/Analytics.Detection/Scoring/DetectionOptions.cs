@@ -5,6 +5,8 @@ namespace Analytics.Detection.Scoring;
 /// <summary>The scorer inside <c>serve</c> (section <c>Detection</c>).</summary>
 public sealed class DetectionOptions
 {
+    public const string SectionName = "Detection";
+
     /// <summary>Pause between scoring passes. Default 5 s.</summary>
     [Range(typeof(TimeSpan), "00:00:00.100", "01:00:00")]
     public TimeSpan ScoreInterval { get; set; } = TimeSpan.FromSeconds(5);

@@ -1,18 +1,18 @@
 using Analytics.Store;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace Analytics.Detection.Scoring;
 
 public static class DetectionServices
 {
     /// <summary>Registers the model provider, the scorer (handing verdicts to every <see cref="IVerdictListener"/>) and its loop.</summary>
-    public static IServiceCollection AddDetection(this IServiceCollection services, IConfiguration configuration, string node)
+    public static IServiceCollection AddDetection(this IServiceCollection services, string node)
     {
-        var options = configuration.GetSection("Detection").Get<DetectionOptions>() ?? new DetectionOptions();
-        services.AddSingleton(options);
-        services.AddSingleton(sp => new ModelProvider(options.ResolveModelDirectory(), sp.GetRequiredService<ILoggerFactory>().CreateLogger("Analytics.Detection")));
+        services.AddSectionOptions<DetectionOptions>(DetectionOptions.SectionName);
+        services.AddSingleton(sp => new ModelProvider(sp.GetRequiredService<IOptions<DetectionOptions>>().Value.ResolveModelDirectory(),
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger("Analytics.Detection")));
         services.AddSingleton(sp => new Scorer(sp.GetRequiredService<IClickHouseStore>(), sp.GetRequiredService<ModelProvider>(),
             sp.GetServices<IVerdictListener>(), sp.GetRequiredService<ILoggerFactory>().CreateLogger("Analytics.Detection"), node));
         services.AddSingleton<ScorerService>();

@@ -46,7 +46,7 @@ public static class Explainer
         {
             var (e, i) = owners[p];
             var cls = predictions[e].Class;
-            drops[e].Add((i, predictions[e].Probabilities[cls] - what[p].Probabilities[cls]));
+            drops[e].Add((i, predictions[e].Probabilities[cls.ToText()] - what[p].Probabilities[cls.ToText()]));
         }
 
         return entities.Select((entity, e) =>
@@ -83,7 +83,7 @@ public static class Explainer
     }
 
     /// <summary>The reasons the rules fired, for verdicts given without a model.</summary>
-    public static IReadOnlyList<string> ExplainRules(EntityFeatures f, string cls) => cls switch
+    public static IReadOnlyList<string> ExplainRules(EntityFeatures f, ThreatClass cls) => cls switch
     {
         ThreatClass.BruteForce => [Reason(f, FeatureSet.Index("auth_failures_10m"))],
         ThreatClass.Harvester => [Reason(f, FeatureSet.Index("rcpt_unknown_10m"))],

@@ -28,7 +28,7 @@ public sealed partial class Scorer
     private readonly IReadOnlyList<IVerdictListener> _listeners;
     private readonly ILogger _logger;
     private readonly string _node;
-    private readonly HashSet<(string, string)> _flagged = [];
+    private readonly HashSet<EntityRef> _flagged = [];
     private DateTime? _lastPass;
 
     public Scorer(IClickHouseStore store, ModelProvider models, IEnumerable<IVerdictListener> listeners, ILogger logger, string node)
@@ -54,7 +54,7 @@ public sealed partial class Scorer
         var written = new List<Verdict>();
         foreach (var v in verdicts)
         {
-            var key = (v.EntityKind, v.Entity);
+            var key = v.Entity;
             if (v.Flagged || v.Anomalous)
             {
                 _flagged.Add(key);
@@ -97,7 +97,7 @@ public sealed partial class Scorer
         {
             var p = predictions[i];
             var flagged = p.Flagged(model.Card.FlagThreshold);
-            list.Add(new Verdict(asOf, entities[i].EntityKind, entities[i].Entity, flagged ? p.Class : ThreatClass.Benign, p.Score,
+            list.Add(new Verdict(asOf, entities[i].Entity, flagged ? p.Class : ThreatClass.Benign, p.Score,
                 p.Probabilities, p.Anomaly, p.IsAnomalous, flagged, reasonOf.GetValueOrDefault(i) ?? [], model.Version));
         }
 
@@ -109,8 +109,8 @@ public sealed partial class Scorer
         {
             var cls = BaselineRules.Classify(f);
             var flagged = cls != ThreatClass.Benign;
-            return new Verdict(asOf, f.EntityKind, f.Entity, cls, flagged ? 1f : 0f,
-                new Dictionary<string, float> { [cls] = 1f }, 0, false, flagged, Explainer.ExplainRules(f, cls), "rules");
+            return new Verdict(asOf, f.Entity, cls, flagged ? 1f : 0f,
+                new Dictionary<string, float> { [cls.ToText()] = 1f }, 0, false, flagged, Explainer.ExplainRules(f, cls), "rules");
         }).ToList();
 
     private static byte[] Encode(IReadOnlyList<Verdict> verdicts, string node)
@@ -119,9 +119,9 @@ public sealed partial class Scorer
         foreach (var v in verdicts)
         {
             Int64(w, new DateTimeOffset(v.ScoredAt).ToUnixTimeMilliseconds());
-            Byte(w, v.EntityKind switch { "user" => 1, "ip" => 2, _ => 3 });
-            Str(w, v.Entity);
-            Str(w, v.Class);
+            Byte(w, (int)v.Entity.Kind);
+            Str(w, v.Entity.Name);
+            Str(w, v.Class.ToText());
             Float(w, v.Score);
             VarUInt(w, (ulong)v.Probabilities.Count);
             foreach (var (k, p) in v.Probabilities)

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace Analytics.Detection.Scoring;
 
@@ -11,10 +12,10 @@ public sealed partial class ScorerService : BackgroundService
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
 
-    public ScorerService(Scorer scorer, DetectionOptions options, TimeProvider time, ILogger<ScorerService> logger)
+    public ScorerService(Scorer scorer, IOptions<DetectionOptions> options, TimeProvider time, ILogger<ScorerService> logger)
     {
         _scorer = scorer;
-        _options = options;
+        _options = options.Value;
         _time = time;
         _logger = logger;
     }

@@ -84,7 +84,7 @@ public sealed partial class ReviewActions
         """;
 
     private const string FlaggedSpanSql = """
-        SELECT min(scored_at), max(scored_at), argMax(class, scored_at), count()
+        SELECT min(scored_at) AS first, argMax(class, scored_at) AS class, count() AS verdicts
         FROM verdicts
         WHERE entity_kind = {kind:String} AND entity = {entity:String} AND flagged
         """;
@@ -112,7 +112,7 @@ public sealed partial class ReviewActions
             throw new ActionRefusedException("The action must be confirm, dismiss, limit or release.");
         }
 
-        if (!EntityRef.TryParse((request.Kind ?? "") + ":" + (request.Entity ?? ""), out var entity) || entity.Kind != request.Kind?.Trim())
+        if (!EntityKinds.TryParse(request.Kind?.Trim(), out var kind) || !EntityRef.TryCreate(kind, request.Entity ?? "", out var entity))
         {
             throw new ActionRefusedException("The entity must be a kind (user, ip, net) and a name.");
         }
@@ -136,7 +136,7 @@ public sealed partial class ReviewActions
         {
             case "confirm":
                 labelClass = string.IsNullOrWhiteSpace(request.Class) ? span.Class : request.Class.Trim().ToLowerInvariant();
-                if (string.IsNullOrEmpty(labelClass) || labelClass == "benign")
+                if (!ThreatClasses.TryParse(labelClass, out var confirmed) || confirmed == ThreatClass.Benign)
                 {
                     throw new ActionRefusedException("Confirm needs the class being confirmed (harvester, brute_force, compromised, …); this entity has no flagged verdict to take it from.");
                 }
@@ -149,7 +149,7 @@ public sealed partial class ReviewActions
                 };
                 break;
             case "dismiss":
-                labelClass = "benign";
+                labelClass = ThreatClass.Benign.ToText();
                 change = request.AllowlistDays is > 0 and var days
                     ? new LimitOverride(entity, OverrideKind.Allow, reason, reviewer, now.AddDays(Math.Min(days, 3650)))
                     : new LimitOverride(entity, OverrideKind.Release, reason, reviewer);
@@ -167,22 +167,22 @@ public sealed partial class ReviewActions
         var details = JsonSerializer.Serialize(new ActionDetails(change.Kind.ToString().ToLowerInvariant(), change.ExpiresAt, change.MessagesPerMinute,
             change.RecipientsPerHour, change.RecipientsPerMessage, change.Tarpit?.TotalSeconds, labelClass), ReviewJson.Default.ActionDetails);
         await _store.ExecuteAsync(InsertAction, QueryParameters.Of(
-            ("id", id.ToString()), ("at", now), ("reviewer", reviewer), ("action", action), ("kind", entity.Kind), ("entity", entity.Name),
+            ("id", id.ToString()), ("at", now), ("reviewer", reviewer), ("action", action), ("kind", entity.Kind.ToText()), ("entity", entity.Name),
             ("class", labelClass ?? ""), ("reason", reason), ("details", details)), cancellationToken);
 
-        if (labelClass is not null && entity.Kind != EntityKinds.Net)
+        if (labelClass is not null && entity.Kind != EntityKind.Net)
         {
             // A confirmed label covers the flagged span (from an hour before the first flag: the
             // features look back an hour); a dismissal is benign without an interval.
-            var malicious = labelClass != "benign";
+            var malicious = labelClass != ThreatClass.Benign.ToText();
             await _store.ExecuteAsync(InsertLabel, QueryParameters.Of(
-                ("kind", entity.Kind), ("entity", entity.Name), ("ip", entity.Kind == EntityKinds.Ip ? entity.Name : "::"), ("class", labelClass),
+                ("kind", entity.Kind.ToText()), ("entity", entity.Name), ("ip", entity.Kind == EntityKind.Ip ? entity.Name : "::"), ("class", labelClass),
                 ("from", malicious ? (span.First ?? now).AddHours(-1) : null), ("to", malicious ? now : null),
                 ("run", "review:" + id.ToString("N")), ("at", now)), cancellationToken);
         }
 
         LogAction(_logger, reviewer, action, entity.ToString(), reason);
-        return new ActionResult(id, action, entity.Kind, entity.Name, Evidence.ReviewQueries.StatusOf(action), labelClass, Evidence.ReviewQueries.View(limit));
+        return new ActionResult(id, action, entity.Kind.ToText(), entity.Name, Evidence.ReviewQueries.StatusOf(action), labelClass, Evidence.ReviewQueries.View(limit));
     }
 
     private static LimitOverride Manual(EntityRef entity, ActionRequest r, string reason, string reviewer, DateTime now)
@@ -203,9 +203,11 @@ public sealed partial class ReviewActions
 
     private async Task<(DateTime? First, string Class)> FlaggedSpanAsync(EntityRef entity, CancellationToken cancellationToken)
     {
-        var r = (await _store.QueryAsync(FlaggedSpanSql, QueryParameters.Of(("kind", entity.Kind), ("entity", entity.Name)), cancellationToken)).Rows[0];
-        return (ulong)r[3]! == 0 ? (null, "") : ((DateTime)r[0]!, (string)r[2]!);
+        var span = await _store.QueryFirstOrDefaultAsync<FlaggedSpan>(FlaggedSpanSql, QueryParameters.Of(("kind", entity.Kind.ToText()), ("entity", entity.Name)), cancellationToken);
+        return span is null || span.Verdicts == 0 ? (null, "") : (span.First, span.Class);
     }
+
+    private sealed record FlaggedSpan(DateTime First, string Class, ulong Verdicts);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Review: {Reviewer} {Action} {Entity}: {Reason}")]
     private static partial void LogAction(ILogger logger, string reviewer, string action, string entity, string reason);

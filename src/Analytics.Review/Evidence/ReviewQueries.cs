@@ -38,7 +38,7 @@ public sealed class ReviewQueries
         """;
 
     private const string VerdictsSql = """
-        SELECT scored_at, class, toFloat64(score), toFloat64(anomaly), flagged, reasons, model_version
+        SELECT scored_at, class, toFloat64(score) AS score, toFloat64(anomaly) AS anomaly, flagged, reasons, model_version
         FROM verdicts
         WHERE entity_kind = {kind:String} AND entity = {entity:String}
         ORDER BY scored_at DESC
@@ -46,22 +46,22 @@ public sealed class ReviewQueries
         """;
 
     private const string LastActivitySql = """
-        SELECT max(minute), count() FROM activity WHERE entity_kind = {kind:String} AND entity = {entity:String}
+        SELECT max(minute) AS last, count() AS minutes FROM activity WHERE entity_kind = {kind:String} AND entity = {entity:String}
         """;
 
     // The hour before the anchor against the usual hour of the 7 days before it (the entity's own
     // baseline, averaged over the hours since its activity began in that span).
     private const string BaselineSql = """
         SELECT
-            sumIf(messages, minute >= {hour:DateTime}), sumIf(messages, minute < {hour:DateTime}),
-            sumIf(rcpt, minute >= {hour:DateTime}), sumIf(rcpt, minute < {hour:DateTime}),
-            uniqMergeIf(recipients, minute >= {hour:DateTime}), uniqMergeIf(recipients, minute < {hour:DateTime}),
-            sumIf(rcpt_rejected, minute >= {hour:DateTime}), sumIf(rcpt_rejected, minute < {hour:DateTime}),
-            sumIf(rcpt_unknown, minute >= {hour:DateTime}), sumIf(rcpt_unknown, minute < {hour:DateTime}),
-            sumIf(auth_attempts, minute >= {hour:DateTime}), sumIf(auth_attempts, minute < {hour:DateTime}),
-            sumIf(auth_failures, minute >= {hour:DateTime}), sumIf(auth_failures, minute < {hour:DateTime}),
-            uniqMergeIf(sessions, minute >= {hour:DateTime}), uniqMergeIf(sessions, minute < {hour:DateTime}),
-            uniqMergeIf(ips, minute >= {hour:DateTime}), uniqMergeIf(ips, minute < {hour:DateTime}),
+            sumIf(messages, minute >= {hour:DateTime}) AS messages_last, sumIf(messages, minute < {hour:DateTime}) AS messages_before,
+            sumIf(rcpt, minute >= {hour:DateTime}) AS rcpt_last, sumIf(rcpt, minute < {hour:DateTime}) AS rcpt_before,
+            uniqMergeIf(recipients, minute >= {hour:DateTime}) AS recipients_last, uniqMergeIf(recipients, minute < {hour:DateTime}) AS recipients_before,
+            sumIf(rcpt_rejected, minute >= {hour:DateTime}) AS rejected_last, sumIf(rcpt_rejected, minute < {hour:DateTime}) AS rejected_before,
+            sumIf(rcpt_unknown, minute >= {hour:DateTime}) AS unknown_last, sumIf(rcpt_unknown, minute < {hour:DateTime}) AS unknown_before,
+            sumIf(auth_attempts, minute >= {hour:DateTime}) AS auth_last, sumIf(auth_attempts, minute < {hour:DateTime}) AS auth_before,
+            sumIf(auth_failures, minute >= {hour:DateTime}) AS auth_failures_last, sumIf(auth_failures, minute < {hour:DateTime}) AS auth_failures_before,
+            uniqMergeIf(sessions, minute >= {hour:DateTime}) AS sessions_last, uniqMergeIf(sessions, minute < {hour:DateTime}) AS sessions_before,
+            uniqMergeIf(ips, minute >= {hour:DateTime}) AS ips_last, uniqMergeIf(ips, minute < {hour:DateTime}) AS ips_before,
             greatest(1, dateDiff('hour', minIf(minute, minute < {hour:DateTime}), {hour:DateTime})) AS hours
         FROM activity
         WHERE entity_kind = {kind:String} AND entity = {entity:String}
@@ -69,7 +69,7 @@ public sealed class ReviewQueries
         """;
 
     private const string TimelineSql = """
-        SELECT minute, sum(messages), sum(rcpt), sum(auth_failures), sum(rcpt_rejected)
+        SELECT minute, sum(messages) AS messages, sum(rcpt) AS recipients, sum(auth_failures) AS auth_failures, sum(rcpt_rejected) AS rejected_rcpts
         FROM activity
         WHERE entity_kind = {kind:String} AND entity = {entity:String}
           AND minute >= {from:DateTime} AND minute < {to:DateTime}
@@ -86,8 +86,8 @@ public sealed class ReviewQueries
         """;
 
     private const string SessionsSql = """
-        SELECT session_id, toString(any(role)), replaceOne(IPv6NumToString(any(client_ip)), '::ffff:', ''),
-               anyIf(user, user != ''), min(ts), max(ts)
+        SELECT session_id, toString(any(role)) AS session_role, replaceOne(IPv6NumToString(any(client_ip)), '::ffff:', '') AS client,
+               anyIf(user, user != '') AS account, min(ts) AS first_ts, max(ts) AS last_ts
         FROM events
         WHERE {predicate} AND ts >= {from:DateTime64(3)}
         GROUP BY session_id
@@ -96,7 +96,7 @@ public sealed class ReviewQueries
         """;
 
     private const string SessionEventsSql = """
-        SELECT session_id, ts, toString(kind), toString(outcome), reply_code, status, user, sender, recipient, detail
+        SELECT session_id, ts, toString(kind) AS kind, toString(outcome) AS outcome, reply_code, status, user, sender, recipient, detail
         FROM events
         WHERE session_id IN {ids:Array(UInt64)} AND ts >= {from:DateTime64(3)}
         ORDER BY session_id, ts
@@ -104,7 +104,7 @@ public sealed class ReviewQueries
         """;
 
     private const string ActionsSql = """
-        SELECT id, at, reviewer, toString(action), class, reason, details
+        SELECT id, at, reviewer, toString(action) AS action, class, reason, details
         FROM review_actions
         WHERE entity_kind = {kind:String} AND entity = {entity:String}
         ORDER BY at DESC
@@ -126,11 +126,8 @@ public sealed class ReviewQueries
 
     public async Task<QueuePage> QueueAsync(QueueFilter filter, CancellationToken cancellationToken = default)
     {
-        var result = await _store.QueryAsync(QueueSql, QueryParameters.Of(
+        var all = await _store.QueryListAsync<QueueItem>(QueueSql, QueryParameters.Of(
             ("from", filter.From), ("to", filter.To), ("status", filter.Status ?? "")), cancellationToken);
-        var all = result.Rows.Select(r => new QueueItem(
-            (string)r[0]!, (string)r[1]!, (string)r[2]!, (double)r[3]!, (double)r[4]!, (DateTime)r[5]!, (DateTime)r[6]!,
-            (long)(ulong)r[7]!, (string)r[8]!, (string)r[9]!, r[10] as DateTime?)).ToList();
         var counts = all.GroupBy(i => i.Class).OrderBy(g => g.Key, StringComparer.Ordinal)
             .ToDictionary(g => g.Key, g => (long)g.Count(), StringComparer.Ordinal);
         var items = all.Where(i => string.IsNullOrEmpty(filter.Class) || i.Class == filter.Class).Take(filter.Limit).ToList();
@@ -139,10 +136,8 @@ public sealed class ReviewQueries
 
     public async Task<EntityEvidence> EntityAsync(EntityRef entity, CancellationToken cancellationToken = default)
     {
-        var key = QueryParameters.Of(("kind", entity.Kind), ("entity", entity.Name));
-        var verdicts = (await _store.QueryAsync(VerdictsSql, key, cancellationToken)).Rows.Select(r => new VerdictRow(
-            (DateTime)r[0]!, (string)r[1]!, (double)r[2]!, (double)r[3]!, (bool)r[4]!,
-            ((object?[])r[5]!).Select(x => (string)x!).ToList(), (string)r[6]!)).ToList();
+        var key = QueryParameters.Of(("kind", entity.Kind.ToText()), ("entity", entity.Name));
+        var verdicts = await _store.QueryListAsync<VerdictRow>(VerdictsSql, key, cancellationToken);
 
         // Everything is shown around the latest flagged verdict (or the latest activity): that is what the reviewer judges.
         var anchor = verdicts.FirstOrDefault(v => v.Flagged)?.ScoredAt ?? (verdicts.Count > 0 ? verdicts[0].ScoredAt : (DateTime?)null)
@@ -152,21 +147,18 @@ public sealed class ReviewQueries
         var timelineFrom = timelineTo.AddHours(-3);
 
         var baseline = await BaselineAsync(entity, anchor, cancellationToken);
-        var timeline = (await _store.QueryAsync(TimelineSql, QueryParameters.Of(
-                ("kind", entity.Kind), ("entity", entity.Name), ("from", timelineFrom), ("to", timelineTo)), cancellationToken))
-            .Rows.Select(r => new MinutePoint((DateTime)r[0]!, (long)(ulong)r[1]!, (long)(ulong)r[2]!, (long)(ulong)r[3]!, (long)(ulong)r[4]!)).ToList();
+        var timeline = await _store.QueryListAsync<MinutePoint>(TimelineSql, QueryParameters.Of(
+            ("kind", entity.Kind.ToText()), ("entity", entity.Name), ("from", timelineFrom), ("to", timelineTo)), cancellationToken);
         var sessions = await SessionsAsync(entity, anchor.AddHours(-24), cancellationToken);
         var actions = await ActionsAsync(entity, cancellationToken);
         var history = await _limits.HistoryAsync(entity, 20, cancellationToken);
         var status = actions.Count == 0 ? ReviewStatus.Open : StatusOf(actions[0].Action);
-        return new EntityEvidence(entity.Kind, entity.Name, status, verdicts, baseline, timelineFrom, timelineTo, timeline, sessions,
+        return new EntityEvidence(entity.Kind.ToText(), entity.Name, status, verdicts, baseline, timelineFrom, timelineTo, timeline, sessions,
             View(_limits.Current(entity)), history.Select(View).ToList(), actions);
     }
 
     public async Task<IReadOnlyList<ActionRow>> ActionsAsync(EntityRef entity, CancellationToken cancellationToken = default) =>
-        (await _store.QueryAsync(ActionsSql, QueryParameters.Of(("kind", entity.Kind), ("entity", entity.Name)), cancellationToken))
-            .Rows.Select(r => new ActionRow(Guid.Parse((string)r[0]!), (DateTime)r[1]!, (string)r[2]!, (string)r[3]!, (string)r[4]!, (string)r[5]!, (string)r[6]!))
-            .ToList();
+        await _store.QueryListAsync<ActionRow>(ActionsSql, QueryParameters.Of(("kind", entity.Kind.ToText()), ("entity", entity.Name)), cancellationToken);
 
     public static string StatusOf(string action) => action switch
     {
@@ -183,49 +175,70 @@ public sealed class ReviewQueries
 
     private async Task<DateTime?> LastActivityAsync(QueryParameters key, CancellationToken cancellationToken)
     {
-        var r = await _store.QueryAsync(LastActivitySql, key, cancellationToken);
-        return (ulong)r.Rows[0][1]! == 0 ? null : (DateTime)r.Rows[0][0]!;
+        var activity = await _store.QueryFirstOrDefaultAsync<LastActivity>(LastActivitySql, key, cancellationToken);
+        return activity is null || activity.Minutes == 0 ? null : activity.Last;
     }
 
     private async Task<IReadOnlyList<BaselineRow>> BaselineAsync(EntityRef entity, DateTime anchor, CancellationToken cancellationToken)
     {
         var hour = anchor.AddHours(-1);
-        var r = (await _store.QueryAsync(BaselineSql, QueryParameters.Of(
-            ("kind", entity.Kind), ("entity", entity.Name), ("hour", hour), ("since", hour.AddDays(-7)), ("anchor", anchor)), cancellationToken)).Rows[0];
-        var hours = Convert.ToDouble(r[18], System.Globalization.CultureInfo.InvariantCulture);
-        string[] names = ["messages", "recipients (RCPT)", "distinct recipients", "rejected RCPTs", "unknown recipients (5.1.1)", "AUTH attempts", "AUTH failures", "sessions", "client IPs"];
-        return names.Select((name, i) => new BaselineRow(name,
-            Convert.ToDouble(r[2 * i], System.Globalization.CultureInfo.InvariantCulture),
-            Math.Round(Convert.ToDouble(r[(2 * i) + 1], System.Globalization.CultureInfo.InvariantCulture) / hours, 2))).ToList();
+        var b = await _store.QueryFirstOrDefaultAsync<BaselineSums>(BaselineSql, QueryParameters.Of(
+            ("kind", entity.Kind.ToText()), ("entity", entity.Name), ("hour", hour), ("since", hour.AddDays(-7)), ("anchor", anchor)), cancellationToken)
+            ?? throw new InvalidOperationException("The baseline query returned no row.");
+        BaselineRow Row(string name, double last, double before) => new(name, last, Math.Round(before / b.Hours, 2));
+        return
+        [
+            Row("messages", b.MessagesLast, b.MessagesBefore),
+            Row("recipients (RCPT)", b.RcptLast, b.RcptBefore),
+            Row("distinct recipients", b.RecipientsLast, b.RecipientsBefore),
+            Row("rejected RCPTs", b.RejectedLast, b.RejectedBefore),
+            Row("unknown recipients (5.1.1)", b.UnknownLast, b.UnknownBefore),
+            Row("AUTH attempts", b.AuthLast, b.AuthBefore),
+            Row("AUTH failures", b.AuthFailuresLast, b.AuthFailuresBefore),
+            Row("sessions", b.SessionsLast, b.SessionsBefore),
+            Row("client IPs", b.IpsLast, b.IpsBefore),
+        ];
     }
 
     private async Task<IReadOnlyList<SessionSummary>> SessionsAsync(EntityRef entity, DateTime from, CancellationToken cancellationToken)
     {
         var predicate = entity.Kind switch
         {
-            EntityKinds.User => UserPredicate,
-            EntityKinds.Ip => IpPredicate,
+            EntityKind.User => UserPredicate,
+            EntityKind.Ip => IpPredicate,
             _ => NetPredicate,
         };
-        if (entity.Kind == EntityKinds.Ip && !System.Net.IPAddress.TryParse(entity.Name, out _))
+        if (entity.Kind == EntityKind.Ip && !System.Net.IPAddress.TryParse(entity.Name, out _))
         {
             return [];
         }
 
-        var sessions = (await _store.QueryAsync(SessionsSql.Replace("{predicate}", predicate, StringComparison.Ordinal), QueryParameters.Of(
-                ("entity", entity.Name), ("from", from), ("sessions", 20)), cancellationToken))
-            .Rows.Select(r => (Id: (ulong)r[0]!, Role: (string)r[1]!, Ip: (string)r[2]!, User: (string)r[3]!, Start: (DateTime)r[4]!, End: (DateTime)r[5]!))
-            .ToList();
+        var sessions = await _store.QueryListAsync<SessionRow>(SessionsSql.Replace("{predicate}", predicate, StringComparison.Ordinal), QueryParameters.Of(
+            ("entity", entity.Name), ("from", from), ("sessions", 20)), cancellationToken);
         if (sessions.Count == 0)
         {
             return [];
         }
 
-        var events = (await _store.QueryAsync(SessionEventsSql, QueryParameters.Of(("ids", sessions.Select(s => s.Id).ToArray()), ("from", from)), cancellationToken))
-            .Rows.GroupBy(r => (ulong)r[0]!)
-            .ToDictionary(g => g.Key, g => (IReadOnlyList<SessionEvent>)g.Select(r => new SessionEvent(
-                (DateTime)r[1]!, (string)r[2]!, (string)r[3]!, (int)(ulong)r[4]!, (string)r[5]!, (string)r[6]!, (string)r[7]!, (string)r[8]!, (string)r[9]!)).ToList());
-        return sessions.Select(s => new SessionSummary(s.Id, s.Role, s.Ip, s.User, s.Start, s.End, events.GetValueOrDefault(s.Id) ?? [])).ToList();
+        var events = (await _store.QueryListAsync<SessionEventRow>(SessionEventsSql, QueryParameters.Of(("ids", sessions.Select(s => s.SessionId).ToArray()), ("from", from)), cancellationToken))
+            .GroupBy(r => r.SessionId)
+            .ToDictionary(g => g.Key, g => (IReadOnlyList<SessionEvent>)g.Select(r => r.Event).ToList());
+        return sessions.Select(s => new SessionSummary(s.SessionId, s.SessionRole, s.Client, s.Account, s.FirstTs, s.LastTs, events.GetValueOrDefault(s.SessionId) ?? [])).ToList();
+    }
+
+    private sealed record LastActivity(DateTime Last, ulong Minutes);
+
+    private sealed record BaselineSums(
+        double MessagesLast, double MessagesBefore, double RcptLast, double RcptBefore, double RecipientsLast, double RecipientsBefore,
+        double RejectedLast, double RejectedBefore, double UnknownLast, double UnknownBefore, double AuthLast, double AuthBefore,
+        double AuthFailuresLast, double AuthFailuresBefore, double SessionsLast, double SessionsBefore, double IpsLast, double IpsBefore, double Hours);
+
+    // Aliases differ from the column names: ClickHouse lets an alias shadow a column in WHERE.
+    private sealed record SessionRow(ulong SessionId, string SessionRole, string Client, string Account, DateTime FirstTs, DateTime LastTs);
+
+    private sealed record SessionEventRow(ulong SessionId, DateTime Ts, string Kind, string Outcome, int ReplyCode, string Status, string User, string Sender, string Recipient, string Detail)
+    {
+        public SessionEvent Event => new(Ts, Kind, Outcome, ReplyCode, Status, User, Sender, Recipient, Detail);
     }
 
     private static DateTime Minute(DateTime t) => new(t.Ticks - (t.Ticks % TimeSpan.TicksPerMinute), DateTimeKind.Utc);

@@ -1,7 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
 using Analytics.Store;
-using Analytics.Submission;
 
 namespace Analytics.Review.Reviewers;
 
@@ -24,12 +23,12 @@ public sealed record Reviewer(string Name, string Role, bool Enabled, DateTime C
 public sealed class ReviewerStore
 {
     private const string SelectOne = """
-        SELECT name, password_hash, toString(role), enabled, created_at, updated_at
+        SELECT name, password_hash, toString(role) AS role, enabled, created_at, updated_at
         FROM reviewers FINAL WHERE name = {name:String}
         """;
 
     private const string SelectAll = """
-        SELECT name, password_hash, toString(role), enabled, created_at, updated_at
+        SELECT name, password_hash, toString(role) AS role, enabled, created_at, updated_at
         FROM reviewers FINAL ORDER BY name
         """;
 
@@ -87,8 +86,8 @@ public sealed class ReviewerStore
 
     public async Task<IReadOnlyList<Reviewer>> ListAsync(CancellationToken cancellationToken = default)
     {
-        var result = await _store.QueryAsync(SelectAll, null, cancellationToken);
-        return result.Rows.Select(r => Read(r).Reviewer).ToList();
+        var rows = await _store.QueryListAsync<ReviewerRow>(SelectAll, null, cancellationToken);
+        return rows.ConvertAll(r => r.Reviewer);
     }
 
     public async Task<Reviewer?> GetAsync(string name, CancellationToken cancellationToken = default) =>
@@ -135,13 +134,13 @@ public sealed class ReviewerStore
             return null;
         }
 
-        var result = await _store.QueryAsync(SelectToken, QueryParameters.Of(("hash", HashToken(token))), cancellationToken);
-        if (result.Rows.Count == 0 || (bool)result.Rows[0][2]! || (result.Rows[0][1] is DateTime expires && expires <= _time.GetUtcNow().UtcDateTime))
+        var row = await _store.QueryFirstOrDefaultAsync<TokenRow>(SelectToken, QueryParameters.Of(("hash", HashToken(token))), cancellationToken);
+        if (row is null || row.Revoked || (row.ExpiresAt is { } expires && expires <= _time.GetUtcNow().UtcDateTime))
         {
             return null;
         }
 
-        var reviewer = await GetAsync((string)result.Rows[0][0]!, cancellationToken);
+        var reviewer = await GetAsync(row.Name, cancellationToken);
         return reviewer is { Enabled: true } ? reviewer : null;
     }
 
@@ -149,12 +148,16 @@ public sealed class ReviewerStore
 
     private async Task<(Reviewer Reviewer, string Hash)?> FindAsync(string name, CancellationToken cancellationToken)
     {
-        var result = await _store.QueryAsync(SelectOne, QueryParameters.Of(("name", name)), cancellationToken);
-        return result.Rows.Count == 0 ? null : Read(result.Rows[0]);
+        var row = await _store.QueryFirstOrDefaultAsync<ReviewerRow>(SelectOne, QueryParameters.Of(("name", name)), cancellationToken);
+        return row is null ? null : (row.Reviewer, row.PasswordHash);
     }
 
-    private static (Reviewer Reviewer, string Hash) Read(object?[] r) =>
-        (new Reviewer((string)r[0]!, (string)r[2]!, (bool)r[3]!, (DateTime)r[4]!, (DateTime)r[5]!), (string)r[1]!);
+    private sealed record ReviewerRow(string Name, string PasswordHash, string Role, bool Enabled, DateTime CreatedAt, DateTime UpdatedAt)
+    {
+        public Reviewer Reviewer => new(Name, Role, Enabled, CreatedAt, UpdatedAt);
+    }
+
+    private sealed record TokenRow(string Name, DateTime? ExpiresAt, bool Revoked);
 
     private Task WriteAsync(string name, string hash, string role, bool enabled, DateTime created, DateTime updated, CancellationToken cancellationToken) =>
         _store.ExecuteAsync(Insert, QueryParameters.Of(

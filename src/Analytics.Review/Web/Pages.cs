@@ -17,8 +17,8 @@ internal sealed record PageContext(string? Reviewer, string? Role, string CsrfTo
 /// </summary>
 internal static class Pages
 {
-    public static readonly string[] Classes = ["harvester", "brute_force", "compromised", "anomaly"];
-    private static readonly string[] ConfirmClasses = ["harvester", "brute_force", "compromised"];
+    public static readonly string[] Classes = [.. ThreatClasses.Malicious.Select(c => c.ToText()), "anomaly"];
+    private static readonly string[] ConfirmClasses = [.. ThreatClasses.Malicious.Select(c => c.ToText())];
 
     public static readonly string[] Ranges = ["1h", "6h", "24h", "7d", "30d"];
 

@@ -210,7 +210,7 @@ internal static class ReviewEndpoints
     private static bool TryEntity(string? kind, string? name, out EntityRef entity)
     {
         entity = default;
-        return !string.IsNullOrWhiteSpace(kind) && EntityKinds.IsValid(kind) && EntityRef.TryParse(kind + ":" + name, out entity) && entity.Kind == kind;
+        return EntityKinds.TryParse(kind?.Trim(), out var k) && EntityRef.TryCreate(k, name ?? "", out entity);
     }
 
     private static async Task<IResult> EntityPage(HttpContext http, IAntiforgery antiforgery, ReviewQueries queries, string? kind, string? name, string? done, CancellationToken cancellationToken)

@@ -29,7 +29,7 @@ public static class LiveSimulation
         var added = 0;
         foreach (var account in world.Accounts)
         {
-            if (!existing.Contains(UserStore.Normalize(account.Name)))
+            if (!existing.Contains(AccountName.Normalize(account.Name)))
             {
                 await users.AddAsync(account.Name, account.Password, cancellationToken);
                 added++;

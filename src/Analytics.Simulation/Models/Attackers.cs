@@ -56,7 +56,7 @@ internal sealed class Harvester : Campaign
     private readonly Account? _account;
 
     public Harvester(int index, string id, string variant, DateTimeOffset from, DateTimeOffset to, IPAddress[] addresses, Account? account)
-        : base(index, LabelClass.Harvester, id, variant, from, to)
+        : base(index, Behaviour.Harvester, id, variant, from, to)
     {
         _addresses = addresses;
         _account = account;
@@ -170,7 +170,7 @@ internal sealed class AuthAttacker : Campaign
         var first = (int)(fraction * _attempts.Count);
         var count = (int)Math.Ceiling(share * _attempts.Count);
         var attempts = _attempts.Skip(first).Take(count).ToList();
-        if (Class == LabelClass.Stuffing)
+        if (Class == Behaviour.Stuffing)
         {
             // Each IP tries at most three leaked pairs, once, at a random moment.
             for (var i = 0; i < attempts.Count; i += 3)
@@ -189,7 +189,7 @@ internal sealed class AuthAttacker : Campaign
         {
             var ip = _addresses[i / perSession % _addresses.Length];
             output.Add(Session(random, ip, t, attempts.Skip(i).Take(perSession)));
-            t = Class == LabelClass.BruteForce ? t.AddSeconds(2 + (random.NextDouble() * 6)) : t.AddSeconds(30 + (random.NextDouble() * 200));
+            t = Class == Behaviour.BruteForce ? t.AddSeconds(2 + (random.NextDouble() * 6)) : t.AddSeconds(30 + (random.NextDouble() * 200));
         }
     }
 
@@ -223,7 +223,7 @@ internal sealed class CompromisedUser : OrdinaryUser
     private readonly TimeSpan _interval;
 
     public CompromisedUser(OrdinaryUser owner, string campaign, DateTimeOffset takeover, DateTimeOffset cleanedUp, IPAddress[] botAddresses, TimeSpan interval)
-        : base(owner.Index, owner.Account, owner.Addresses, owner.Contacts, owner.DailyRate, LabelClass.Compromised)
+        : base(owner.Index, owner.Account, owner.Addresses, owner.Contacts, owner.DailyRate, Behaviour.Compromised)
     {
         CampaignId = campaign;
         Takeover = takeover;

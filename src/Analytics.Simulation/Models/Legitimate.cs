@@ -11,7 +11,7 @@ namespace Analytics.Simulation.Models;
 /// </summary>
 internal class OrdinaryUser : Entity
 {
-    public OrdinaryUser(int index, Account account, IPAddress[] addresses, string[] contacts, double dailyRate, string label = LabelClass.Benign)
+    public OrdinaryUser(int index, Account account, IPAddress[] addresses, string[] contacts, double dailyRate, string label = Behaviour.Benign)
         : base(index, label)
     {
         Account = account;
@@ -109,7 +109,7 @@ internal sealed class HeavySender : Entity
     private readonly TimeSpan _interval;
 
     public HeavySender(int index, Account account, IPAddress ip, TimeSpan interval)
-        : base(index, LabelClass.HeavySender)
+        : base(index, Behaviour.HeavySender)
     {
         _account = account;
         _ip = ip;
@@ -157,7 +157,7 @@ internal sealed class InboundRelay : Entity
     private readonly double _perDay;
 
     public InboundRelay(int index, IPAddress ip, double perDay)
-        : base(index, LabelClass.Benign)
+        : base(index, Behaviour.Benign)
     {
         _ip = ip;
         _perDay = perDay;

@@ -114,8 +114,8 @@ public sealed partial class Migrator
             await _store.ExecuteAsync(statement, null, cancellationToken);
         }
 
-        var applied = (await _store.QueryAsync("SELECT version FROM schema_migrations FINAL", null, cancellationToken))
-            .Rows.Select(r => (int)(ulong)r[0]!).ToHashSet();
+        var applied = (await _store.QueryListAsync<AppliedMigration>("SELECT version FROM schema_migrations FINAL", null, cancellationToken))
+            .Select(m => m.Version).ToHashSet();
         var done = new List<int>();
         foreach (var migration in Embedded)
         {
@@ -172,9 +172,9 @@ public sealed partial class Migrator
     private async Task ApplyRetentionAsync(SchemaSettings settings, CancellationToken cancellationToken)
     {
         var table = settings.Cluster is null ? "events" : "events" + ClusterDdl.LocalSuffix;
-        var engine = await _store.QueryAsync(
+        var engine = await _store.QueryFirstOrDefaultAsync<TableEngine>(
             "SELECT engine, engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}", QueryParameters.Of(("t", table)), cancellationToken);
-        if (engine.Rows.Count == 0 || (string)engine.Rows[0][0]! is "Distributed" or "Merge")
+        if (engine is null || engine.Engine is "Distributed" or "Merge")
         {
             // A node of a cluster started without the cluster setting: the TTL lives on events_local
             // and is changed by `schema apply --cluster`, not here.
@@ -182,7 +182,7 @@ public sealed partial class Migrator
         }
 
         // ClickHouse renders the TTL back as toIntervalDay(N).
-        var current = (string)engine.Rows[0][1]!;
+        var current = engine.EngineFull;
         if (current.Contains($"toIntervalDay({settings.RetentionDays})", StringComparison.Ordinal))
         {
             return;
@@ -226,4 +226,8 @@ public sealed partial class Migrator
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Event retention set to {Days} days")]
     private static partial void LogRetention(ILogger logger, int days);
+
+    private sealed record AppliedMigration(int Version);
+
+    private sealed record TableEngine(string Engine, string EngineFull);
 }

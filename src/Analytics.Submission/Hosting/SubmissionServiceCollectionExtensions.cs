@@ -1,6 +1,6 @@
 using Analytics.Events;
+using Analytics.Limits;
 using Analytics.Store;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
@@ -15,15 +15,12 @@ public static class SubmissionServiceCollectionExtensions
     /// Registers the SMTP listener and its directories, bound to the <c>Submission</c> section and
     /// validated at start-up (before any port opens), plus a hosted service that loads the
     /// directories, starts the listener, refreshes the snapshots and stops gracefully.
-    /// The host registers <see cref="IClickHouseStore"/> (migrated) and <see cref="IEventPublisher"/>.
-    /// <see cref="ILimitBook"/> defaults to <see cref="StaticLimitBook"/>; register another first to replace it.
+    /// The host registers <see cref="IClickHouseStore"/> (migrated), <see cref="IEventPublisher"/> and
+    /// the limits (<c>AddLimits</c>).
     /// </summary>
-    public static IServiceCollection AddSubmission(this IServiceCollection services, IConfiguration configuration)
+    public static IServiceCollection AddSubmission(this IServiceCollection services)
     {
-        services.AddOptions<SubmissionOptions>()
-            .Bind(configuration.GetSection(SubmissionOptions.SectionName))
-            .ValidateDataAnnotations()
-            .ValidateOnStart();
+        services.AddSectionOptions<SubmissionOptions>(SubmissionOptions.SectionName);
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<SubmissionOptions>, SubmissionOptionsValidator>());
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(sp => new PasswordHasher(sp.GetRequiredService<IOptions<SubmissionOptions>>().Value.Directory.Pbkdf2Iterations));
@@ -31,10 +28,9 @@ public static class SubmissionServiceCollectionExtensions
         services.TryAddSingleton(sp => new RecipientStore(sp.GetRequiredService<IClickHouseStore>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<UserDirectory>();
         services.TryAddSingleton<RecipientDirectory>();
-        services.TryAddSingleton<StaticLimitBook>();
-        services.TryAddSingleton<ILimitBook>(sp => sp.GetRequiredService<StaticLimitBook>());
         services.TryAddSingleton(sp => new SubmissionListener(
             sp.GetRequiredService<IOptions<SubmissionOptions>>().Value,
+            sp.GetRequiredService<IOptions<LimitsOptions>>().Value,
             sp.GetRequiredService<UserDirectory>(),
             sp.GetRequiredService<RecipientDirectory>(),
             sp.GetRequiredService<ILimitBook>(),
@@ -43,13 +39,6 @@ public static class SubmissionServiceCollectionExtensions
             sp.GetRequiredService<TimeProvider>()));
         services.AddHostedService<SubmissionHostedService>();
         return services;
-    }
-
-    /// <inheritdoc cref="AddSubmission(IServiceCollection, IConfiguration)"/>
-    public static IHostApplicationBuilder AddSubmission(this IHostApplicationBuilder builder)
-    {
-        builder.Services.AddSubmission(builder.Configuration);
-        return builder;
     }
 }
 

@@ -49,7 +49,7 @@ internal sealed class CommandFactory : SmtpCommandFactory, ISmtpCommandFactory
                 yield return "STARTTLS";
             }
 
-            yield return "SIZE " + options.Limits.MaxMessageSize.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            yield return "SIZE " + session.Listener.LimitOptions.Session.MaxMessageSize.ToString(System.Globalization.CultureInfo.InvariantCulture);
             if (session.Role == ListenerRole.Submission && (context.Pipe.IsSecure || options.AllowInsecureAuth))
             {
                 yield return "AUTH PLAIN LOGIN";

@@ -1,17 +1,18 @@
 using System.Collections.Concurrent;
 using System.Net;
+using Analytics.Limits;
 
 namespace Analytics.Submission.Listener;
 
 /// <summary>Counts open sessions, in total and per client address, and refuses past the limits.</summary>
 internal sealed class ConnectionGate
 {
-    private readonly ListenerLimitOptions _limits;
+    private readonly SessionLimitOptions _limits;
     private readonly ConcurrentDictionary<IPAddress, int> _perIp = new();
     private readonly ConcurrentDictionary<SessionState, byte> _sessions = new();
     private int _total;
 
-    public ConnectionGate(ListenerLimitOptions limits) => _limits = limits;
+    public ConnectionGate(SessionLimitOptions limits) => _limits = limits;
 
     public int Count => Volatile.Read(ref _total);
 

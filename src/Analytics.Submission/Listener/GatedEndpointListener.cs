@@ -75,14 +75,11 @@ internal sealed class GatedEndpointListener : IEndpointListener
                 continue;
             }
 
-            var decision = _listener.Limits.CheckConnect(new LimitSubject(_endpoint.Role, session.ClientIp, ""));
-            if (decision.Action != LimitAction.Allow)
+            if (_listener.Rules.Connect(session, () => session.Emit(EventKind.Connect, EventOutcome.Ok, 0, "", _endpoint.ImplicitTls ? "tls" : "plain",
+                    mechanism: _endpoint.ImplicitTls ? "implicit-tls" : "")) is { } refusal)
             {
                 _listener.Gate.Exit(session);
-                var (code, text) = decision.Action == LimitAction.Block
-                    ? (554, "5.7.1 Connection refused by policy")
-                    : (421, "4.7.0 Try again later");
-                Refuse(client, session, code, text, decision.Reason);
+                Refuse(client, session, refusal.Code, refusal.StatusAndText, refusal.Reason);
                 continue;
             }
 
@@ -92,13 +89,6 @@ internal sealed class GatedEndpointListener : IEndpointListener
             session.Attach(context);
             context.Properties[EndpointListener.LocalEndPointKey] = _socket.LocalEndpoint;
             context.Properties[EndpointListener.RemoteEndPointKey] = remote;
-            session.Emit(EventKind.Connect, EventOutcome.Ok, 0, "", _endpoint.ImplicitTls ? "tls" : "plain",
-                mechanism: _endpoint.ImplicitTls ? "implicit-tls" : "");
-            if (decision.Tarpit > TimeSpan.Zero)
-            {
-                Authenticator.ApplyTarpit(session, decision);
-            }
-
             return pipe;
         }
     }

@@ -42,7 +42,7 @@ internal sealed partial class GuardedReader : PipeReader
 
     public override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
     {
-        var limits = _session.Listener.Options.Limits;
+        var limits = _session.Listener.LimitOptions.Session;
         while (true)
         {
             if (_session.Closed)

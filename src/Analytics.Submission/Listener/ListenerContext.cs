@@ -1,4 +1,6 @@
 using Analytics.Events;
+using Analytics.Limits;
+using Analytics.Submission.Rules;
 using Microsoft.Extensions.Logging;
 
 namespace Analytics.Submission.Listener;
@@ -12,7 +14,11 @@ internal sealed class ListenerContext
 
     public required IEventPublisher Events { get; init; }
 
-    public required ILimitBook Limits { get; init; }
+    /// <summary>The <c>Limits</c> section: <see cref="LimitsOptions.Session"/> bounds every session.</summary>
+    public required LimitsOptions LimitOptions { get; init; }
+
+    /// <summary>What the server answers and decides at each command (shared with the simulator).</summary>
+    public required SessionRules Rules { get; init; }
 
     public required UserDirectory Users { get; init; }
 
@@ -23,17 +29,6 @@ internal sealed class ListenerContext
     public required ILogger Logger { get; init; }
 
     public required ConnectionGate Gate { get; init; }
-
-    // Key of the password tags: random per process, so a tag means nothing outside this listener's memory.
-    private readonly byte[] _tagKey = System.Security.Cryptography.RandomNumberGenerator.GetBytes(32);
-
-    /// <summary>A keyed hash of an AUTH password for the spraying defense (<see cref="LimitSubject.SecretTag"/>); never stored.</summary>
-    public ulong TagOf(string password)
-    {
-        Span<byte> hash = stackalloc byte[32];
-        System.Security.Cryptography.HMACSHA256.HashData(_tagKey, System.Text.Encoding.UTF8.GetBytes(password), hash);
-        return Math.Max(1UL, System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(hash));
-    }
 
     /// <summary>Set once shutdown begins: sessions between transactions are closed with 421 4.3.2.</summary>
     public volatile bool Draining;

@@ -4,6 +4,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text;
 using Analytics.Events;
+using Analytics.Submission.Rules;
 using SmtpServer;
 using SmtpServer.Mail;
 using SmtpServer.Protocol;
@@ -25,7 +26,7 @@ internal enum SessionPhase
 /// come from elsewhere. Every event of the session is built here, so each carries the same id,
 /// role, client and node.
 /// </summary>
-internal sealed partial class SessionState
+internal sealed partial class SessionState : IRuleSession
 {
     public const string PropertyKey = "Analytics.Submission:Session";
 
@@ -46,6 +47,7 @@ internal sealed partial class SessionState
         Listener = listener;
         Endpoint = endpoint;
         ClientIp = client.Address.IsIPv4MappedToIPv6 ? client.Address.MapToIPv4() : client.Address;
+        Address = AddressKey.Of(ClientIp);
         ClientPort = (ushort)client.Port;
         Id = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
         _started = listener.Time.GetTimestamp();
@@ -62,6 +64,8 @@ internal sealed partial class SessionState
 
     public IPAddress ClientIp { get; }
 
+    public AddressKey Address { get; }
+
     public ushort ClientPort { get; }
 
     public SessionPipe? Pipe { get; set; }
@@ -75,7 +79,7 @@ internal sealed partial class SessionState
     /// <summary>The authenticated user, once AUTH succeeded.</summary>
     public string User { get; private set; } = "";
 
-    /// <summary>The user as given in the AUTH attempt in progress.</summary>
+    /// <summary>The account named by the AUTH attempt in progress, canonical (<see cref="AccountName"/>).</summary>
     public string AuthUser { get; set; } = "";
 
     public string AuthReason { get; set; } = "";
@@ -83,6 +87,8 @@ internal sealed partial class SessionState
     public string Sender { get; private set; } = "";
 
     public List<string> Recipients { get; } = [];
+
+    public int AcceptedRecipients => Recipients.Count;
 
     public int UnknownRecipients { get; set; }
 
@@ -120,8 +126,6 @@ internal sealed partial class SessionState
 
     public TimeSpan Elapsed => Listener.Time.GetElapsedTime(_started);
 
-    public LimitSubject Subject => new(Role, ClientIp, User.Length > 0 ? User : AuthUser);
-
     public static SessionState From(ISessionContext context) => (SessionState)context.Properties[PropertyKey];
 
     public void Attach(ISessionContext context)
@@ -130,6 +134,26 @@ internal sealed partial class SessionState
         context.CommandExecuting += (_, e) => OnCommandExecuting(e.Command);
         context.CommandExecuted += (_, e) => OnCommandExecuted(e.Command);
         context.ResponseException += (_, e) => OnResponseException(e.Exception);
+    }
+
+    /// <summary>
+    /// The exception that makes SmtpServer send <paramref name="reply"/> (and close, when the reply
+    /// closes). <paramref name="recordReason"/>: the reply's reason is what the command's event records
+    /// (RCPT), else its wire text is.
+    /// </summary>
+    public SmtpResponseException Refuse(RuleReply reply, bool recordReason)
+    {
+        if (recordReason)
+        {
+            RecipientReason = reply.Reason;
+        }
+
+        if (reply.CloseReason is { } why)
+        {
+            ServerCloses(why);
+        }
+
+        return new SmtpResponseException(Replies.Response(reply.Code, reply.StatusAndText), reply.Closes);
     }
 
     /// <summary>Marks the session as ended by the server for <paramref name="reason"/> (first reason wins).</summary>
@@ -330,6 +354,8 @@ internal sealed partial class SessionState
             : fallbackReason;
         Emit(EventKind.Close, EventOutcome.None, 0, "", reason, size: (ulong)CommandCount, durationMs: Ms(Elapsed));
     }
+
+    public void Throttle(int code, string status, string detail, TimeSpan delay, string user = "") => EmitThrottle(code, status, detail, delay, user);
 
     public void EmitThrottle(int reply, string status, string detail, TimeSpan delay, string user = "")
     {

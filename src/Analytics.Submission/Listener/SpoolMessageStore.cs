@@ -19,7 +19,7 @@ internal sealed partial class SpoolMessageStore : IMessageStore
         var session = SessionState.From(context);
         var listener = session.Listener;
         session.DataSize = buffer.Length + 2;
-        if (session.Oversize || buffer.Length > listener.Options.Limits.MaxMessageSize)
+        if (session.Oversize || buffer.Length > listener.LimitOptions.Session.MaxMessageSize)
         {
             return Replies.Response(552, "5.3.4 Message size exceeds fixed maximum message size");
         }

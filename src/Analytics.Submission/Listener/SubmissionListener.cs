@@ -2,6 +2,9 @@ using System.Net.Sockets;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using Analytics.Events;
+using Analytics.Limits;
+using Analytics.Store;
+using Analytics.Submission.Rules;
 using Analytics.Submission.Listener;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -20,6 +23,7 @@ namespace Analytics.Submission;
 public sealed partial class SubmissionListener : IAsyncDisposable
 {
     private readonly SubmissionOptions _options;
+    private readonly SessionLimitOptions _limits;
     private readonly ILogger _logger;
     private readonly ListenerContext _context;
     private readonly List<(SmtpHost Server, Task Run)> _servers = [];
@@ -30,6 +34,7 @@ public sealed partial class SubmissionListener : IAsyncDisposable
 
     public SubmissionListener(
         SubmissionOptions options,
+        LimitsOptions limitOptions,
         UserDirectory users,
         RecipientDirectory recipients,
         ILimitBook limits,
@@ -37,27 +42,38 @@ public sealed partial class SubmissionListener : IAsyncDisposable
         ILogger<SubmissionListener> logger,
         TimeProvider? time = null)
     {
-        // Bad configuration fails here, before any port opens, with every problem listed.
-        var validation = new SubmissionOptionsValidator().Validate(null, options);
-        if (validation.Failed)
-        {
-            throw new OptionsValidationException(nameof(SubmissionOptions), typeof(SubmissionOptions), validation.Failures);
-        }
+        // Built by hand (tests, benchmarks) rather than from a host's validated options: bad
+        // configuration fails here, before any port opens, with every problem listed.
+        ThrowIfInvalid(options, limitOptions);
 
         _options = options;
+        _limits = limitOptions.Session;
         _logger = logger;
         _context = new ListenerContext
         {
             Options = options,
+            LimitOptions = limitOptions,
+            Rules = new SessionRules(limitOptions, limits, recipients, users),
             Time = time ?? TimeProvider.System,
             Events = events,
-            Limits = limits,
             Users = users,
             Recipients = recipients,
             Spool = new MailSpool(options.SpoolDirectory),
             Logger = logger,
-            Gate = new ConnectionGate(options.Limits),
+            Gate = new ConnectionGate(limitOptions.Session),
         };
+    }
+
+    private static void ThrowIfInvalid(SubmissionOptions options, LimitsOptions limits)
+    {
+        var failures = SectionOptions.Validate(SubmissionOptions.SectionName, options)
+            .Concat(new SubmissionOptionsValidator().Validate(null, options).Failures ?? [])
+            .Concat(SectionOptions.Validate(LimitsOptions.SectionName, limits))
+            .Concat(new LimitsOptionsValidator().Validate(null, limits).Failures ?? []).ToList();
+        if (failures.Count > 0)
+        {
+            throw new OptionsValidationException(nameof(SubmissionOptions), typeof(SubmissionOptions), failures);
+        }
     }
 
     /// <summary>The bound endpoints (with the real port when port 0 was configured). Empty before start.</summary>
@@ -106,7 +122,7 @@ public sealed partial class SubmissionListener : IAsyncDisposable
                     .IsSecure(implicitTls)
                     .AuthenticationRequired(role == ListenerRole.Submission)
                     .AllowUnsecureAuthentication(role == ListenerRole.Submission && _options.AllowInsecureAuth)
-                    .SessionTimeout(_options.Limits.SessionTimeout)
+                    .SessionTimeout(_limits.SessionTimeout)
                     .Certificate(_certificate)
                     .SupportedSslProtocols(SslProtocols.Tls12 | SslProtocols.Tls13)
                     .Build();
@@ -128,10 +144,10 @@ public sealed partial class SubmissionListener : IAsyncDisposable
         {
             var builder = new SmtpServerOptionsBuilder()
                 .ServerName(_options.ServerName)
-                .MaxMessageSize(_options.Limits.MaxMessageSize, MaxMessageSizeHandling.Ignore)
+                .MaxMessageSize(_limits.MaxMessageSize, MaxMessageSizeHandling.Ignore)
                 .MaxRetryCount(int.MaxValue) // error budgets are ours (commands per session, defenses)
-                .MaxAuthenticationAttempts(_options.Limits.MaxAuthFailuresPerSession)
-                .CommandWaitTimeout(_options.Limits.CommandTimeout);
+                .MaxAuthenticationAttempts(_limits.MaxAuthFailuresPerSession)
+                .CommandWaitTimeout(_limits.CommandTimeout);
             foreach (var definition in map.Keys)
             {
                 builder.Endpoint(definition);
@@ -160,7 +176,7 @@ public sealed partial class SubmissionListener : IAsyncDisposable
 
     /// <summary>
     /// Graceful stop: no new connections; sessions between transactions get 421 4.3.2 at once;
-    /// transactions in flight may finish until <see cref="ListenerLimitOptions.ShutdownDeadline"/>
+    /// transactions in flight may finish until <see cref="SessionLimitOptions.ShutdownDeadline"/>
     /// (or <paramref name="cancellationToken"/>), after which the rest are cut.
     /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
@@ -182,7 +198,7 @@ public sealed partial class SubmissionListener : IAsyncDisposable
 
         var deadline = _context.Time.GetTimestamp();
         while (_context.Gate.Count > 0 && !cancellationToken.IsCancellationRequested
-               && _context.Time.GetElapsedTime(deadline) < _options.Limits.ShutdownDeadline)
+               && _context.Time.GetElapsedTime(deadline) < _limits.ShutdownDeadline)
         {
             try
             {

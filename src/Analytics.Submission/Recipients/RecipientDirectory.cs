@@ -1,4 +1,5 @@
 using System.Collections.Frozen;
+using Analytics.Submission.Rules;
 using Microsoft.Extensions.Logging;
 
 namespace Analytics.Submission;
@@ -7,7 +8,7 @@ namespace Analytics.Submission;
 /// The listener's in-memory view of <see cref="RecipientStore"/>: immutable sets swapped atomically,
 /// read without locks on every RCPT. Reloaded periodically and after a change in the same process.
 /// </summary>
-public sealed partial class RecipientDirectory
+public sealed partial class RecipientDirectory : IRecipientLookup
 {
     private sealed record Snapshot(FrozenSet<string> Domains, FrozenSet<string> Mailboxes);
 

@@ -105,19 +105,23 @@ public sealed class RecipientStore
 
     public async Task<IReadOnlyList<string>> ListDomainsAsync(CancellationToken cancellationToken = default)
     {
-        var result = await _store.QueryAsync("SELECT domain FROM local_domains FINAL WHERE active ORDER BY domain", null, cancellationToken);
-        return [.. result.Rows.Select(r => (string)r[0]!)];
+        var rows = await _store.QueryListAsync<DomainRow>("SELECT domain FROM local_domains FINAL WHERE active ORDER BY domain", null, cancellationToken);
+        return rows.ConvertAll(r => r.Domain);
     }
 
     /// <summary>Mailboxes, of one domain or all.</summary>
     public async Task<IReadOnlyList<string>> ListMailboxesAsync(string? domain = null, CancellationToken cancellationToken = default)
     {
-        var result = domain is null
-            ? await _store.QueryAsync("SELECT address FROM local_mailboxes FINAL WHERE active ORDER BY domain, address", null, cancellationToken)
-            : await _store.QueryAsync("SELECT address FROM local_mailboxes FINAL WHERE active AND domain = {d:String} ORDER BY address",
+        var rows = domain is null
+            ? await _store.QueryListAsync<MailboxRow>("SELECT address FROM local_mailboxes FINAL WHERE active ORDER BY domain, address", null, cancellationToken)
+            : await _store.QueryListAsync<MailboxRow>("SELECT address FROM local_mailboxes FINAL WHERE active AND domain = {d:String} ORDER BY address",
                 QueryParameters.Of(("d", NormalizeDomain(domain) ?? domain)), cancellationToken);
-        return [.. result.Rows.Select(r => (string)r[0]!)];
+        return rows.ConvertAll(r => r.Address);
     }
+
+    private sealed record DomainRow(string Domain);
+
+    private sealed record MailboxRow(string Address);
 
     internal async Task<(IReadOnlyList<string> Domains, IReadOnlyList<string> Mailboxes)> LoadAsync(CancellationToken cancellationToken)
     {

@@ -1,23 +1,16 @@
 using System.Collections.Frozen;
+using Analytics.Store;
+using Analytics.Submission.Rules;
 using Microsoft.Extensions.Logging;
 
 namespace Analytics.Submission;
-
-/// <summary>Why an AUTH attempt failed (goes into the event; the client only ever sees 535).</summary>
-internal enum CredentialCheck
-{
-    Ok,
-    UnknownUser,
-    BadPassword,
-    Disabled,
-}
 
 /// <summary>
 /// The listener's in-memory view of <see cref="UserStore"/>: an immutable snapshot swapped
 /// atomically, so AUTH does no I/O and takes no lock, only the hash. Reloaded periodically (changes
 /// by other nodes) and immediately after a change through the same <see cref="UserStore"/>.
 /// </summary>
-public sealed partial class UserDirectory
+public sealed partial class UserDirectory : ICredentialVerifier
 {
     private readonly UserStore _store;
     private readonly PasswordHasher _hasher;
@@ -53,10 +46,10 @@ public sealed partial class UserDirectory
         }
     }
 
-    internal CredentialCheck Verify(string user, string password)
+    public CredentialCheck Verify(string user, string password)
     {
         var snapshot = Volatile.Read(ref _snapshot);
-        if (!snapshot.TryGetValue(UserStore.Normalize(user), out var credential))
+        if (!snapshot.TryGetValue(AccountName.Normalize(user), out var credential))
         {
             _hasher.VerifyDummy(password);
             return CredentialCheck.UnknownUser;

@@ -49,7 +49,7 @@ public sealed class UserStore
     /// <summary>Raised after a change made through this instance, so a listener in the same process refreshes at once.</summary>
     public event EventHandler? Changed;
 
-    public static string Normalize(string name) => name.Trim().ToLowerInvariant();
+    public static string Normalize(string name) => AccountName.Normalize(name);
 
     /// <summary>Creates an enabled account.</summary>
     /// <exception cref="InvalidOperationException">The user exists.</exception>
@@ -142,7 +142,7 @@ public sealed class UserStore
     {
         ArgumentNullException.ThrowIfNull(name);
         var normalized = Normalize(name);
-        if (normalized.Length is 0 or > 320 || normalized.Any(c => char.IsControl(c) || char.IsWhiteSpace(c)))
+        if (!AccountName.IsValid(normalized))
         {
             throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"A user name is 1-320 characters without spaces or control characters."), nameof(name));
         }

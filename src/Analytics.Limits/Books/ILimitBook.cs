@@ -1,7 +1,6 @@
 using System.Net;
-using Analytics.Events;
 
-namespace Analytics.Submission;
+namespace Analytics.Limits;
 
 /// <summary>What an enforcement point does with a command.</summary>
 public enum LimitAction
@@ -30,17 +29,22 @@ public readonly record struct LimitDecision(LimitAction Action, TimeSpan Tarpit,
     public bool IsAllowed => Action == LimitAction.Allow;
 }
 
-/// <summary>Who is asking: the listener role and the client address.</summary>
-public readonly record struct LimitSubject(ListenerRole Role, IPAddress Address, string User)
+/// <summary>
+/// Who is asking: the client address (keyed once per session) and the account, in its canonical
+/// spelling (<see cref="AccountName"/>); empty when there is none yet.
+/// </summary>
+public readonly record struct LimitSubject(AddressKey Address, string User)
 {
+    public LimitSubject(IPAddress address, string user)
+        : this(AddressKey.Of(AddressKey.Unmap(address)), user)
+    {
+    }
+
     /// <summary>
     /// At AUTH: a keyed hash of the password tried (a per-process random key; never stored or logged),
     /// so one password sprayed over many accounts can be recognised without keeping it. 0 = none.
     /// </summary>
     public ulong SecretTag { get; init; }
-
-    /// <summary>The caller enforces this user's own rates (a reviewer's override): skip the configured per-user rates.</summary>
-    public bool OwnRates { get; init; }
 }
 
 /// <summary>What recording an AUTH failure did.</summary>
@@ -60,10 +64,10 @@ public readonly record struct HoldOutcome(bool Held, string Scope, TimeSpan Dura
 }
 
 /// <summary>
-/// The limits the listener enforces, consulted at each enforcement point. Implementations answer
-/// from memory without blocking (an immutable snapshot read with <see cref="Volatile"/>; counters
-/// with interlocked updates): it is called on every command. The dynamic-limits work fills it from
-/// verdicts; <see cref="StaticLimitBook"/> answers from configuration plus the AUTH fast path.
+/// The limits the listener (and the emulator, and the policy services for other MTAs) enforce,
+/// consulted at each enforcement point. Answers come from memory without blocking: immutable
+/// snapshots read with <see cref="Volatile"/>, counters with their own small locks. It is called on
+/// every command.
 /// </summary>
 public interface ILimitBook
 {
@@ -73,23 +77,22 @@ public interface ILimitBook
     /// <summary>Before checking credentials. Lock or Block → 454 4.7.0.</summary>
     LimitDecision CheckAuth(LimitSubject subject);
 
-    /// <summary>At MAIL FROM (consumes one message from the user's rate). TempFail → 451 4.7.1; Block → 550 5.7.1.</summary>
+    /// <summary>At MAIL FROM (consumes one message from the account's rates). TempFail → 451 4.7.1; Block → 550 5.7.1.</summary>
     LimitDecision CheckMail(LimitSubject subject);
 
-    /// <summary>At an acceptable RCPT TO, with the recipients already accepted in this message (consumes one from the rate).</summary>
+    /// <summary>At an acceptable RCPT TO, with the recipients already accepted in this message (consumes one from the rates).</summary>
     LimitDecision CheckRcpt(LimitSubject subject, int recipientsInMessage);
 
-    /// <summary>A failed AUTH; may lock the IP and/or the user.</summary>
+    /// <summary>A failed AUTH; may lock the IP, its network and/or the account.</summary>
     AuthFailureOutcome RecordAuthFailure(LimitSubject subject);
 
-    /// <summary>A successful AUTH; clears the user's failure count.</summary>
+    /// <summary>A successful AUTH; clears the account's failure count.</summary>
     void RecordAuthSuccess(LimitSubject subject);
 
     /// <summary>
-    /// An unknown local recipient (550 5.1.1), counted across sessions per IP, network and user. Past
+    /// An unknown local recipient (550 5.1.1), counted across sessions per IP, network and account. Past
     /// a threshold the entity is held (connections 421, MAIL/RCPT 451, AUTH 454) for a few minutes;
-    /// <see cref="HoldOutcome.Held"/> is also true when it was held already. The listener then closes
-    /// the session. Default: no cross-session counting.
+    /// <see cref="HoldOutcome.Held"/> is also true when it was held already.
     /// </summary>
-    HoldOutcome RecordUnknownRecipient(LimitSubject subject) => HoldOutcome.None;
+    HoldOutcome RecordUnknownRecipient(LimitSubject subject);
 }

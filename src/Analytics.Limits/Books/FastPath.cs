@@ -1,0 +1,259 @@
+using System.Collections.Concurrent;
+
+namespace Analytics.Limits;
+
+/// <summary>
+/// The defenses that need no model and act at once, across sessions: N AUTH failures from one IP, one
+/// network or against one account within a window lock it (each lock twice as long as the previous one,
+/// up to a maximum); a password failing against several accounts is refused everywhere (spraying);
+/// unknown recipients hold the IP, its network or the account (harvesting). Lookups are skipped
+/// entirely while nothing is locked or held; maps keyed by attacker-chosen values are swept of stale
+/// entries so they stay as small as the current attack.
+/// </summary>
+internal sealed class FastPath
+{
+    // Past this many entries a map is swept of entries that hold nothing (at most once a window).
+    private const int SweepThreshold = 50_000;
+
+    private readonly FastPathOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ConcurrentDictionary<AddressKey, FailureCounter> _hostFailures = new();
+    private readonly ConcurrentDictionary<string, FailureCounter> _userFailures = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<ulong, SprayCounter> _sprays = new();
+
+    // Unknown-recipient counters; a "hold" is the counter's lock. IPs and networks share one map.
+    private readonly ConcurrentDictionary<AddressKey, FailureCounter> _hostUnknowns = new();
+    private readonly ConcurrentDictionary<string, FailureCounter> _userUnknowns = new(StringComparer.Ordinal);
+    private long _locksUntil;
+    private long _holdsUntil;
+    private long _spraysUntil;
+    private long _lastSweep;
+
+    public FastPath(FastPathOptions options, TimeProvider time)
+    {
+        _options = options;
+        _time = time;
+    }
+
+    /// <summary>Entries held in memory, over all maps (for metrics and the sweep test).</summary>
+    public int Entries => _hostFailures.Count + _userFailures.Count + _sprays.Count + _hostUnknowns.Count + _userUnknowns.Count;
+
+    /// <summary>Why AUTH from this subject is refused now, or null.</summary>
+    public string? AuthRefusal(in LimitSubject subject, long now)
+    {
+        if (now < Volatile.Read(ref _locksUntil))
+        {
+            if (_hostFailures.TryGetValue(subject.Address, out var ip) && ip.IsLocked(now))
+            {
+                return "ip locked after repeated AUTH failures";
+            }
+
+            if (_hostFailures.TryGetValue(subject.Address.Network(), out var net) && net.IsLocked(now))
+            {
+                return "network locked after AUTH failures from many of its addresses";
+            }
+        }
+
+        if (HostHeld(subject, now) is { } held)
+        {
+            return held;
+        }
+
+        if (subject.SecretTag != 0 && now < Volatile.Read(ref _spraysUntil) && _sprays.TryGetValue(subject.SecretTag, out var spray) && spray.IsBurned(now))
+        {
+            return "password sprayed over many accounts";
+        }
+
+        return subject.User.Length > 0 && now < Volatile.Read(ref _locksUntil) && _userFailures.TryGetValue(subject.User, out var user) && user.IsLocked(now)
+            ? "user locked after repeated AUTH failures"
+            : null;
+    }
+
+    /// <summary>Why the client's IP or network is held (unknown-recipient probing), or null.</summary>
+    public string? HostHeld(in LimitSubject subject, long now)
+    {
+        if (now >= Volatile.Read(ref _holdsUntil))
+        {
+            return null;
+        }
+
+        if (_hostUnknowns.TryGetValue(subject.Address, out var own) && own.IsLocked(now))
+        {
+            return "ip held after probing unknown recipients";
+        }
+
+        return _hostUnknowns.TryGetValue(subject.Address.Network(), out var net) && net.IsLocked(now) ? "network held after probing unknown recipients" : null;
+    }
+
+    /// <summary>Why the account is held (unknown-recipient probing), or null.</summary>
+    public string? UserHeld(in LimitSubject subject, long now) =>
+        subject.User.Length > 0 && now < Volatile.Read(ref _holdsUntil) && _userUnknowns.TryGetValue(subject.User, out var state) && state.IsLocked(now)
+            ? "user held after probing unknown recipients"
+            : null;
+
+    public AuthFailureOutcome RecordAuthFailure(in LimitSubject subject)
+    {
+        var now = _time.GetTimestamp();
+        var o = _options;
+        var frequency = _time.TimestampFrequency;
+        Sweep(now);
+        var ipLock = _hostFailures.GetOrAdd(subject.Address, static _ => new FailureCounter())
+            .Record(now, o.AuthFailuresPerIp, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
+        var netLock = _hostFailures.GetOrAdd(subject.Address.Network(), static _ => new FailureCounter())
+            .Record(now, o.AuthFailuresPerNetwork, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
+        var userLock = TimeSpan.Zero;
+        var burned = false;
+        if (subject.User.Length > 0)
+        {
+            userLock = _userFailures.GetOrAdd(subject.User, static _ => new FailureCounter())
+                .Record(now, o.AuthFailuresPerUser, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
+            if (subject.SecretTag != 0)
+            {
+                var window = FailureCounter.Ticks(o.AuthFailureWindow, frequency);
+                burned = _sprays.GetOrAdd(subject.SecretTag, static _ => new SprayCounter()).Record(subject.User, now, window, o.SprayAccountsPerPassword);
+                if (burned)
+                {
+                    Extend(ref _spraysUntil, now + window);
+                }
+            }
+        }
+
+        var longest = Max(ipLock, Max(netLock, userLock));
+        if (longest > TimeSpan.Zero)
+        {
+            Extend(ref _locksUntil, now + FailureCounter.Ticks(longest, frequency));
+        }
+
+        return new AuthFailureOutcome(ipLock > TimeSpan.Zero, userLock > TimeSpan.Zero, longest) { NetworkLocked = netLock > TimeSpan.Zero, PasswordBurned = burned };
+    }
+
+    public void RecordAuthSuccess(in LimitSubject subject)
+    {
+        // The IP and the network keep their counts: one good account must not reset a spraying IP.
+        if (_userFailures.TryGetValue(subject.User, out var state))
+        {
+            state.ClearFailures();
+        }
+    }
+
+    public HoldOutcome RecordUnknownRecipient(in LimitSubject subject)
+    {
+        var now = _time.GetTimestamp();
+        if ((HostHeld(subject, now) ?? UserHeld(subject, now)) is { } already)
+        {
+            return new HoldOutcome(true, already, TimeSpan.Zero);
+        }
+
+        var o = _options;
+        var frequency = _time.TimestampFrequency;
+        Sweep(now);
+        var held = HoldOutcome.None;
+        void Count(FailureCounter counter, int threshold, string scope)
+        {
+            var duration = counter.Record(now, threshold, o.UnknownRecipientWindow, o.HoldDuration, Max(o.HoldDuration, o.LockoutMax), frequency);
+            if (duration > TimeSpan.Zero)
+            {
+                Extend(ref _holdsUntil, now + FailureCounter.Ticks(duration, frequency));
+                held = held.Held ? held : new HoldOutcome(true, scope, duration);
+            }
+        }
+
+        var network = subject.Address.Network();
+        Count(_hostUnknowns.GetOrAdd(subject.Address, static _ => new FailureCounter()), o.UnknownRecipientsPerIp, "ip " + subject.Address);
+        Count(_hostUnknowns.GetOrAdd(network, static _ => new FailureCounter()), o.UnknownRecipientsPerNetwork, "network " + network);
+        if (subject.User.Length > 0)
+        {
+            Count(_userUnknowns.GetOrAdd(subject.User, static _ => new FailureCounter()), o.UnknownRecipientsPerUser, "user");
+        }
+
+        return held;
+    }
+
+    // Forgets entries that hold nothing (no failure in the window, no lock, no back-off to remember),
+    // so maps keyed by attacker-chosen addresses, names and passwords stay as small as the attack.
+    private void Sweep(long now)
+    {
+        if (Entries < SweepThreshold)
+        {
+            return;
+        }
+
+        var frequency = _time.TimestampFrequency;
+        var window = FailureCounter.Ticks(_options.AuthFailureWindow > _options.UnknownRecipientWindow ? _options.AuthFailureWindow : _options.UnknownRecipientWindow, frequency);
+        var last = Volatile.Read(ref _lastSweep);
+        if (now - last < window / 10 || Interlocked.CompareExchange(ref _lastSweep, now, last) != last)
+        {
+            return;
+        }
+
+        SweepMap(_hostFailures, now, window);
+        SweepMap(_userFailures, now, window);
+        SweepMap(_hostUnknowns, now, window);
+        SweepMap(_userUnknowns, now, window);
+        foreach (var (tag, state) in _sprays)
+        {
+            if (state.IsStale(now, window))
+            {
+                _sprays.TryRemove(tag, out _);
+            }
+        }
+    }
+
+    private static void SweepMap<TKey>(ConcurrentDictionary<TKey, FailureCounter> map, long now, long window)
+        where TKey : notnull
+    {
+        foreach (var (key, counter) in map)
+        {
+            if (counter.IsStale(now, window))
+            {
+                map.TryRemove(new KeyValuePair<TKey, FailureCounter>(key, counter));
+            }
+        }
+    }
+
+    private static void Extend(ref long until, long value)
+    {
+        var current = Volatile.Read(ref until);
+        while (value > current)
+        {
+            var seen = Interlocked.CompareExchange(ref until, value, current);
+            if (seen == current)
+            {
+                return;
+            }
+
+            current = seen;
+        }
+    }
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    /// <summary>The accounts one password (by its tag) failed against recently; burned once there are too many.</summary>
+    private sealed class SprayCounter
+    {
+        private readonly List<(string User, long At)> _users = [];
+        private long _burnedUntil;
+        private long _last;
+
+        public bool IsBurned(long now) => now < Volatile.Read(ref _burnedUntil);
+
+        public bool IsStale(long now, long window) => now - Volatile.Read(ref _last) > window && !IsBurned(now);
+
+        public bool Record(string user, long now, long window, int threshold)
+        {
+            lock (_users)
+            {
+                Volatile.Write(ref _last, now);
+                _users.RemoveAll(u => now - u.At > window || u.User == user);
+                _users.Add((user, now));
+                if (_users.Count < threshold)
+                {
+                    return false;
+                }
+
+                Volatile.Write(ref _burnedUntil, now + window);
+                return true;
+            }
+        }
+    }
+}

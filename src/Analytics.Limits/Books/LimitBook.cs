@@ -1,0 +1,274 @@
+using System.Collections.Concurrent;
+using System.Collections.Frozen;
+using Microsoft.Extensions.Options;
+
+namespace Analytics.Limits;
+
+/// <summary>
+/// The one limit book: at each enforcement point it answers from, in this order, the dynamic limits
+/// (verdicts and reviewers' overrides, swapped in whole by <see cref="Replace"/>), the fixed caps and
+/// blocks of configuration (<see cref="FixedLimitOptions"/>), and the fast path (<see cref="FastPath"/>).
+/// Reads take immutable snapshots keyed without allocating (accounts by canonical name, addresses and
+/// networks by <see cref="AddressKey"/>); rates are <see cref="TokenBucket"/>s, one per entity and rate.
+/// </summary>
+public sealed class LimitBook : ILimitBook
+{
+    private readonly SessionLimitOptions _session;
+    private readonly FixedLimitOptions _fixed;
+    private readonly TimeProvider _time;
+    private readonly FastPath _fastPath;
+    private readonly AddressKey[] _blockedNetworks;
+    private readonly FrozenSet<string> _blockedUsers;
+    private readonly ConcurrentDictionary<string, TokenBucket> _fixedMessages = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, TokenBucket> _fixedRecipients = new(StringComparer.Ordinal);
+    private Snapshot _snapshot = Snapshot.Empty;
+
+    public LimitBook(IOptions<LimitsOptions> options, TimeProvider time)
+        : this(options.Value, time)
+    {
+    }
+
+    public LimitBook(LimitsOptions options, TimeProvider time)
+    {
+        _session = options.Session;
+        _fixed = options.Fixed;
+        _time = time;
+        _fastPath = new FastPath(options.FastPath, time);
+        _blockedNetworks = [.. options.Fixed.BlockedNetworks.Select(n => AddressKey.TryParseNetwork(n, out var key) ? key : throw new FormatException($"'{n}' is not an IP address or CIDR network."))];
+        _blockedUsers = options.Fixed.BlockedUsers.Select(AccountName.Normalize).ToFrozenSet(StringComparer.Ordinal);
+    }
+
+    /// <summary>Dynamic limits in force (not normal ones; overrides included), for inspection.</summary>
+    public IReadOnlyCollection<EntityLimit> Limits => Volatile.Read(ref _snapshot).All;
+
+    /// <summary>Entries the fast path holds in memory (AUTH failures, sprays, unknown-recipient counts).</summary>
+    public int FastPathEntries => _fastPath.Entries;
+
+    /// <summary>Swaps in the dynamic limits (normal ones are dropped). Buckets of unchanged entities keep their state.</summary>
+    public void Replace(IEnumerable<EntityLimit> limits)
+    {
+        var old = Volatile.Read(ref _snapshot);
+        // Overrides stay even when "normal" (allow): they exempt the account from the fixed rates.
+        var active = limits.Where(l => !l.IsNormal || l.Source == LimitSource.Override).ToList();
+        var users = new Dictionary<string, Entry>(StringComparer.Ordinal);
+        var hosts = new Dictionary<AddressKey, Entry>();
+        foreach (var limit in active)
+        {
+            switch (limit.Entity.Kind)
+            {
+                case EntityKind.User:
+                    users[limit.Entity.Name] = Reuse(old.Users.GetValueOrDefault(limit.Entity.Name), limit);
+                    break;
+                case EntityKind.Ip or EntityKind.Net when AddressKey.TryParseNetwork(limit.Entity.Name, out var key):
+                    hosts[key] = Reuse(old.Hosts.GetValueOrDefault(key), limit);
+                    break;
+            }
+        }
+
+        // The network prefixes in force, longest first: a lookup tries each (usually none or /24).
+        var prefixes = hosts.Keys.Where(k => k.Prefix < 128).Select(k => k.IsV4 ? k.Prefix - 96 : k.Prefix)
+            .Distinct().OrderDescending().ToArray();
+        Volatile.Write(ref _snapshot, new Snapshot(users.ToFrozenDictionary(StringComparer.Ordinal), hosts.ToFrozenDictionary(), prefixes, active));
+    }
+
+    private static Entry Reuse(Entry? old, EntityLimit limit) => old is not null && old.Limit.Version == limit.Version ? old : new Entry(limit);
+
+    public LimitDecision CheckConnect(LimitSubject subject)
+    {
+        var host = Volatile.Read(ref _snapshot).Host(subject.Address);
+        if (host is { Limit.Blocked: true })
+        {
+            return new LimitDecision(LimitAction.Block, host.Limit.Tarpit, host.Limit.Reason);
+        }
+
+        var tarpit = host?.Limit.Tarpit ?? TimeSpan.Zero;
+        foreach (var network in _blockedNetworks)
+        {
+            if (network.Contains(subject.Address))
+            {
+                return new LimitDecision(LimitAction.Block, tarpit, "blocked network " + network);
+            }
+        }
+
+        return _fastPath.HostHeld(subject, _time.GetTimestamp()) is { } why
+            ? new LimitDecision(LimitAction.TempFail, tarpit, why)
+            : new LimitDecision(LimitAction.Allow, tarpit, "");
+    }
+
+    public LimitDecision CheckAuth(LimitSubject subject)
+    {
+        var s = Volatile.Read(ref _snapshot);
+        var host = s.Host(subject.Address);
+        var user = s.User(subject.User);
+        var tarpit = Max(host?.Limit.Tarpit, user?.Limit.Tarpit);
+        if (host is { Limit.AuthLocked: true } or { Limit.Blocked: true })
+        {
+            return new LimitDecision(LimitAction.Lock, tarpit, host.Limit.Reason);
+        }
+
+        if (user is { Limit.AuthLocked: true })
+        {
+            return new LimitDecision(LimitAction.Lock, tarpit, user.Limit.Reason);
+        }
+
+        if (_fastPath.AuthRefusal(subject, _time.GetTimestamp()) is { } why)
+        {
+            return new LimitDecision(LimitAction.Lock, tarpit, why);
+        }
+
+        return subject.User.Length > 0 && _blockedUsers.Contains(subject.User)
+            ? new LimitDecision(LimitAction.Lock, tarpit, "user blocked")
+            : new LimitDecision(LimitAction.Allow, tarpit, "");
+    }
+
+    public LimitDecision CheckMail(LimitSubject subject)
+    {
+        var s = Volatile.Read(ref _snapshot);
+        var host = s.Host(subject.Address);
+        var user = s.User(subject.User);
+        var tarpit = Max(host?.Limit.Tarpit, user?.Limit.Tarpit);
+        if ((host ?? user) is not null && Blocked(host, user) is { } blocked)
+        {
+            return new LimitDecision(LimitAction.Block, tarpit, blocked.Limit.Reason);
+        }
+
+        var now = _time.GetTimestamp();
+        var frequency = _time.TimestampFrequency;
+        if (user?.Limit.MessagesPerMinute is { } perMinute && !user.Messages.TryTake(perMinute, OneMinute, now, frequency))
+        {
+            return new LimitDecision(LimitAction.TempFail, tarpit, user.Limit.Reason);
+        }
+
+        if (host?.Limit.MessagesPerMinute is { } hostPerMinute && !host.Messages.TryTake(hostPerMinute, OneMinute, now, frequency))
+        {
+            return new LimitDecision(LimitAction.TempFail, tarpit, host.Limit.Reason);
+        }
+
+        if ((_fastPath.HostHeld(subject, now) ?? _fastPath.UserHeld(subject, now)) is { } held)
+        {
+            return new LimitDecision(LimitAction.TempFail, tarpit, held);
+        }
+
+        if (subject.User.Length == 0)
+        {
+            return new LimitDecision(LimitAction.Allow, tarpit, "");
+        }
+
+        if (_blockedUsers.Count > 0 && _blockedUsers.Contains(subject.User))
+        {
+            return new LimitDecision(LimitAction.Block, tarpit, "user blocked");
+        }
+
+        // A reviewer's override sets the account's own rates: the fixed ones do not apply to it.
+        if (_fixed.MessagesPerMinute > 0 && user is not { Limit.Source: LimitSource.Override }
+            && !_fixedMessages.GetOrAdd(subject.User, static _ => new TokenBucket()).TryTake(_fixed.MessagesPerMinute, OneMinute, now, frequency))
+        {
+            return new LimitDecision(LimitAction.TempFail, tarpit, "message rate exceeded");
+        }
+
+        return new LimitDecision(LimitAction.Allow, tarpit, "");
+    }
+
+    public LimitDecision CheckRcpt(LimitSubject subject, int recipientsInMessage)
+    {
+        var s = Volatile.Read(ref _snapshot);
+        var host = s.Host(subject.Address);
+        var user = s.User(subject.User);
+        var tarpit = Max(host?.Limit.Tarpit, user?.Limit.Tarpit);
+        if ((host ?? user) is not null && Blocked(host, user) is { } blocked)
+        {
+            return new LimitDecision(LimitAction.Block, tarpit, blocked.Limit.Reason);
+        }
+
+        var perMessage = Math.Min(user?.Limit.RecipientsPerMessage ?? int.MaxValue, host?.Limit.RecipientsPerMessage ?? int.MaxValue);
+        if (recipientsInMessage >= perMessage)
+        {
+            return new LimitDecision(LimitAction.TooManyRecipients, tarpit, (user ?? host)!.Limit.Reason);
+        }
+
+        var now = _time.GetTimestamp();
+        var frequency = _time.TimestampFrequency;
+        if (user?.Limit.RecipientsPerHour is { } perHour && !user.Recipients.TryTake(perHour, OneHour, now, frequency))
+        {
+            return new LimitDecision(LimitAction.TempFail, tarpit, user.Limit.Reason);
+        }
+
+        if (host?.Limit.RecipientsPerHour is { } hostPerHour && !host.Recipients.TryTake(hostPerHour, OneHour, now, frequency))
+        {
+            return new LimitDecision(LimitAction.TempFail, tarpit, host.Limit.Reason);
+        }
+
+        if ((_fastPath.HostHeld(subject, now) ?? _fastPath.UserHeld(subject, now)) is { } held)
+        {
+            return new LimitDecision(LimitAction.TempFail, tarpit, held);
+        }
+
+        if (recipientsInMessage >= _session.MaxRecipientsPerMessage)
+        {
+            return new LimitDecision(LimitAction.TooManyRecipients, tarpit, "too many recipients");
+        }
+
+        if (subject.User.Length > 0 && _fixed.RecipientsPerHour > 0 && user is not { Limit.Source: LimitSource.Override }
+            && !_fixedRecipients.GetOrAdd(subject.User, static _ => new TokenBucket()).TryTake(_fixed.RecipientsPerHour, OneHour, now, frequency))
+        {
+            return new LimitDecision(LimitAction.TempFail, tarpit, "recipient rate exceeded");
+        }
+
+        return new LimitDecision(LimitAction.Allow, tarpit, "");
+    }
+
+    public AuthFailureOutcome RecordAuthFailure(LimitSubject subject) => _fastPath.RecordAuthFailure(subject);
+
+    public void RecordAuthSuccess(LimitSubject subject) => _fastPath.RecordAuthSuccess(subject);
+
+    public HoldOutcome RecordUnknownRecipient(LimitSubject subject) => _fastPath.RecordUnknownRecipient(subject);
+
+    private static readonly TimeSpan OneMinute = TimeSpan.FromMinutes(1);
+    private static readonly TimeSpan OneHour = TimeSpan.FromHours(1);
+
+    private static Entry? Blocked(Entry? host, Entry? user) => host is { Limit.Blocked: true } ? host : user is { Limit.Blocked: true } ? user : null;
+
+    private static TimeSpan Max(TimeSpan? a, TimeSpan? b)
+    {
+        var x = a ?? TimeSpan.Zero;
+        var y = b ?? TimeSpan.Zero;
+        return x > y ? x : y;
+    }
+
+    private sealed record Snapshot(FrozenDictionary<string, Entry> Users, FrozenDictionary<AddressKey, Entry> Hosts, int[] Prefixes, IReadOnlyCollection<EntityLimit> All)
+    {
+        public static Snapshot Empty { get; } = new(FrozenDictionary<string, Entry>.Empty, FrozenDictionary<AddressKey, Entry>.Empty, [], []);
+
+        public Entry? User(string user) => user.Length > 0 && Users.Count > 0 ? Users.GetValueOrDefault(user) : null;
+
+        /// <summary>The strictest of the address's own limit and those of the networks it lies in.</summary>
+        public Entry? Host(AddressKey address)
+        {
+            if (Hosts.Count == 0)
+            {
+                return null;
+            }
+
+            var best = Hosts.GetValueOrDefault(address);
+            foreach (var prefix in Prefixes)
+            {
+                if (Hosts.GetValueOrDefault(address.Network(prefix)) is { } net && (best is null || net.Limit.Level > best.Limit.Level))
+                {
+                    best = net;
+                }
+            }
+
+            return best;
+        }
+    }
+
+    /// <summary>A limit and its rate state. Buckets survive a snapshot swap when the limit did not change.</summary>
+    private sealed class Entry(EntityLimit limit)
+    {
+        public EntityLimit Limit { get; } = limit;
+
+        public TokenBucket Messages { get; } = new();
+
+        public TokenBucket Recipients { get; } = new();
+    }
+}
