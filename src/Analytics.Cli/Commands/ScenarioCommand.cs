@@ -1,12 +1,13 @@
 using System.CommandLine;
 using Analytics.Cli.Scenarios;
+using Analytics.Simulation.Attacks;
 
 namespace Analytics.Cli.Commands;
 
 /// <summary><c>scenario run NAME [--json]</c>: one attack, with a legitimate population alongside, against a live <c>serve</c>.</summary>
 internal static class ScenarioCommand
 {
-    private static readonly Scenario[] All =
+    private static readonly AttackScenario[] All =
     [
         new BruteforceScenario(), new StuffingScenario(), new SprayingScenario(), new HarvestScenario(), new DistributedHarvestScenario(), new CompromisedScenario(),
     ];

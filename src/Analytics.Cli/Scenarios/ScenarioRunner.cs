@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using Analytics.Detection.Scoring;
+using Analytics.Simulation.Attacks;
 using Analytics.Store;
 using Analytics.Store.Embedded;
 using Analytics.Store.Schema;
@@ -33,7 +34,7 @@ internal sealed class ScenarioRunner
         _quiet = quiet;
     }
 
-    public async Task<ScenarioReport> RunAsync(Scenario scenario, int seed, bool keep, CancellationToken cancellationToken)
+    public async Task<ScenarioReport> RunAsync(AttackScenario scenario, int seed, bool keep, CancellationToken cancellationToken)
     {
         var data = Path.Combine(Path.GetTempPath(), "analytics-scenario-" + scenario.Name + "-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(data);
@@ -136,7 +137,7 @@ internal sealed class ScenarioRunner
         }
     }
 
-    private static async Task SeedAsync(Scenario scenario, ScenarioWorld world, string data, CancellationToken cancellationToken)
+    private static async Task SeedAsync(AttackScenario scenario, ScenarioWorld world, string data, CancellationToken cancellationToken)
     {
         await using var store = EmbeddedStore.Open(data);
         await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
@@ -271,7 +272,7 @@ internal sealed class ScenarioRunner
     /// time from each attacking unit's first event to the first limit enforced on it (a throttle event
     /// — refusal, lock or tarpit — for one of its addresses, or a limit change on it), p95 over units.
     /// </summary>
-    private static async Task CommonFiguresAsync(ScenarioReport report, Scenario scenario, ScenarioWorld world, ClientLog log, IClickHouseStore store, CancellationToken cancellationToken)
+    private static async Task CommonFiguresAsync(ScenarioReport report, AttackScenario scenario, ScenarioWorld world, ClientLog log, IClickHouseStore store, CancellationToken cancellationToken)
     {
         var legitIps = world.LegitIps.Select(ip => ip.ToString()).ToHashSet(StringComparer.Ordinal);
         var throttles = await store.QueryAsync(
@@ -306,7 +307,7 @@ internal sealed class ScenarioRunner
             foreach (var c in changes.Rows)
             {
                 var (kind, entity, at) = ((string)c[0]!, (string)c[1]!, (DateTime)c[2]!);
-                if ((kind == "ip" && entity == text) || (kind == "net" && entity == Scenario.Net24(ip)))
+                if ((kind == "ip" && entity == text) || (kind == "net" && entity == AttackScenario.Net24(ip)))
                 {
                     end = end is null || at < end ? at : end;
                 }

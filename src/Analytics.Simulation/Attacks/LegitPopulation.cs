@@ -4,7 +4,7 @@ using MailKit.Net.Smtp;
 using MailKit.Security;
 using MimeKit;
 
-namespace Analytics.Cli.Scenarios;
+namespace Analytics.Simulation.Attacks;
 
 /// <summary>
 /// The people who must not notice the attack: staff sending ordinary mail through submission with
@@ -12,7 +12,7 @@ namespace Analytics.Cli.Scenarios;
 /// seconds, one of them mistyping the password once), and inbound relays delivering to real local
 /// mailboxes on MX. Each from its own loopback address; every reply is recorded.
 /// </summary>
-internal static class LegitPopulation
+public static class LegitPopulation
 {
     public static Task RunAsync(AttackContext context, CancellationToken cancellationToken)
     {

@@ -3,20 +3,20 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace Analytics.Cli.Scenarios;
+namespace Analytics.Simulation.Attacks;
 
 /// <summary>Who a client works for.</summary>
-internal enum Side
+public enum Side
 {
     Attack,
     Legit,
 }
 
 /// <summary>One reply a client saw: what it sent (step, and the user or recipient it concerned) and the code.</summary>
-internal sealed record ClientRecord(DateTimeOffset At, Side Side, string Ip, string Step, string Subject, int Code);
+public sealed record ClientRecord(DateTimeOffset At, Side Side, string Ip, string Step, string Subject, int Code);
 
 /// <summary>Every reply every client saw, in arrival order (thread-safe).</summary>
-internal sealed class ClientLog
+public sealed class ClientLog
 {
     private readonly ConcurrentQueue<ClientRecord> _records = new();
     private readonly TimeProvider _time;
@@ -32,13 +32,13 @@ internal sealed class ClientLog
 }
 
 /// <summary>A figure and, when it has one, its target (met when the value is at most the target).</summary>
-internal sealed record Figure(string Key, string Label, double? Value, double? Target, string Unit = "")
+public sealed record Figure(string Key, string Label, double? Value, double? Target, string Unit = "")
 {
     public bool? Pass => Target is { } t ? Value is { } v && v <= t : null;
 }
 
 /// <summary>One run's figures, printed as a table or one JSON object.</summary>
-internal sealed class ScenarioReport
+public sealed class ScenarioReport
 {
     private readonly List<Figure> _figures = [];
     private readonly List<(string Key, string Value)> _context = [];

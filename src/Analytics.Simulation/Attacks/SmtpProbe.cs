@@ -4,7 +4,7 @@ using System.Net.Sockets;
 using System.Text;
 using Analytics.Simulation.Live;
 
-namespace Analytics.Cli.Scenarios;
+namespace Analytics.Simulation.Attacks;
 
 /// <summary>
 /// The attackers' client: a raw SMTP connection from a chosen 127.0.0.0/8 source address that sends

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Net;
 
-namespace Analytics.Cli.Scenarios;
+namespace Analytics.Simulation.Attacks;
 
 /// <summary>A bot's AUTH loop: sessions of up to <paramref name="perSession"/> guesses, reconnecting when the server closes, giving up after a run of refusals.</summary>
 internal static class AuthBot
@@ -41,7 +41,7 @@ internal static class AuthBot
 }
 
 /// <summary>One IP, one account, a wordlist (the real password is in it, past the target).</summary>
-internal sealed class BruteforceScenario : Scenario
+public sealed class BruteforceScenario : AttackScenario
 {
     private static readonly IPAddress Attacker = IPAddress.Parse("127.40.0.7");
 
@@ -72,7 +72,7 @@ internal sealed class BruteforceScenario : Scenario
 }
 
 /// <summary>One password against many accounts from three IPs in three networks.</summary>
-internal sealed class SprayingScenario : Scenario
+public sealed class SprayingScenario : AttackScenario
 {
     private const string Sprayed = "Summer2024!";
 
@@ -104,7 +104,7 @@ internal sealed class SprayingScenario : Scenario
 /// Credential stuffing: 600 leaked pairs (20 still valid, 380 with an old password, 200 for accounts
 /// that do not exist) tried from 240 IPs in six /24s, at most 3 per IP, 24 IPs at a time.
 /// </summary>
-internal sealed class StuffingScenario : Scenario
+public sealed class StuffingScenario : AttackScenario
 {
     private static readonly string[] Networks = ["127.70.1", "127.70.2", "127.71.9", "127.72.4", "127.73.8", "127.74.6"];
     private static readonly List<IPAddress> Attackers = ScenarioWorld.Spread(240, Networks);

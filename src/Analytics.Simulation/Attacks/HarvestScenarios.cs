@@ -5,7 +5,7 @@ using Analytics.Events;
 using Analytics.Store;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Analytics.Cli.Scenarios;
+namespace Analytics.Simulation.Attacks;
 
 /// <summary>
 /// A harvest bot: one transaction per session, RCPT for each name of its share in dictionary order;
@@ -82,7 +82,7 @@ internal static class HarvestBot
 }
 
 /// <summary>Dictionary RCPT probing of the local domain on MX from one IP.</summary>
-internal sealed class HarvestScenario : Scenario
+public sealed class HarvestScenario : AttackScenario
 {
     private static readonly IPAddress Attacker = IPAddress.Parse("127.50.0.9");
 
@@ -102,7 +102,7 @@ internal sealed class HarvestScenario : Scenario
 /// The same dictionary over 50 IPs of one /24 on MX (18 names each, 10 IPs at a time), plus an
 /// account whose password the attacker holds probing its own share through submission.
 /// </summary>
-internal sealed class DistributedHarvestScenario : Scenario
+public sealed class DistributedHarvestScenario : AttackScenario
 {
     private static readonly List<IPAddress> Bots = ScenarioWorld.Spread(50, ["127.60.1"]);
     private static readonly IPAddress Prober = IPAddress.Parse("127.61.0.5");
@@ -147,7 +147,7 @@ internal sealed class DistributedHarvestScenario : Scenario
 /// An account with a week of ordinary history (a handful of messages a day from its usual address)
 /// taken over: from a new IP, 200 messages to 5 outside recipients each, as fast as the server takes them.
 /// </summary>
-internal sealed class CompromisedScenario : Scenario
+public sealed class CompromisedScenario : AttackScenario
 {
     private static readonly IPAddress Attacker = IPAddress.Parse("127.66.6.6");
     private static readonly IPAddress Usual = IPAddress.Parse("127.20.0.7");

@@ -1,17 +1,17 @@
 using System.Net;
 using Analytics.Store;
 
-namespace Analytics.Cli.Scenarios;
+namespace Analytics.Simulation.Attacks;
 
 /// <summary>Where the running server listens and what the clients record.</summary>
-internal sealed record AttackContext(ScenarioWorld World, IPEndPoint Submission, IPEndPoint Mx, ClientLog Log, TimeProvider Time);
+public sealed record AttackContext(ScenarioWorld World, IPEndPoint Submission, IPEndPoint Mx, ClientLog Log, TimeProvider Time);
 
 /// <summary>
 /// One attack against a live server. The runner seeds the directories, starts <c>serve</c>, runs the
 /// legitimate population alongside <see cref="AttackAsync"/>, stops the server and hands the store
 /// and what the clients saw to <see cref="Report"/>.
 /// </summary>
-internal abstract class Scenario
+public abstract class AttackScenario
 {
     public abstract string Name { get; }
 

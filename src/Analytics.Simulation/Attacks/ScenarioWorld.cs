@@ -1,14 +1,14 @@
 using System.Globalization;
 using System.Net;
 
-namespace Analytics.Cli.Scenarios;
+namespace Analytics.Simulation.Attacks;
 
 /// <summary>
 /// The mail system every scenario attacks: one local domain whose 1,000 dictionary names hide 100
 /// real mailboxes, a few hundred accounts with known passwords, and the legitimate population's own
 /// accounts and addresses. Built from a seed, so a run can be repeated exactly.
 /// </summary>
-internal sealed class ScenarioWorld
+public sealed class ScenarioWorld
 {
     public const string Domain = "example.test";
     public const string LegitPassword = "correct horse battery staple";
