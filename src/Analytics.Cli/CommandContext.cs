@@ -33,7 +33,7 @@ internal sealed class CommandContext
 
     public ServerContext? Server { get; }
 
-    public AnalyticsSettings Settings(ParseResult parse) =>
+    public static AnalyticsSettings Settings(ParseResult parse) =>
         AnalyticsSettings.Load(parse.GetValue(GlobalOptions.Data), parse.GetValue(GlobalOptions.Config));
 
     /// <summary>

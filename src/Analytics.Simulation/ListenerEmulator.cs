@@ -15,7 +15,7 @@ namespace Analytics.Simulation;
 /// becomes, and how a session ends. Sessions must be played in start order, as locks and holds depend
 /// on it. Not thread-safe: one emulator per run.
 /// </summary>
-public sealed class ListenerEmulator
+internal sealed class ListenerEmulator
 {
     private readonly World _world;
     private readonly LimitsOptions _options;

@@ -89,7 +89,7 @@ public sealed class DirectoryOptions
 }
 
 /// <summary>Cross-field rules that attributes cannot say; failures name the setting and the bad value.</summary>
-public sealed class SubmissionOptionsValidator : IValidateOptions<SubmissionOptions>
+internal sealed class SubmissionOptionsValidator : IValidateOptions<SubmissionOptions>
 {
     public ValidateOptionsResult Validate(string? name, SubmissionOptions options)
     {

@@ -13,7 +13,7 @@ using Microsoft.Extensions.Options;
 namespace Analytics.Cli.Hosting;
 
 /// <summary>Section <c>Metrics</c>.</summary>
-public sealed class MetricsOptions
+internal sealed class MetricsOptions
 {
     public const string SectionName = "Metrics";
 
@@ -175,8 +175,10 @@ public static class Metrics
     // Limits in force are what every node pulls from the shared `limits` table, so the count comes
     // from there: the same answer on every node of a cluster. Cached: a scrape every few seconds must
     // not turn into a FINAL scan every few seconds.
+    private sealed record LimitsCount(string Kind, string Level, double Limits);
+
     private const string LimitsInForce = """
-        SELECT toString(entity_kind) AS kind, toString(level) AS level, count() AS n
+        SELECT toString(entity_kind) AS kind, toString(level) AS level, count() AS limits
         FROM limits FINAL
         WHERE (level != 'normal' OR blocked OR auth_locked) AND (expires_at IS NULL OR expires_at > now64(3))
         GROUP BY kind, level
@@ -210,9 +212,11 @@ public static class Metrics
                 {
                     using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                     timeout.CancelAfter(TimeSpan.FromSeconds(5));
-                    var result = await store.QueryAsync(LimitsInForce, null, timeout.Token);
-                    samples.AddRange(result.Rows.Select(r => Sample.Of("analytics_limits_in_force", Convert.ToDouble(r[2], System.Globalization.CultureInfo.InvariantCulture),
-                        ("kind", (string)r[0]!), ("level", (string)r[1]!))));
+                    await foreach (var row in store.QueryAsync<LimitsCount>(LimitsInForce, null, timeout.Token))
+                    {
+                        samples.Add(Sample.Of("analytics_limits_in_force", row.Limits, ("kind", row.Kind), ("level", row.Level)));
+                    }
+
                     samples.Add(Sample.Of("analytics_limits_query_ok", 1));
                 }
                 catch (Exception ex) when (ex is ClickHouseException or OperationCanceledException or StoreUnavailableException && !cancellationToken.IsCancellationRequested)

@@ -14,7 +14,7 @@ namespace Analytics.Store.Schema;
 /// Distributed tables merge the partial aggregates. Sharding by the sort key keeps every version of
 /// a ReplacingMergeTree row on one shard, which FINAL needs.
 /// </summary>
-public static partial class ClusterDdl
+internal static partial class ClusterDdl
 {
     public const string LocalSuffix = "_local";
 

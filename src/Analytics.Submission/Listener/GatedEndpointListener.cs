@@ -93,7 +93,7 @@ internal sealed class GatedEndpointListener : IEndpointListener
         }
     }
 
-    private void Refuse(TcpClient client, SessionState session, int code, string text, string reason)
+    private static void Refuse(TcpClient client, SessionState session, int code, string text, string reason)
     {
         var status = text[..5];
         session.Emit(EventKind.Connect, code >= 500 ? EventOutcome.Reject : EventOutcome.TempFail, (ushort)code, status, reason);

@@ -7,7 +7,7 @@ using System.Text.Json.Serialization;
 namespace Analytics.Submission;
 
 /// <summary>The envelope stored next to each spooled message (<c>ID.json</c>).</summary>
-public sealed record SpoolEnvelope(
+internal sealed record SpoolEnvelope(
     [property: JsonPropertyName("id")] string Id,
     [property: JsonPropertyName("sender")] string Sender,
     [property: JsonPropertyName("recipients")] IReadOnlyList<string> Recipients,
@@ -29,7 +29,7 @@ public sealed record SpoolEnvelope(
 /// returns (and only then is 250 sent) the message survives a crash or power loss. A message without
 /// its envelope is an interrupted write and is not mail.
 /// </summary>
-public sealed partial class MailSpool
+internal sealed partial class MailSpool
 {
     private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
     private static readonly ReadOnlyMemory<byte> Crlf = "\r\n"u8.ToArray();
