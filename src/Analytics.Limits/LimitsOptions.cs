@@ -130,9 +130,24 @@ public sealed class FastPathOptions
     [Range(1, 100_000)]
     public int AuthFailuresPerIp { get; set; } = 10;
 
-    /// <summary>AUTH failures against one user within <see cref="AuthFailureWindow"/> that lock the user. Default 5.</summary>
+    /// <summary>
+    /// AUTH failures against one account from one network (/24, /64) within <see cref="AuthFailureWindow"/>
+    /// that lock AUTH to that account from that network — not from its owner's networks. Default 5.
+    /// </summary>
     [Range(1, 100_000)]
     public int AuthFailuresPerUser { get; set; } = 5;
+
+    /// <summary>
+    /// AUTH failures against one account, over all networks, within <see cref="AuthFailureWindow"/> that
+    /// lock the account everywhere except the networks its owner logged in from recently
+    /// (<see cref="KnownNetworkTtl"/>): distributed guessing. Default 20.
+    /// </summary>
+    [Range(2, 1_000_000)]
+    public int AuthFailuresPerUserAcrossNetworks { get; set; } = 20;
+
+    /// <summary>How long a network an account logged in from counts as its owner's. Default 30 days.</summary>
+    [Range(typeof(TimeSpan), "00:01:00", "365.00:00:00")]
+    public TimeSpan KnownNetworkTtl { get; set; } = TimeSpan.FromDays(30);
 
     /// <summary>Window the failures are counted in. Default 10 minutes.</summary>
     [Range(typeof(TimeSpan), "00:00:01", "7.00:00:00")]

@@ -33,6 +33,9 @@ public sealed class Harness : IAsyncDisposable
 
     public SubmissionListener Listener { get; }
 
+    /// <summary>The listener's limit book (dynamic limits can be put in it as the policy would).</summary>
+    public LimitBook Book { get; private init; } = null!;
+
     public UserStore Users { get; }
 
     public RecipientStore Recipients { get; }
@@ -74,12 +77,13 @@ public sealed class Harness : IAsyncDisposable
         var recipients = new RecipientStore(fixture.Store);
         var userDirectory = new UserDirectory(users, hasher, NullLogger<UserDirectory>.Instance);
         var recipientDirectory = new RecipientDirectory(recipients, NullLogger<RecipientDirectory>.Instance);
+        var book = new LimitBook(limitOptions, TimeProvider.System);
         var harness = new Harness(fixture, options,
             new SubmissionListener(options, limitOptions, userDirectory, recipientDirectory,
-                new LimitBook(limitOptions, TimeProvider.System),
+                book,
                 events ?? fixture.Sink,
                 NullLogger<SubmissionListener>.Instance),
-            users, recipients, tag, userDirectory, recipientDirectory);
+            users, recipients, tag, userDirectory, recipientDirectory) { Book = book };
         return await harness.InitAsync();
     }
 

@@ -18,7 +18,9 @@ internal sealed class FastPath
     private readonly FastPathOptions _options;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<AddressKey, FailureCounter> _hostFailures = new();
-    private readonly ConcurrentDictionary<string, FailureCounter> _userFailures = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<(string User, AddressKey Network), FailureCounter> _userFailures = new();
+    private readonly ConcurrentDictionary<string, AccountFailures> _accountFailures = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, KnownNetworks> _known = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<ulong, SprayCounter> _sprays = new();
 
     // Unknown-recipient counters; a "hold" is the counter's lock. IPs and networks share one map.
@@ -36,7 +38,7 @@ internal sealed class FastPath
     }
 
     /// <summary>Entries held in memory, over all maps (for metrics and the sweep test).</summary>
-    public int Entries => _hostFailures.Count + _userFailures.Count + _sprays.Count + _hostUnknowns.Count + _userUnknowns.Count;
+    public int Entries => _hostFailures.Count + _userFailures.Count + _accountFailures.Count + _sprays.Count + _hostUnknowns.Count + _userUnknowns.Count;
 
     /// <summary>Why AUTH from this subject is refused now, or null.</summary>
     public string? AuthRefusal(in LimitSubject subject, long now)
@@ -64,10 +66,25 @@ internal sealed class FastPath
             return "password sprayed over many accounts";
         }
 
-        return subject.User.Length > 0 && now < Volatile.Read(ref _locksUntil) && _userFailures.TryGetValue(subject.User, out var user) && user.IsLocked(now)
-            ? "user locked after repeated AUTH failures"
+        if (subject.User.Length == 0 || now >= Volatile.Read(ref _locksUntil))
+        {
+            return null;
+        }
+
+        var network = subject.Address.Network();
+        if (_userFailures.TryGetValue((subject.User, network), out var fromHere) && fromHere.IsLocked(now))
+        {
+            return "user locked after repeated AUTH failures from this network";
+        }
+
+        // Guessing spread over many networks locks the account, but never against its owner.
+        return _accountFailures.TryGetValue(subject.User, out var account) && account.IsLocked(now) && !IsOwnersNetwork(subject.User, network, now)
+            ? "user locked after AUTH failures from many networks"
             : null;
     }
+
+    private bool IsOwnersNetwork(string user, AddressKey network, long now) =>
+        _known.TryGetValue(user, out var known) && known.Contains(network, now, FailureCounter.Ticks(_options.KnownNetworkTtl, _time.TimestampFrequency));
 
     /// <summary>Why the client's IP or network is held (unknown-recipient probing), or null.</summary>
     public string? HostHeld(in LimitSubject subject, long now)
@@ -102,11 +119,15 @@ internal sealed class FastPath
         var netLock = _hostFailures.GetOrAdd(subject.Address.Network(), static _ => new FailureCounter())
             .Record(now, o.AuthFailuresPerNetwork, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
         var userLock = TimeSpan.Zero;
+        var accountLock = TimeSpan.Zero;
         var burned = false;
         if (subject.User.Length > 0)
         {
-            userLock = _userFailures.GetOrAdd(subject.User, static _ => new FailureCounter())
+            var network = subject.Address.Network();
+            userLock = _userFailures.GetOrAdd((subject.User, network), static _ => new FailureCounter())
                 .Record(now, o.AuthFailuresPerUser, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
+            accountLock = _accountFailures.GetOrAdd(subject.User, static _ => new AccountFailures())
+                .Record(now, network, o.AuthFailuresPerUserAcrossNetworks, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
             if (subject.SecretTag != 0)
             {
                 var window = FailureCounter.Ticks(o.AuthFailureWindow, frequency);
@@ -118,21 +139,52 @@ internal sealed class FastPath
             }
         }
 
-        var longest = Max(ipLock, Max(netLock, userLock));
+        var longest = Max(Max(ipLock, netLock), Max(userLock, accountLock));
         if (longest > TimeSpan.Zero)
         {
             Extend(ref _locksUntil, now + FailureCounter.Ticks(longest, frequency));
         }
 
-        return new AuthFailureOutcome(ipLock > TimeSpan.Zero, userLock > TimeSpan.Zero, longest) { NetworkLocked = netLock > TimeSpan.Zero, PasswordBurned = burned };
+        return new AuthFailureOutcome(ipLock > TimeSpan.Zero, userLock > TimeSpan.Zero, longest)
+        {
+            NetworkLocked = netLock > TimeSpan.Zero,
+            PasswordBurned = burned,
+            AccountLocked = accountLock > TimeSpan.Zero,
+        };
     }
 
     public void RecordAuthSuccess(in LimitSubject subject)
     {
         // The IP and the network keep their counts: one good account must not reset a spraying IP.
-        if (_userFailures.TryGetValue(subject.User, out var state))
+        var network = subject.Address.Network();
+        if (_userFailures.TryGetValue((subject.User, network), out var state))
         {
             state.ClearFailures();
+        }
+
+        Remember(subject.User, network, _time.GetTimestamp());
+    }
+
+    /// <summary>Networks accounts logged in from before this process started; the newest per account win.</summary>
+    public void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime At)> logins)
+    {
+        var now = _time.GetTimestamp();
+        var utcNow = _time.GetUtcNow().UtcDateTime;
+        foreach (var (user, network, at) in logins)
+        {
+            var age = utcNow - at;
+            if (age < _options.KnownNetworkTtl)
+            {
+                Remember(user, network, now - FailureCounter.Ticks(age < TimeSpan.Zero ? TimeSpan.Zero : age, _time.TimestampFrequency));
+            }
+        }
+    }
+
+    private void Remember(string user, AddressKey network, long at)
+    {
+        if (user.Length > 0)
+        {
+            _known.GetOrAdd(user, static _ => new KnownNetworks()).Add(network, at);
         }
     }
 
@@ -188,6 +240,14 @@ internal sealed class FastPath
 
         SweepMap(_hostFailures, now, window);
         SweepMap(_userFailures, now, window);
+        foreach (var (user, account) in _accountFailures)
+        {
+            if (account.IsStale(now, window))
+            {
+                _accountFailures.TryRemove(new KeyValuePair<string, AccountFailures>(user, account));
+            }
+        }
+
         SweepMap(_hostUnknowns, now, window);
         SweepMap(_userUnknowns, now, window);
         foreach (var (tag, state) in _sprays)
@@ -227,6 +287,94 @@ internal sealed class FastPath
     }
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    /// <summary>
+    /// Failures against one account over all networks: locked once there are too many from more than
+    /// one network (one network alone is the per-network counter's business).
+    /// </summary>
+    private sealed class AccountFailures
+    {
+        private readonly Queue<(long At, AddressKey Network)> _failures = new();
+        private long _lockedUntil;
+        private long _lastLockEnd;
+        private long _last;
+        private int _level;
+
+        public bool IsLocked(long now) => now < Volatile.Read(ref _lockedUntil);
+
+        public bool IsStale(long now, long window) => now - Volatile.Read(ref _last) > window && now - Volatile.Read(ref _lastLockEnd) > window;
+
+        public TimeSpan Record(long now, AddressKey network, int threshold, TimeSpan windowSpan, TimeSpan lockBase, TimeSpan lockMax, long frequency)
+        {
+            lock (_failures)
+            {
+                Volatile.Write(ref _last, now);
+                var window = FailureCounter.Ticks(windowSpan, frequency);
+                while (_failures.Count > 0 && now - _failures.Peek().At > window)
+                {
+                    _failures.Dequeue();
+                }
+
+                _failures.Enqueue((now, network));
+                if (_failures.Count < threshold || _failures.All(f => f.Network == network))
+                {
+                    return TimeSpan.Zero;
+                }
+
+                if (_lastLockEnd != 0 && now - _lastLockEnd > window)
+                {
+                    _level = 0;
+                }
+
+                var duration = TimeSpan.FromTicks(Math.Min(lockBase.Ticks * (1L << Math.Min(_level, 20)), lockMax.Ticks));
+                _level++;
+                _failures.Clear();
+                var until = now + FailureCounter.Ticks(duration, frequency);
+                Volatile.Write(ref _lastLockEnd, until);
+                Volatile.Write(ref _lockedUntil, until);
+                return duration;
+            }
+        }
+    }
+
+    /// <summary>The networks an account logged in from, newest first; a handful per account (owners have few).</summary>
+    private sealed class KnownNetworks
+    {
+        private const int Max = 8;
+        private readonly List<(AddressKey Network, long At)> _networks = [];
+
+        public void Add(AddressKey network, long at)
+        {
+            lock (_networks)
+            {
+                var i = _networks.FindIndex(n => n.Network == network);
+                if (i >= 0)
+                {
+                    if (_networks[i].At >= at)
+                    {
+                        return;
+                    }
+
+                    _networks.RemoveAt(i);
+                }
+                else if (_networks.Count == Max)
+                {
+                    _networks.RemoveAt(_networks.Count - 1);
+                }
+
+                var position = _networks.FindIndex(n => n.At < at);
+                _networks.Insert(position < 0 ? _networks.Count : position, (network, at));
+            }
+        }
+
+        public bool Contains(AddressKey network, long now, long ttl)
+        {
+            lock (_networks)
+            {
+                return _networks.Exists(n => n.Network == network && now - n.At < ttl);
+            }
+        }
+    }
 
     /// <summary>The accounts one password (by its tag) failed against recently; burned once there are too many.</summary>
     private sealed class SprayCounter

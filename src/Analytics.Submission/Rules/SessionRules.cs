@@ -299,6 +299,11 @@ public sealed class SessionRules
             session.Throttle(454, "4.7.0", $"lock network of {session.ClientIp} for {outcome.LockDuration}", TimeSpan.Zero, session.AuthUser);
         }
 
+        if (outcome.AccountLocked)
+        {
+            session.Throttle(454, "4.7.0", $"lock user everywhere but its owner's networks for {outcome.LockDuration}", TimeSpan.Zero, session.AuthUser);
+        }
+
         if (outcome.PasswordBurned)
         {
             session.Throttle(454, "4.7.0", "refuse a password tried against too many accounts", TimeSpan.Zero, session.AuthUser);
