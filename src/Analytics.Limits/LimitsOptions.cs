@@ -80,13 +80,28 @@ public sealed class SessionLimitOptions
     [Range(typeof(TimeSpan), "00:00:00.100", "01:00:00")]
     public TimeSpan CommandTimeout { get; set; } = TimeSpan.FromMinutes(5);
 
-    /// <summary>Concurrent sessions over all endpoints (421 past it). Default 2000.</summary>
+    /// <summary>
+    /// Longest wait for a command before a session has authenticated (submission) or started a
+    /// transaction (MX): a connection that does nothing gives its slot back soon. Default 30 s.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00.100", "01:00:00")]
+    public TimeSpan PreAuthTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Longest TLS handshake (STARTTLS or implicit TLS). Default 10 s.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.100", "00:10:00")]
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Concurrent sessions of one role (submission, MX) over its endpoints (421 past it); each role has its own. Default 2000.</summary>
     [Range(1, 1_000_000)]
     public int MaxSessions { get; set; } = 2000;
 
-    /// <summary>Concurrent sessions from one client IP (421 past it). Default 20.</summary>
+    /// <summary>Concurrent sessions of one role from one client address (421 past it). Default 50, as Postfix's smtpd_client_connection_count_limit.</summary>
     [Range(1, 1_000_000)]
-    public int MaxSessionsPerIp { get; set; } = 20;
+    public int MaxSessionsPerIp { get; set; } = 50;
+
+    /// <summary>Concurrent sessions of one role from one network, IPv4 /24 or IPv6 /64 (421 past it). Default 200.</summary>
+    [Range(1, 1_000_000)]
+    public int MaxSessionsPerNetwork { get; set; } = 200;
 
     /// <summary>On shutdown, how long transactions in flight may take to finish. Default 30 s.</summary>
     [Range(typeof(TimeSpan), "00:00:00", "00:10:00")]

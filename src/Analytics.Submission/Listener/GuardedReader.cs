@@ -69,7 +69,26 @@ internal sealed partial class GuardedReader : PipeReader
                 }
             }
 
-            var result = await _inner.ReadAsync(cancellationToken);
+            ReadResult result;
+            if (_session.Phase == SessionPhase.Command && !_session.PastGreetingStage)
+            {
+                // Before AUTH (submission) or a transaction (MX) an idle connection gives its slot back soon.
+                using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                idle.CancelAfter(limits.PreAuthTimeout);
+                try
+                {
+                    result = await _inner.ReadAsync(idle.Token);
+                }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                    return await CloseAsync(421, "4.4.2 Timeout, closing connection", "timeout: idle before authentication", cancellationToken);
+                }
+            }
+            else
+            {
+                result = await _inner.ReadAsync(cancellationToken);
+            }
+
             var buffer = result.Buffer;
             if (result.IsCanceled)
             {

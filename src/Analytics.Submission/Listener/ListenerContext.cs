@@ -30,6 +30,8 @@ internal sealed class ListenerContext
 
     public required ConnectionGate Gate { get; init; }
 
+    public required RefusalCounter Refusals { get; init; }
+
     /// <summary>Set once shutdown begins: sessions between transactions are closed with 421 4.3.2.</summary>
     public volatile bool Draining;
 }

@@ -61,6 +61,7 @@ public sealed partial class SubmissionListener : IAsyncDisposable
             Spool = new MailSpool(options.SpoolDirectory),
             Logger = logger,
             Gate = new ConnectionGate(limitOptions.Session),
+            Refusals = new RefusalCounter(time ?? TimeProvider.System, logger),
         };
     }
 
@@ -80,6 +81,9 @@ public sealed partial class SubmissionListener : IAsyncDisposable
     public IReadOnlyList<ListenerEndpoint> Endpoints => _endpoints;
 
     public int ActiveSessions => _context.Gate.Count;
+
+    /// <summary>Connections refused before the greeting since start, by reason.</summary>
+    public IReadOnlyDictionary<string, long> Refusals => _context.Refusals.Totals;
 
     public string SpoolDirectory => _context.Spool.Directory;
 
