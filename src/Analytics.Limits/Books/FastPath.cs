@@ -83,6 +83,9 @@ internal sealed class FastPath
             : null;
     }
 
+    public bool IsOwnersNetwork(in LimitSubject subject) =>
+        subject.User.Length > 0 && IsOwnersNetwork(subject.User, subject.Address.Network(), _time.GetTimestamp());
+
     private bool IsOwnersNetwork(string user, AddressKey network, long now) =>
         _known.TryGetValue(user, out var known) && known.Contains(network, now, FailureCounter.Ticks(_options.KnownNetworkTtl, _time.TimestampFrequency));
 

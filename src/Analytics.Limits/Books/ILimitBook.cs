@@ -99,6 +99,9 @@ public interface ILimitBook
     /// </summary>
     HoldOutcome RecordUnknownRecipient(LimitSubject subject);
 
+    /// <summary>The subject's network is one its account logged in from lately (its owner's): such logins go ahead of others.</summary>
+    bool IsOwnersNetwork(LimitSubject subject) => false;
+
     /// <summary>Networks accounts logged in from before this process started (from the store), so owners are recognised at once.</summary>
     void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime At)> logins) { }
 }

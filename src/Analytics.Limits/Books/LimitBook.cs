@@ -223,6 +223,8 @@ public sealed class LimitBook : ILimitBook
 
     public HoldOutcome RecordUnknownRecipient(LimitSubject subject) => _fastPath.RecordUnknownRecipient(subject);
 
+    public bool IsOwnersNetwork(LimitSubject subject) => _fastPath.IsOwnersNetwork(subject);
+
     public void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime At)> logins) => _fastPath.RememberLogins(logins);
 
     private static readonly TimeSpan OneMinute = TimeSpan.FromMinutes(1);

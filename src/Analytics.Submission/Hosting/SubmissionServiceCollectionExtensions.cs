@@ -26,7 +26,8 @@ public static class SubmissionServiceCollectionExtensions
         services.TryAddSingleton(sp => new PasswordHasher(sp.GetRequiredService<IOptions<SubmissionOptions>>().Value.Directory.Pbkdf2Iterations));
         services.TryAddSingleton(sp => new UserStore(sp.GetRequiredService<IClickHouseStore>(), sp.GetRequiredService<PasswordHasher>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton(sp => new RecipientStore(sp.GetRequiredService<IClickHouseStore>(), sp.GetRequiredService<TimeProvider>()));
-        services.TryAddSingleton<UserDirectory>();
+        services.TryAddSingleton(sp => new UserDirectory(sp.GetRequiredService<UserStore>(), sp.GetRequiredService<PasswordHasher>(),
+            sp.GetRequiredService<ILogger<UserDirectory>>(), sp.GetRequiredService<IOptions<SubmissionOptions>>().Value.Directory, sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<RecipientDirectory>();
         services.TryAddSingleton(sp => new SubmissionListener(
             sp.GetRequiredService<IOptions<SubmissionOptions>>().Value,
