@@ -91,9 +91,12 @@ public sealed class SessionLimitOptions
     [Range(typeof(TimeSpan), "00:00:00.100", "00:10:00")]
     public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
-    /// <summary>Concurrent sessions of one role (submission, MX) over its endpoints (421 past it); each role has its own. Default 2000.</summary>
+    /// <summary>
+    /// Concurrent sessions of one role (submission, MX) over its endpoints (421 past it); each role has
+    /// its own. Past 80 % of it, idle sessions before AUTH are closed after 5 s. Default 5000.
+    /// </summary>
     [Range(1, 1_000_000)]
-    public int MaxSessions { get; set; } = 2000;
+    public int MaxSessions { get; set; } = 5000;
 
     /// <summary>Concurrent sessions of one role from one client address (421 past it). Default 50, as Postfix's smtpd_client_connection_count_limit.</summary>
     [Range(1, 1_000_000)]

@@ -24,6 +24,9 @@ internal sealed class ConnectionGate
 
     public IEnumerable<SessionState> Sessions => _sessions.Keys;
 
+    /// <summary>How full a role's pool is, 0 to 1.</summary>
+    public double Load(ListenerRole role) => Volatile.Read(ref PoolOf(role).Total) / (double)_limits.MaxSessions;
+
     /// <summary>Takes a slot; false (and nothing taken) when a limit is reached, with the reason.</summary>
     public bool TryEnter(SessionState session, out string reason)
     {

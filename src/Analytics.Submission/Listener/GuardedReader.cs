@@ -27,6 +27,10 @@ internal sealed partial class GuardedReader : PipeReader
     private readonly ReplyWriter _output;
 
     // When we hand out a replacement line, where the real one ends in the inner buffer.
+    // Past this share of a role's slots in use, idle sessions before AUTH get StressTimeout.
+    private const double StressLoad = 0.8;
+    private static readonly TimeSpan StressTimeout = TimeSpan.FromSeconds(5);
+
     private ReadOnlySequence<byte> _replacement;
     private SequencePosition _innerLineEnd;
     private bool _replaced;
@@ -72,9 +76,10 @@ internal sealed partial class GuardedReader : PipeReader
             ReadResult result;
             if (_session.Phase == SessionPhase.Command && !_session.PastGreetingStage)
             {
-                // Before AUTH (submission) or a transaction (MX) an idle connection gives its slot back soon.
+                // Before AUTH (submission) or a transaction (MX) an idle connection gives its slot back soon,
+                // and sooner still while its role's pool is nearly full (as Postfix does under stress).
                 using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                idle.CancelAfter(limits.PreAuthTimeout);
+                idle.CancelAfter(_session.Listener.Gate.Load(_session.Role) > StressLoad && limits.PreAuthTimeout > StressTimeout ? StressTimeout : limits.PreAuthTimeout);
                 try
                 {
                     result = await _inner.ReadAsync(idle.Token);
