@@ -126,6 +126,7 @@ internal static class ServerHost
             // the scorer hands its verdicts to the limit policy in-process.
             builder.Services.AddDynamicLimits(builder.Configuration);
             builder.Services.AddSubmission(builder.Configuration);
+            builder.Services.AddDelivery(builder.Configuration, discardWhenUnconfigured: overrides.Demo);
             builder.Services.AddDetection(builder.Configuration, Environment.MachineName);
             builder.Services.AddReviewConsole(builder.Configuration);
             if (overrides.Demo)
@@ -162,6 +163,12 @@ internal static class ServerHost
             {
                 // A port in use or not permitted: the listener says which one.
                 throw new CliException(ex.Message, 2);
+            }
+            catch (OptionsValidationException ex)
+            {
+                // A section validated when the host starts (ValidateOnStart), before any port opens.
+                OptionsValidation.ThrowIfInvalid(ex.Failures);
+                throw;
             }
         }
         finally

@@ -24,6 +24,9 @@ internal sealed class ListenerContext
 
     public required ConnectionGate Gate { get; init; }
 
+    /// <summary>The delivery queue, when one is registered: it says whether the spool has room, and takes each accepted message.</summary>
+    public Delivery.IMailQueue? Queue { get; init; }
+
     // Key of the password tags: random per process, so a tag means nothing outside this listener's memory.
     private readonly byte[] _tagKey = System.Security.Cryptography.RandomNumberGenerator.GetBytes(32);
 

@@ -24,6 +24,11 @@ internal sealed class MailboxFilter : IMailboxFilter
             throw new SmtpResponseException(Replies.Response(552, "5.3.4 Message size exceeds fixed maximum message size"));
         }
 
+        if (listener.Queue is { } queue && !queue.HasRoomFor(Math.Max(0, size)))
+        {
+            throw new SmtpResponseException(Replies.Response(452, "4.3.1 Insufficient system storage"));
+        }
+
         var decision = listener.Limits.CheckMail(session.Subject);
         Authenticator.ApplyTarpit(session, decision);
         Enforce(session, decision, "mail");

@@ -35,7 +35,8 @@ public sealed partial class SubmissionListener : IAsyncDisposable
         ILimitBook limits,
         IEventPublisher events,
         ILogger<SubmissionListener> logger,
-        TimeProvider? time = null)
+        TimeProvider? time = null,
+        Delivery.IMailQueue? queue = null)
     {
         // Bad configuration fails here, before any port opens, with every problem listed.
         var validation = new SubmissionOptionsValidator().Validate(null, options);
@@ -57,6 +58,7 @@ public sealed partial class SubmissionListener : IAsyncDisposable
             Spool = new MailSpool(options.SpoolDirectory),
             Logger = logger,
             Gate = new ConnectionGate(options.Limits),
+            Queue = queue,
         };
     }
 
