@@ -29,7 +29,7 @@ internal static class DsnBuilder
         explanation.Append("This is the mail system at ").Append(serverName).Append(".\r\n\r\n");
         explanation.Append(expired
             ? "Your message could not be delivered in the time allowed to the following recipients; the mail system gave up:\r\n\r\n"
-            : "Your message could not be delivered to one or more recipients. It is attached below.\r\n\r\n");
+            : "Your message could not be delivered to one or more recipients; its header is attached below.\r\n\r\n");
         foreach (var r in failed)
         {
             explanation.Append('<').Append(r.Address).Append(">: ").Append(r.Reply.Length > 0 ? r.Reply : r.Dsn).Append("\r\n");
