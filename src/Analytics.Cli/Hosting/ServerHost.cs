@@ -6,6 +6,7 @@ using Analytics.Review;
 using Analytics.Store;
 using Analytics.Store.Embedded;
 using Analytics.Submission;
+using Analytics.Submission.Delivery;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -83,11 +84,13 @@ internal static class ServerHost
         var reviewOptions = ReviewOptions.FromConfiguration(settings.Configuration);
         var detectionOptions = settings.Configuration.GetSection("Detection").Get<DetectionOptions>() ?? new DetectionOptions();
         var limitOptions = settings.Configuration.GetSection("Limits").Get<LimitPolicyOptions>() ?? new LimitPolicyOptions();
+        var deliveryOptions = BindDelivery(settings);
         OptionsValidation.ThrowIfInvalid(
             OptionsValidation.Errors(("Store", settings.Store), ("Events", sinkOptions), ("Submission", submissionOptions),
                 ("Detection", detectionOptions), ("Limits", limitOptions))
                 .Concat(reviewOptions.Validate())
-                .Concat(new SubmissionOptionsValidator().Validate(null, submissionOptions).Failures ?? []));
+                .Concat(new SubmissionOptionsValidator().Validate(null, submissionOptions).Failures ?? [])
+                .Concat(new DeliveryOptionsValidator().Validate(null, deliveryOptions).Failures ?? []));
 
         IClickHouseStore store;
         try
@@ -180,6 +183,19 @@ internal static class ServerHost
 
         log.LogInformation("analytics stopped");
         return 0;
+    }
+
+    /// <summary>The Delivery section, for validation before anything opens (a value of the wrong type is named too).</summary>
+    private static DeliveryOptions BindDelivery(AnalyticsSettings settings)
+    {
+        try
+        {
+            return settings.Configuration.GetSection(DeliveryOptions.SectionName).Get<DeliveryOptions>() ?? new DeliveryOptions();
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new CliException("Invalid configuration: " + ex.Message, 2);
+        }
     }
 
     /// <summary>The Submission section as the listener will see it, for validation before anything opens.</summary>

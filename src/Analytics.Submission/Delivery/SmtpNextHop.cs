@@ -113,6 +113,7 @@ internal sealed class SmtpNextHop : INextHop
     {
         var client = session.Client;
         client.Rejected.Clear();
+        client.SenderRefused = null;
         session.Messages++;
         var host = session.Host.ToString();
         try
@@ -120,27 +121,18 @@ internal sealed class SmtpNextHop : INextHop
             var sender = new MailboxAddress("", message.Envelope.Sender);
             var to = recipients.Select(r => new MailboxAddress("", r)).ToList();
             var reply = await client.SendAsync(FormatOptions.Default, mime, sender, to, cancellationToken);
-            return ([.. recipients.Select(r => client.Rejected.TryGetValue(r, out var no)
-                ? RecipientResult.From(r, no.Code, no.Text, host)
-                : RecipientResult.From(r, 250, reply, host))], true, false);
-        }
-        catch (SmtpCommandException ex) when (ex.ErrorCode == SmtpErrorCode.RecipientNotAccepted && client.Rejected.Count == recipients.Count)
-        {
-            return ([.. recipients.Select(r => RecipientResult.From(r, client.Rejected[r].Code, client.Rejected[r].Text, host))], false, false);
+            return ([.. recipients.Select(r => Outcome(client, r, 250, reply, host))], true, false);
         }
         catch (NoRecipientsAcceptedException)
         {
-            return ([.. recipients.Select(r => client.Rejected.TryGetValue(r, out var no)
-                ? RecipientResult.From(r, no.Code, no.Text, host)
-                : RecipientResult.NoReply(r, "4.4.2", "no reply to RCPT", host))], false, false);
+            return ([.. recipients.Select(r => client.SenderRefused is null && !client.Rejected.ContainsKey(r)
+                ? RecipientResult.NoReply(r, "4.4.2", "no reply to RCPT", host)
+                : Outcome(client, r, 0, "", host))], false, false);
         }
         catch (SmtpCommandException ex)
         {
             // MAIL FROM or the end of DATA refused: the same answer for every recipient still in play.
-            var code = (int)ex.StatusCode;
-            return ([.. recipients.Select(r => client.Rejected.TryGetValue(r, out var no)
-                ? RecipientResult.From(r, no.Code, no.Text, host)
-                : RecipientResult.From(r, code, ex.Message, host))], false, false);
+            return ([.. recipients.Select(r => Outcome(client, r, (int)ex.StatusCode, ex.Message, host))], false, false);
         }
         catch (Exception ex) when (ex is IOException or SmtpProtocolException or ServiceNotConnectedException or SocketException
                                    || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
@@ -154,6 +146,16 @@ internal sealed class SmtpNextHop : INextHop
             return ([.. recipients.Select(r => RecipientResult.NoReply(r, "4.4.2", "lost connection with " + host + ": " + NextHopReply.Describe(ex), host))], false, false);
         }
     }
+
+    /// <summary>
+    /// A refused MAIL FROM decides for every recipient: with PIPELINING the RCPTs sent behind it get
+    /// "503 need MAIL command", which must not read as a permanent refusal of the recipient. Otherwise a
+    /// refused RCPT keeps its own reply, and the rest get <paramref name="code"/>.
+    /// </summary>
+    private static RecipientResult Outcome(RecordingSmtpClient client, string recipient, int code, string text, string host) =>
+        client.SenderRefused is { } sender ? RecipientResult.From(recipient, sender.Code, sender.Text, host)
+        : client.Rejected.TryGetValue(recipient, out var no) ? RecipientResult.From(recipient, no.Code, no.Text, host)
+        : RecipientResult.From(recipient, code, text, host);
 
     private async Task<(Session? Session, string Host, (string Dsn, string Text) Error)> ConnectAnyAsync(CancellationToken cancellationToken)
     {
@@ -281,6 +283,14 @@ internal sealed class SmtpNextHop : INextHop
     private sealed class RecordingSmtpClient : SmtpClient
     {
         public Dictionary<string, (int Code, string Text)> Rejected { get; } = new(StringComparer.OrdinalIgnoreCase);
+
+        public (int Code, string Text)? SenderRefused { get; set; }
+
+        protected override void OnSenderNotAccepted(MimeMessage message, MailboxAddress mailbox, SmtpResponse response)
+        {
+            SenderRefused = ((int)response.StatusCode, response.Response);
+            base.OnSenderNotAccepted(message, mailbox, response);
+        }
 
         protected override void OnRecipientNotAccepted(MimeMessage message, MailboxAddress mailbox, SmtpResponse response) =>
             Rejected[mailbox.Address] = ((int)response.StatusCode, response.Response);
