@@ -448,12 +448,26 @@ public sealed partial class DeliveryQueue : IMailQueue, IAsyncDisposable
                             Interlocked.Increment(ref _deferredRecipients);
                         }
 
-                        Publish(envelope, r.Address, hop?.Protocol ?? "none", (hop?.Name ?? "none") + (result.Host.Length > 0 ? " " + result.Host : ""),
-                            result.Code, result.Dsn, result.Text, elapsed, outcome, state.Attempts + 1);
+                        if (hop is not DiscardNextHop)
+                        {
+                            // Discarded demo mail is only counted: its events would add to the activity the
+                            // detection model judges the demo population by.
+                            Publish(envelope, r.Address, hop?.Protocol ?? "none", (hop?.Name ?? "none") + (result.Host.Length > 0 ? " " + result.Host : ""),
+                                result.Code, result.Dsn, result.Text, elapsed, outcome, state.Attempts + 1);
+                        }
                     }
 
-                    LogAttempt(_logger, id, hop?.Name ?? "none", results.Count(x => x.Delivered), results.Count(x => x.Permanent),
-                        results.Count(x => !x.Delivered && !x.Permanent), (long)elapsed.TotalMilliseconds);
+                    var delivered = results.Count(x => x.Delivered);
+                    if (delivered == results.Count)
+                    {
+                        // Every recipient's outcome is an event in the store; the log keeps the exceptions.
+                        LogDelivered(_logger, id, hop?.Name ?? "none", delivered, (long)elapsed.TotalMilliseconds);
+                    }
+                    else
+                    {
+                        LogAttempt(_logger, id, hop?.Name ?? "none", delivered, results.Count(x => x.Permanent),
+                            results.Count(x => !x.Delivered && !x.Permanent), (long)elapsed.TotalMilliseconds);
+                    }
                     if (!state.Done)
                     {
                         // What this hop confirmed is on disk before the next hop is tried.
@@ -763,6 +777,9 @@ public sealed partial class DeliveryQueue : IMailQueue, IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Delivery queue started: {Messages} messages ({Bytes} bytes) in {SpoolDirectory}")]
     private static partial void LogStarted(ILogger logger, int messages, long bytes, string spoolDirectory);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "{QueueId}: via {Hop}: {Delivered} delivered in {ElapsedMs} ms")]
+    private static partial void LogDelivered(ILogger logger, string queueId, string hop, int delivered, long elapsedMs);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{QueueId}: via {Hop}: {Delivered} delivered, {Failed} failed, {Deferred} deferred in {ElapsedMs} ms")]
     private static partial void LogAttempt(ILogger logger, string queueId, string hop, int delivered, int failed, int deferred, long elapsedMs);
