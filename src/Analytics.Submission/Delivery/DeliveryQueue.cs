@@ -341,6 +341,11 @@ public sealed partial class DeliveryQueue : IMailQueue, IAsyncDisposable
             {
                 try
                 {
+                    if (_stopping.IsCancellationRequested)
+                    {
+                        continue; // stopping: what is still waiting here is tried after the next start
+                    }
+
                     await AttemptAsync(entry, cancellationToken);
                 }
                 catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -352,6 +357,13 @@ public sealed partial class DeliveryQueue : IMailQueue, IAsyncDisposable
                     // The spool itself failed (disk full, permissions): try again later, lose nothing.
                     LogSpoolProblem(_logger, ex, entry.Envelope.Id);
                     entry.State.NextAttempt = _time.GetUtcNow() + _options.MinimalBackoff;
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // A message this code cannot handle must not take a worker down with it: it stays
+                    // queued, retried on the backoff schedule, until its lifetime runs out.
+                    LogAttemptFailed(_logger, ex, entry.Envelope.Id);
+                    entry.State.NextAttempt = _time.GetUtcNow() + Backoff(Math.Max(1, entry.State.Attempts));
                 }
                 finally
                 {
@@ -804,6 +816,9 @@ public sealed partial class DeliveryQueue : IMailQueue, IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Error, Message = "{QueueId}: the spool could not be updated; the message stays queued")]
     private static partial void LogSpoolProblem(ILogger logger, Exception exception, string queueId);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "{QueueId}: the delivery attempt failed unexpectedly; the message stays queued")]
+    private static partial void LogAttemptFailed(ILogger logger, Exception exception, string queueId);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{QueueId}: {Action} by the operator")]
     private static partial void LogOperator(ILogger logger, string action, string queueId);

@@ -18,7 +18,7 @@ internal static class DsnBuilder
     {
         var message = new MimeMessage();
         message.From.Add(new MailboxAddress("Mail Delivery System", "MAILER-DAEMON@" + serverName));
-        message.To.Add(MailboxAddress.Parse(original.Sender));
+        message.To.Add(MailboxAddress.TryParse(original.Sender, out var sender) ? sender : new MailboxAddress("", original.Sender));
         message.Subject = expired ? "Undelivered Mail Returned to Sender (delivery time expired)" : "Undelivered Mail Returned to Sender";
         message.Date = now;
         message.MessageId = MimeKit.Utils.MimeUtils.GenerateMessageId(serverName);
