@@ -143,6 +143,9 @@ internal sealed class PostfixRig : IAsyncDisposable
             "smtpd_relay_restrictions=permit_mynetworks, reject",
             // A message from 127.0.0.1 is "local": do not add headers it lacks, so what arrives is what was sent.
             "local_header_rewrite_clients=",
+            // Loopback only: no DNS, ever (a bounce or a relay never looks a domain up).
+            "smtp_dns_support_level=disabled",
+            "smtpd_peername_lookup=no",
             "queue_run_delay=1s",
             "minimal_backoff_time=1s",
             "maximal_backoff_time=2s");
