@@ -12,7 +12,15 @@ using Xunit;
 
 namespace Analytics.Cli.Tests;
 
+/// <summary>
+/// These tests run alone (not beside the timing-sensitive scenario tests): a delivery burst with a Postfix
+/// behind it takes both cores for a while.
+/// </summary>
+[CollectionDefinition(nameof(ServeDeliveryTests), DisableParallelization = true)]
+public sealed class ServeDeliveryCollection;
+
 /// <summary>`serve` delivering onward to a real Postfix, killed and restarted, and the queue verbs against it, all as real processes.</summary>
+[Collection(nameof(ServeDeliveryTests))]
 public sealed class ServeDeliveryTests
 {
     private const string Password = "delivery test password";
@@ -138,7 +146,7 @@ public sealed class ServeDeliveryTests
 
             var missing = expected.Where(id => !arrived.ContainsKey(id)).ToList();
             var duplicates = arrived.Where(a => a.Value > 1).Sum(a => a.Value - 1);
-            TestContext.Current.SendDiagnosticMessage(
+            TestContext.Current.TestOutputHelper?.WriteLine(
                 $"accepted {expected.Count}, delivered {arrived.Count} distinct ({arrived.Keys.Count(expected.Contains)} of the accepted), " +
                 $"{beforeRestart} copies before the restart, duplicates {duplicates}, missing {missing.Count}");
             Assert.True(missing.Count == 0, $"accepted but never delivered: {string.Join(", ", missing.Take(10))}\n{again.Stderr}");

@@ -47,7 +47,8 @@ public sealed class DeliveryTests(StoreFixture fixture)
         SkipWithoutPostfix();
         using var dir = new TempDirectory();
         await using var rig = await PostfixRig.CreateAsync(Path.Combine(dir.Path, "postfix"));
-        await using var h = await Harness.StartAsync(fixture, delivery: Relay(rig));
+        // The first smarthost is down: the next one in the list takes the message.
+        await using var h = await Harness.StartAsync(fixture, delivery: Relay(rig, o => o.Relay!.Hosts = ["127.0.0.1:1", rig.HostPort]));
 
         var message = Message(h.User, "rcpt@dest.test");
         message.Headers.Add("X-Folded", "a header value long enough to be folded by the client when it is written out, " +
@@ -70,6 +71,7 @@ public sealed class DeliveryTests(StoreFixture fixture)
         var delivery = Assert.Single(events, e => e.Kind == "delivery");
         Assert.Equal(("ok", 250, "2.0.0", h.User, "rcpt@dest.test", "smtp"), (delivery.Outcome, delivery.ReplyCode, delivery.Status, delivery.User, delivery.Recipient, delivery.Mechanism));
         Assert.Contains("relay " + rig.HostPort, delivery.Detail, StringComparison.Ordinal);
+        Assert.Contains("attempt 1 ", delivery.Detail, StringComparison.Ordinal);
     }
 
     [Theory]
@@ -280,6 +282,55 @@ public sealed class DeliveryTests(StoreFixture fixture)
         {
             await PostfixRig.RunAsync("/usr/bin/umount", mail);
         }
+    }
+
+    [Fact]
+    public async Task QueueLifetimeReached_TheMessageBouncesWith447_AndLeavesTheQueue()
+    {
+        SkipWithoutPostfix();
+        using var dir = new TempDirectory();
+        // The smarthost defers this recipient every time (450): after the queue lifetime the message
+        // bounces, and the DSN (null sender) is delivered to the sender through the same smarthost.
+        await using var rig = await PostfixRig.CreateAsync(Path.Combine(dir.Path, "postfix"), new PostfixRigOptions
+        {
+            RejectRecipients = new Dictionary<string, string> { ["never@dest.test"] = "450 4.2.1 mailbox busy, try later" },
+        });
+        await using var h = await Harness.StartAsync(fixture, delivery: Relay(rig, o => o.QueueLifetime = TimeSpan.FromSeconds(2)));
+
+        var id = await SubmitAsync(h, Message(h.User, "never@dest.test"));
+        var bounce = Lf(Assert.Single(await rig.WaitForMessagesAsync(h.User, 1, Patience)));
+        Assert.Null(h.Queue!.Show(id));
+        Assert.Contains("Status: 4.4.7", bounce, StringComparison.Ordinal);
+        Assert.Contains("Diagnostic-Code: smtp; 450 ", bounce, StringComparison.Ordinal);
+        Assert.Contains("mailbox busy", bounce.Replace("\n ", " ", StringComparison.Ordinal), StringComparison.Ordinal);
+        Assert.Contains("Final-Recipient: rfc822; never@dest.test", bounce, StringComparison.Ordinal);
+        Assert.Contains("delivery time expired", bounce, StringComparison.Ordinal);
+        Assert.Empty(rig.Messages("never@dest.test"));
+        var events = await h.EventsWhenAsync(e => e.Any(x => x.Kind == "delivery" && x.Status == "4.4.7"));
+        Assert.Contains(events, e => e.Kind == "delivery" && e.Status == "4.4.7" && e.Outcome == "reject" && e.Recipient == "never@dest.test");
+    }
+
+    [Fact]
+    public async Task Routes_DomainRouteFirst_LocalDomainsToTheMailboxServer_TheRestToTheSmarthost()
+    {
+        var options = new DeliveryOptions
+        {
+            Relay = new NextHopOptions { Hosts = ["127.0.0.1:2001"] },
+            Mailbox = new NextHopOptions { Hosts = ["unix:/run/dovecot/lmtp"], Protocol = NextHopProtocol.Lmtp, Tls = NextHopTls.None },
+            Routes = [new RouteOptions { Domains = ["partner.example", ".corp.example"], Hosts = ["127.0.0.1:2002"] }],
+        };
+        Assert.True(new DeliveryOptionsValidator().Validate(null, options).Succeeded);
+        await using var routes = new RouteTable(options, "mx.test", d => d == "local.example", TimeProvider.System);
+        Assert.Equal("route:partner.example,.corp.example", routes.Resolve("a@partner.example", "submission")?.Name);
+        Assert.Equal("route:partner.example,.corp.example", routes.Resolve("a@eu.corp.example", "submission")?.Name);
+        Assert.Equal("relay", routes.Resolve("a@corp.example", "submission")?.Name);
+        Assert.Equal("mailbox", routes.Resolve("a@LOCAL.example", "submission")?.Name);
+        Assert.Equal("lmtp", routes.Resolve("a@local.example", "mx")?.Protocol);
+        Assert.Equal("relay", routes.Resolve("someone@elsewhere.example", "mx")?.Name);
+
+        await using var mxOnly = new RouteTable(new DeliveryOptions { Mailbox = options.Mailbox }, "mx.test", _ => false, TimeProvider.System);
+        Assert.Equal("mailbox", mxOnly.Resolve("a@removed.example", "mx")?.Name);
+        Assert.Null(mxOnly.Resolve("a@elsewhere.example", "submission"));
     }
 
     [Fact]
