@@ -77,7 +77,7 @@ public class NextHopOptions
 /// <summary>A next hop for some recipient domains only (section <c>Delivery:Routes</c>, a list).</summary>
 public sealed class RouteOptions : NextHopOptions
 {
-    /// <summary>Recipient domains sent to this hop; <c>.example.org</c> also matches every subdomain. Required.</summary>
+    /// <summary>Recipient domains sent to this hop; <c>.example.org</c> matches its subdomains (as in Postfix's transport maps), list both for both. Required.</summary>
     public List<string>? Domains { get; set; }
 }
 

@@ -69,7 +69,7 @@ internal sealed class RouteTable : IAsyncDisposable
         var domain = at >= 0 ? recipient[(at + 1)..].ToLowerInvariant() : "";
         foreach (var (d, subdomains, hop) in _routes)
         {
-            if (domain == d || subdomains && domain.EndsWith("." + d, StringComparison.Ordinal))
+            if (subdomains ? domain.EndsWith("." + d, StringComparison.Ordinal) : domain == d)
             {
                 return hop;
             }
