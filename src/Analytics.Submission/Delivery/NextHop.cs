@@ -9,7 +9,7 @@ namespace Analytics.Submission.Delivery;
 /// <param name="Code">The reply code; 0 when no next hop answered (connection refused, timeout, no route).</param>
 /// <param name="Dsn">RFC 3463 status: from the reply when it has one, else from its class.</param>
 /// <param name="Host">The host that answered or was tried last.</param>
-public readonly record struct RecipientResult(string Recipient, int Code, string Dsn, string Text, string Host)
+internal readonly record struct RecipientResult(string Recipient, int Code, string Dsn, string Text, string Host)
 {
     public bool Delivered => Code is >= 200 and < 300;
 
@@ -24,7 +24,7 @@ public readonly record struct RecipientResult(string Recipient, int Code, string
 }
 
 /// <summary>A message on its way out: the spooled bytes with our Received header in front.</summary>
-public sealed class OutboundMessage
+internal sealed class OutboundMessage
 {
     public required string Id { get; init; }
 

@@ -16,7 +16,7 @@ public interface IMailQueue
     void Enqueued(SpoolEnvelope envelope);
 }
 
-public enum RecipientStatus
+internal enum RecipientStatus
 {
     Pending,
     Delivered,
@@ -24,7 +24,7 @@ public enum RecipientStatus
 }
 
 /// <summary>One recipient's fate so far. Mutated only under its message's lock.</summary>
-public sealed class RecipientState
+internal sealed class RecipientState
 {
     [JsonPropertyName("address")]
     public required string Address { get; init; }
@@ -63,7 +63,7 @@ public sealed class RecipientState
 /// The queue's record of one message (<c>ID.state</c> beside ID.eml and ID.json), rewritten durably
 /// after every attempt. Missing for a message that was never tried: every recipient pending.
 /// </summary>
-public sealed class QueueState
+internal sealed class QueueState
 {
     public static readonly JsonSerializerOptions Json = new() { WriteIndented = false };
 
