@@ -56,6 +56,7 @@ internal static class AnalyticsCli
         root.Subcommands.Add(DetectionCommands.Score(context));
         root.Subcommands.Add(ReviewersCommand.Create(context));
         root.Subcommands.Add(LimitsCommand.Create(context));
+        root.Subcommands.Add(QueueCommand.Create(context));
         root.Subcommands.Add(ConfigCommand.Create(context));
         root.Subcommands.Add(SchemaCommand.Create(context));
         root.Subcommands.Add(ScenarioCommand.Create(context));

@@ -109,6 +109,12 @@ internal sealed class AnalyticsSettings
 
     public StoreOptions Store { get; }
 
+    /// <summary>Where the listener keeps its spool and keys: <c>Submission:DataDirectory</c>, unless --data was given or it is unset.</summary>
+    public string SubmissionDataDirectory =>
+        DataGiven || string.IsNullOrWhiteSpace(Configuration[$"{Submission.SubmissionOptions.SectionName}:{nameof(Submission.SubmissionOptions.DataDirectory)}"])
+            ? DataDirectory
+            : Path.GetFullPath(Configuration[$"{Submission.SubmissionOptions.SectionName}:{nameof(Submission.SubmissionOptions.DataDirectory)}"]!);
+
     public static AnalyticsSettings Load(string? dataOption, string? configFile, IEnumerable<KeyValuePair<string, string?>>? overrides = null)
     {
         var builder = new ConfigurationBuilder()

@@ -27,7 +27,7 @@ public sealed class EventBlockEncoder
         ("node", "String"),
         ("role", "Enum8('submission' = 1, 'mx' = 2)"),
         ("session_id", "UInt64"),
-        ("kind", "Enum8('connect' = 1, 'ehlo' = 2, 'starttls' = 3, 'auth' = 4, 'mail' = 5, 'rcpt' = 6, 'data' = 7, 'rset' = 8, 'invalid' = 9, 'close' = 10, 'throttle' = 11)"),
+        ("kind", "Enum8('connect' = 1, 'ehlo' = 2, 'starttls' = 3, 'auth' = 4, 'mail' = 5, 'rcpt' = 6, 'data' = 7, 'rset' = 8, 'invalid' = 9, 'close' = 10, 'throttle' = 11, 'delivery' = 12)"),
         ("client_ip", "IPv6"),
         ("client_port", "UInt16"),
         ("user", "String"),

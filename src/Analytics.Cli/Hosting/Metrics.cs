@@ -77,6 +77,7 @@ public static class Metrics
         services.GetRequiredService<FlagMetrics>();
         AddSinkCollector(registry, services.GetService<EventSink>());
         AddScorerCollector(registry, services);
+        AddQueueCollector(registry, services.GetService<Analytics.Submission.Delivery.DeliveryQueue>());
         AddLimitsCollector(registry, services.GetService<IClickHouseStore>(), options, services.GetService<TimeProvider>() ?? TimeProvider.System);
 
         var token = string.IsNullOrEmpty(options.BearerToken) ? null : Encoding.UTF8.GetBytes("Bearer " + options.BearerToken);
@@ -134,6 +135,43 @@ public static class Metrics
                 Sample.Of("analytics_events_spool_files", s.SpoolFiles),
                 Sample.Of("analytics_events_lag_seconds", s.Lag.TotalSeconds),
                 Sample.Of("analytics_store_healthy", s.StoreHealthy ? 1 : 0),
+            ]);
+        });
+    }
+
+    // The queue keeps its own counts in memory (read here, never copied on a timer), like the sink.
+    private static void AddQueueCollector(MetricsRegistry registry, Analytics.Submission.Delivery.DeliveryQueue? queue)
+    {
+        if (queue is null)
+        {
+            return;
+        }
+
+        registry.Collected("analytics_queue_messages", "gauge", "Messages in the delivery queue, by state (active: being or about to be tried; deferred: waiting for a retry; held).");
+        registry.Collected("analytics_queue_bytes", "gauge", "Bytes of queued mail.");
+        registry.Collected("analytics_queue_oldest_seconds", "gauge", "Age of the oldest queued message.");
+        registry.Collected("analytics_delivery_recipients_total", "counter", "Recipient delivery attempts since start, by outcome (delivered, bounced, deferred, expired, discarded).");
+        registry.Collected("analytics_delivery_deferrals_total", "counter", "Message attempts that ended with a recipient still owed (a retry scheduled).");
+        registry.Collected("analytics_delivery_dsn_total", "counter", "Delivery status notifications queued to senders.");
+        registry.Collected("analytics_queue_refused_total", "counter", "MAIL or DATA refused with 452 4.3.1 because the spool was at its quota or short of free space.");
+        registry.AddCollector(_ =>
+        {
+            var s = queue.Stats();
+            return Task.FromResult<IEnumerable<Sample>>(
+            [
+                Sample.Of("analytics_queue_messages", s.Active, ("state", "active")),
+                Sample.Of("analytics_queue_messages", s.Deferred, ("state", "deferred")),
+                Sample.Of("analytics_queue_messages", s.Held, ("state", "held")),
+                Sample.Of("analytics_queue_bytes", s.Bytes),
+                Sample.Of("analytics_queue_oldest_seconds", s.OldestAge.TotalSeconds),
+                Sample.Of("analytics_delivery_recipients_total", s.Delivered, ("outcome", "delivered")),
+                Sample.Of("analytics_delivery_recipients_total", s.Bounced, ("outcome", "bounced")),
+                Sample.Of("analytics_delivery_recipients_total", s.TempFailures, ("outcome", "deferred")),
+                Sample.Of("analytics_delivery_recipients_total", s.Expired, ("outcome", "expired")),
+                Sample.Of("analytics_delivery_recipients_total", s.Discarded, ("outcome", "discarded")),
+                Sample.Of("analytics_delivery_deferrals_total", s.Deferrals),
+                Sample.Of("analytics_delivery_dsn_total", s.DsnQueued),
+                Sample.Of("analytics_queue_refused_total", s.Refused),
             ]);
         });
     }

@@ -37,7 +37,8 @@ public static class SubmissionServiceCollectionExtensions
             sp.GetRequiredService<ILimitBook>(),
             sp.GetRequiredService<IEventPublisher>(),
             sp.GetRequiredService<ILogger<SubmissionListener>>(),
-            sp.GetRequiredService<TimeProvider>()));
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetService<Delivery.IMailQueue>()));
         services.AddHostedService<SubmissionHostedService>();
         return services;
     }

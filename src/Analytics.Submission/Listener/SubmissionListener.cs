@@ -40,7 +40,8 @@ public sealed partial class SubmissionListener : IAsyncDisposable
         ILimitBook limits,
         IEventPublisher events,
         ILogger<SubmissionListener> logger,
-        TimeProvider? time = null)
+        TimeProvider? time = null,
+        Delivery.IMailQueue? queue = null)
     {
         // Built by hand (tests, benchmarks) rather than from a host's validated options: bad
         // configuration fails here, before any port opens, with every problem listed.
@@ -62,6 +63,7 @@ public sealed partial class SubmissionListener : IAsyncDisposable
             Logger = logger,
             Gate = new ConnectionGate(limitOptions.Session),
             Refusals = new RefusalCounter(time ?? TimeProvider.System, logger),
+            Queue = queue,
         };
     }
 

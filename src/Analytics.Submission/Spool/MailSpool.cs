@@ -7,7 +7,7 @@ using System.Text.Json.Serialization;
 namespace Analytics.Submission;
 
 /// <summary>The envelope stored next to each spooled message (<c>ID.json</c>).</summary>
-internal sealed record SpoolEnvelope(
+public sealed record SpoolEnvelope(
     [property: JsonPropertyName("id")] string Id,
     [property: JsonPropertyName("sender")] string Sender,
     [property: JsonPropertyName("recipients")] IReadOnlyList<string> Recipients,
@@ -71,9 +71,16 @@ internal sealed partial class MailSpool
         FsyncDirectory(_directory);
     }
 
-    private static async Task WriteDurablyAsync(string path, Func<Stream, Task> write, CancellationToken cancellationToken)
+    /// <summary>Writes <paramref name="path"/> under a temporary name, fsyncs it and renames it into place (replacing it when <paramref name="overwrite"/>).</summary>
+    internal static async Task WriteDurablyAsync(string path, Func<Stream, Task> write, CancellationToken cancellationToken, bool overwrite = false)
     {
         var temp = path + ".tmp";
+        if (overwrite)
+        {
+            // A file rewritten in place (queue state) may have left its temporary behind in a crash.
+            TryDelete(temp);
+        }
+
         try
         {
             await using (var stream = new FileStream(temp, new FileStreamOptions
@@ -91,7 +98,7 @@ internal sealed partial class MailSpool
                 stream.Flush(flushToDisk: true);
             }
 
-            File.Move(temp, path, overwrite: false);
+            File.Move(temp, path, overwrite);
         }
         catch
         {
@@ -100,7 +107,7 @@ internal sealed partial class MailSpool
         }
     }
 
-    private static void TryDelete(string path)
+    internal static void TryDelete(string path)
     {
         try
         {
@@ -116,7 +123,7 @@ internal sealed partial class MailSpool
 
     // A rename is durable only once the directory entry is: fsync the directory itself. .NET cannot
     // open a directory as a file, so this goes to libc.
-    private static void FsyncDirectory(string directory)
+    internal static void FsyncDirectory(string directory)
     {
         if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS() && !OperatingSystem.IsFreeBSD())
         {
