@@ -42,7 +42,7 @@ internal static class InsertStatements
         }
 
         Check(deduplicationToken, TokenChars, nameof(deduplicationToken));
-        return $" SETTINGS insert_deduplicate = 1, insert_deduplication_token = '{deduplicationToken}'";
+        return $" SETTINGS insert_deduplicate = 1, insert_deduplication_token = '{deduplicationToken}', deduplicate_blocks_in_dependent_materialized_views = 1";
     }
 
     private static void Check(string value, SearchValues<char> allowed, string what)
