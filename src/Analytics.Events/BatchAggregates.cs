@@ -14,6 +14,8 @@ namespace Analytics.Events;
 internal sealed class BatchAggregates
 {
     public const string ActivityTable = "activity_in";
+    public const string HourlyTable = "activity_hourly_in";
+    public const string ActiveTable = "active_entities";
     public const string FirstSeenTable = "first_seen";
 
     private const string EntityKindType = "Enum8('user' = 1, 'ip' = 2, 'net' = 3)";
@@ -239,20 +241,7 @@ internal sealed class BatchAggregates
             sets[6].EndRow(a.DataSessions.Count);
         }
 
-        foreach (var ((user, at), a) in _users)
-        {
-            Row(1, user, at, a);
-        }
-
-        foreach (var ((ip, at), a) in _ips)
-        {
-            Row(2, IpText.WithoutMappedPrefix(Text(ip)), at, a);
-        }
-
-        foreach (var ((net, at), a) in _nets)
-        {
-            Row(3, IpText.WithoutMappedPrefix(Text(net)) + (IpText.IsIPv4Mapped(net) ? "/24" : "/64"), at, a);
-        }
+        ForEachRow(Row);
 
         NativeColumn.WriteBlockHeader(output, 3 + Counters.Length + sets.Length, rows);
         NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
@@ -270,6 +259,152 @@ internal sealed class BatchAggregates
         NativeColumn.WriteArrayColumn(output, "recipient_domains", "Array(String)", sets[4].Offsets, sets[4].Values);
         NativeColumn.WriteArrayColumn(output, "sessions", "Array(UInt64)", sets[5].Offsets, sets[5].Values);
         NativeColumn.WriteArrayColumn(output, "data_sessions", "Array(UInt64)", sets[6].Offsets, sets[6].Values);
+    }
+
+    /// <summary>
+    /// The <c>activity_hourly_in</c> block: the batch's minute rows rolled up per entity and hour, as
+    /// activity_hourly_mv (0014) did per inserted activity block; active_minutes is the number of
+    /// distinct minutes of the batch, as its uniqExact(minute) was.
+    /// </summary>
+    public void WriteHourly(IBufferWriter<byte> output)
+    {
+        var hours = new Dictionary<(byte Kind, string Entity, uint Hour), Hour>();
+        void Roll(byte kind, string entity, uint minute, Activity a)
+        {
+            ref var h = ref CollectionsMarshal.GetValueRefOrAddDefault(hours, (kind, entity, minute - minute % 3600), out _);
+            h ??= new Hour();
+            h.Events += a.Events;
+            h.ActiveMinutes++;
+            h.AuthAttempts += a.AuthAttempts;
+            h.AuthFailures += a.AuthFailures;
+            h.Rcpt += a.Rcpt;
+            h.RcptUnknown += a.RcptUnknown;
+            h.Messages += a.Messages;
+            foreach (var v in a.UsersTried)
+            {
+                h.UsersTried.Add(v);
+            }
+
+            foreach (var v in a.Ips)
+            {
+                h.Ips.Add(v);
+            }
+
+            foreach (var v in a.Recipients)
+            {
+                h.Recipients.Add(v);
+            }
+        }
+
+        ForEachRow(Roll);
+        var rows = hours.Count;
+        var kind = new NativeColumn(rows + 16);
+        var entity = new NativeColumn(rows * 16 + 64);
+        var hour = new NativeColumn(rows * 4 + 16);
+        var counters = new NativeColumn[7];
+        for (var i = 0; i < counters.Length; i++)
+        {
+            counters[i] = new NativeColumn(rows * 8 + 16);
+        }
+
+        var users = new ArraySet(rows);
+        var ips = new ArraySet(rows);
+        var recipients = new ArraySet(rows);
+        foreach (var ((k, e, at), h) in hours)
+        {
+            kind.Byte(k);
+            entity.String(e);
+            hour.UInt32(at);
+            counters[0].UInt64(h.Events);
+            counters[1].UInt64(h.ActiveMinutes);
+            counters[2].UInt64(h.AuthAttempts);
+            counters[3].UInt64(h.AuthFailures);
+            counters[4].UInt64(h.Rcpt);
+            counters[5].UInt64(h.RcptUnknown);
+            counters[6].UInt64(h.Messages);
+            foreach (var v in h.UsersTried)
+            {
+                users.Values.String(v);
+            }
+
+            users.EndRow(h.UsersTried.Count);
+            foreach (var v in h.Ips)
+            {
+                ips.Values.IPv6(v);
+            }
+
+            ips.EndRow(h.Ips.Count);
+            foreach (var v in h.Recipients)
+            {
+                recipients.Values.String(v);
+            }
+
+            recipients.EndRow(h.Recipients.Count);
+        }
+
+        string[] names = ["events", "active_minutes", "auth_attempts", "auth_failures", "rcpt", "rcpt_unknown", "messages"];
+        NativeColumn.WriteBlockHeader(output, 3 + names.Length + 3, rows);
+        NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
+        NativeColumn.WriteColumn(output, "entity", "String", entity.Written);
+        NativeColumn.WriteColumn(output, "hour", "DateTime('UTC')", hour.Written);
+        for (var i = 0; i < names.Length; i++)
+        {
+            NativeColumn.WriteColumn(output, names[i], "UInt64", counters[i].Written);
+        }
+
+        NativeColumn.WriteArrayColumn(output, "users_tried", "Array(String)", users.Offsets, users.Values);
+        NativeColumn.WriteArrayColumn(output, "ips", "Array(IPv6)", ips.Offsets, ips.Values);
+        NativeColumn.WriteArrayColumn(output, "recipients", "Array(String)", recipients.Offsets, recipients.Values);
+    }
+
+    /// <summary>The <c>active_entities</c> block: who was active in which minute (what active_entities_mv kept).</summary>
+    public void WriteActiveEntities(IBufferWriter<byte> output)
+    {
+        var rows = ActivityRows;
+        var minute = new NativeColumn(rows * 4 + 16);
+        var kind = new NativeColumn(rows + 16);
+        var entity = new NativeColumn(rows * 16 + 64);
+        ForEachRow((k, e, at, _) =>
+        {
+            minute.UInt32(at);
+            kind.Byte(k);
+            entity.String(e);
+        });
+        NativeColumn.WriteBlockHeader(output, 3, rows);
+        NativeColumn.WriteColumn(output, "minute", "DateTime('UTC')", minute.Written);
+        NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
+        NativeColumn.WriteColumn(output, "entity", "String", entity.Written);
+    }
+
+    // Every minute row with its entity as the tables name it.
+    private void ForEachRow(Action<byte, string, uint, Activity> row)
+    {
+        foreach (var ((user, at), a) in _users)
+        {
+            row(1, user, at, a);
+        }
+
+        foreach (var ((ip, at), a) in _ips)
+        {
+            row(2, IpEntity(ip), at, a);
+        }
+
+        foreach (var ((net, at), a) in _nets)
+        {
+            row(3, NetEntity(net), at, a);
+        }
+    }
+
+    private string IpEntity(UInt128 ip) => IpText.WithoutMappedPrefix(Text(ip));
+
+    private string NetEntity(UInt128 net) => IpText.WithoutMappedPrefix(Text(net)) + (IpText.IsIPv4Mapped(net) ? "/24" : "/64");
+
+    private sealed class Hour
+    {
+        public ulong Events, ActiveMinutes, AuthAttempts, AuthFailures, Rcpt, RcptUnknown, Messages;
+        public SmallSet<string> UsersTried;
+        public SmallSet<UInt128> Ips;
+        public SmallSet<string> Recipients;
     }
 
     /// <summary>The <c>first_seen</c> block (its SimpleAggregateFunction columns take plain values).</summary>

@@ -16,6 +16,7 @@ public sealed class EventBatch
     private readonly EventBlockEncoder _events;
     private readonly BatchAggregates _aggregates = new();
     private readonly ArrayBufferWriter<byte> _scratch = new(1 << 16);
+    private readonly int[] _lengths = new int[EventFrame.Tables.Length];
 
     public EventBatch(int capacity = 1024) => _events = new EventBlockEncoder(capacity);
 
@@ -37,16 +38,29 @@ public sealed class EventBatch
     public void WriteTo(IBufferWriter<byte> output)
     {
         _scratch.ResetWrittenCount();
+        var lengths = _lengths;
+        var at = 0;
+        void Mark(int block)
+        {
+            lengths[block] = _scratch.WrittenCount - at;
+            at = _scratch.WrittenCount;
+        }
+
         _events.WriteTo(_scratch);
-        var events = _scratch.WrittenCount;
+        Mark(0);
         _aggregates.WriteActivity(_scratch);
-        var activity = _scratch.WrittenCount - events;
+        Mark(1);
+        _aggregates.WriteHourly(_scratch);
+        Mark(2);
+        _aggregates.WriteActiveEntities(_scratch);
+        Mark(3);
         if (_aggregates.FirstSeenRows > 0)
         {
             _aggregates.WriteFirstSeen(_scratch);
         }
 
-        EventFrame.Write(output, Count, _scratch.WrittenSpan, events, activity);
+        Mark(4);
+        EventFrame.Write(output, Count, _scratch.WrittenSpan, lengths);
     }
 
     public byte[] ToArray()
@@ -73,31 +87,39 @@ public sealed class EventBatch
 }
 
 /// <summary>
-/// The unit the sink inserts and the spool keeps: a 24-byte header (magic, event count, the lengths of
-/// the three Native blocks, a CRC-32 of them), then the blocks for <c>events</c>, <c>activity_in</c> and
-/// <c>first_seen</c>. Frames are appended one after another in a spill segment; a torn or corrupt
-/// frame is recognised by its length or checksum, so recovery keeps every complete frame before it.
+/// The unit the sink inserts and the spool keeps: a header (magic, event count, the length of each
+/// table's Native block, a CRC-32 of the blocks), then the blocks for <see cref="Tables"/> in order.
+/// Frames are appended one after another in a spill segment; a torn or corrupt frame is recognised
+/// by its length or checksum, so recovery keeps every complete frame before it.
 /// </summary>
 public static class EventFrame
 {
-    public const int HeaderSize = 24;
-    private const uint Magic = 0x31425645; // "EVB1"
+    /// <summary>The tables a frame writes, in insert order (events first), and each one's token suffix.</summary>
+    public static readonly string[] Tables = [EventBlockEncoder.Table, BatchAggregates.ActivityTable, BatchAggregates.HourlyTable, BatchAggregates.ActiveTable, BatchAggregates.FirstSeenTable];
 
-    internal static void Write(IBufferWriter<byte> output, int count, ReadOnlySpan<byte> blocks, int eventsLength, int activityLength)
+    private static readonly string[] TokenSuffixes = ["", "-a", "-h", "-e", "-f"];
+
+    public static int HeaderSize { get; } = 12 + 4 * Tables.Length;
+
+    private const uint Magic = 0x32425645; // "EVB2"
+
+    internal static void Write(IBufferWriter<byte> output, int count, ReadOnlySpan<byte> blocks, ReadOnlySpan<int> lengths)
     {
         var header = output.GetSpan(HeaderSize);
         BinaryPrimitives.WriteUInt32LittleEndian(header, Magic);
         BinaryPrimitives.WriteInt32LittleEndian(header[4..], count);
-        BinaryPrimitives.WriteInt32LittleEndian(header[8..], eventsLength);
-        BinaryPrimitives.WriteInt32LittleEndian(header[12..], activityLength);
-        BinaryPrimitives.WriteInt32LittleEndian(header[16..], blocks.Length - eventsLength - activityLength);
-        BinaryPrimitives.WriteUInt32LittleEndian(header[20..], Crc32.HashToUInt32(blocks));
+        for (var i = 0; i < lengths.Length; i++)
+        {
+            BinaryPrimitives.WriteInt32LittleEndian(header[(8 + 4 * i)..], lengths[i]);
+        }
+
+        BinaryPrimitives.WriteUInt32LittleEndian(header[(HeaderSize - 4)..], Crc32.HashToUInt32(blocks));
         output.Advance(HeaderSize);
         output.Write(blocks);
     }
 
-    /// <summary>One complete frame: where its blocks are in the buffer it was read from.</summary>
-    public readonly record struct Frame(int Count, Range Events, Range Activity, Range FirstSeen, int End);
+    /// <summary>One complete frame: where each table's block is in the buffer it was read from.</summary>
+    public sealed record Frame(int Count, Range[] Blocks, int End);
 
     /// <summary>
     /// The complete, intact frames at the start of <paramref name="data"/>, in order. Reading stops at
@@ -111,34 +133,47 @@ public static class EventFrame
         while (data.Length - at >= HeaderSize)
         {
             var header = data[at..];
-            var events = BinaryPrimitives.ReadInt32LittleEndian(header[8..]);
-            var activity = BinaryPrimitives.ReadInt32LittleEndian(header[12..]);
-            var firstSeen = BinaryPrimitives.ReadInt32LittleEndian(header[16..]);
-            if (BinaryPrimitives.ReadUInt32LittleEndian(header) != Magic || events < 0 || activity < 0 || firstSeen < 0)
+            if (BinaryPrimitives.ReadUInt32LittleEndian(header) != Magic)
             {
                 break;
             }
 
-            var body = at + HeaderSize;
-            var length = (long)events + activity + firstSeen;
-            if (data.Length - body < length || Crc32.HashToUInt32(data.Slice(body, (int)length)) != BinaryPrimitives.ReadUInt32LittleEndian(header[20..]))
+            var blocks = new Range[Tables.Length];
+            var start = at + HeaderSize;
+            long end = start;
+            for (var i = 0; i < Tables.Length; i++)
+            {
+                var length = BinaryPrimitives.ReadInt32LittleEndian(header[(8 + 4 * i)..]);
+                if (length < 0 || end + length > data.Length)
+                {
+                    end = -1;
+                    break;
+                }
+
+                blocks[i] = (int)end..(int)(end + length);
+                end += length;
+            }
+
+            if (end < 0 || Crc32.HashToUInt32(data[start..(int)end]) != BinaryPrimitives.ReadUInt32LittleEndian(header[(HeaderSize - 4)..]))
             {
                 break;
             }
 
-            var end = body + (int)length;
-            frames.Add(new Frame(BinaryPrimitives.ReadInt32LittleEndian(header[4..]), body..(body + events), (body + events)..(body + events + activity),
-                (body + events + activity)..end, end));
-            at = end;
+            frames.Add(new Frame(BinaryPrimitives.ReadInt32LittleEndian(header[4..]), blocks, (int)end));
+            at = (int)end;
         }
 
         validLength = at;
         return frames;
     }
 
+    /// <summary>The event count a frame header at the start of <paramref name="data"/> claims (0 when unreadable).</summary>
+    internal static int ClaimedCount(ReadOnlySpan<byte> data) =>
+        data.Length >= HeaderSize && BinaryPrimitives.ReadUInt32LittleEndian(data) == Magic ? Math.Max(0, BinaryPrimitives.ReadInt32LittleEndian(data[4..])) : 0;
+
     /// <summary>
     /// Inserts every frame of <paramref name="data"/>: the events first, then the aggregates. With a
-    /// token each table's insert is idempotent (<c>token</c>, <c>token-a</c>, <c>token-f</c>), so a frame
+    /// token each table's insert is idempotent (the token plus a suffix per table), so a frame
     /// replayed after a partial success adds nothing twice.
     /// </summary>
     /// <exception cref="InvalidDataException">The data holds a torn or corrupt frame.</exception>
@@ -150,32 +185,33 @@ public static class EventFrame
             throw new InvalidDataException($"Event frames are torn or corrupt at byte {valid} of {data.Length}.");
         }
 
-        await store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, Join(data, frames, f => f.Events), token, cancellationToken);
-        await store.InsertAsync(BatchAggregates.ActivityTable, null, InsertFormat.Native, Join(data, frames, f => f.Activity), token is null ? null : token + "-a", cancellationToken);
-        var firstSeen = Join(data, frames, f => f.FirstSeen);
-        if (!firstSeen.IsEmpty)
+        for (var table = 0; table < Tables.Length; table++)
         {
-            await store.InsertAsync(BatchAggregates.FirstSeenTable, null, InsertFormat.Native, firstSeen, token is null ? null : token + "-f", cancellationToken);
+            var block = Join(data, frames, table);
+            if (!block.IsEmpty)
+            {
+                await store.InsertAsync(Tables[table], null, InsertFormat.Native, block, token is null ? null : token + TokenSuffixes[table], cancellationToken);
+            }
         }
     }
 
     /// <summary>Counts the events in <paramref name="data"/>'s intact frames.</summary>
     public static long CountEvents(ReadOnlySpan<byte> data) => Read(data, out _).Sum(f => (long)f.Count);
 
-    // Native blocks concatenate: the parts of several frames for one table are one valid input.
-    private static ReadOnlyMemory<byte> Join(ReadOnlyMemory<byte> data, List<Frame> frames, Func<Frame, Range> part)
+    // Native blocks concatenate: the blocks of several frames for one table are one valid input.
+    private static ReadOnlyMemory<byte> Join(ReadOnlyMemory<byte> data, List<Frame> frames, int table)
     {
         if (frames.Count == 1)
         {
-            return data[part(frames[0])];
+            return data[frames[0].Blocks[table]];
         }
 
-        var length = frames.Sum(f => part(f).GetOffsetAndLength(data.Length).Length);
+        var length = frames.Sum(f => f.Blocks[table].GetOffsetAndLength(data.Length).Length);
         var joined = new byte[length];
         var at = 0;
         foreach (var f in frames)
         {
-            var slice = data.Span[part(f)];
+            var slice = data.Span[f.Blocks[table]];
             slice.CopyTo(joined.AsSpan(at));
             at += slice.Length;
         }

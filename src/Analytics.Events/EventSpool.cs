@@ -267,7 +267,7 @@ internal sealed class EventSpool : IDisposable
             if (valid < data.Length)
             {
                 var tail = data.AsSpan(valid);
-                var tailEvents = tail.Length >= EventFrame.HeaderSize ? Math.Max(0, BitConverter.ToInt32(tail[4..8])) : 0;
+                var tailEvents = EventFrame.ClaimedCount(tail);
                 WriteQuarantine(Path.GetFileName(partial) + ".tail", tail, tailEvents);
             }
 
