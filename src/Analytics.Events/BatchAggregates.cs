@@ -39,6 +39,32 @@ internal sealed class BatchAggregates
     private readonly List<Activity> _pool = [];
     private int _pooled;
 
+    // Column buffers and hourly rows, reused batch after batch: fresh ones were tens of MB of large
+    // objects per batch, and the full collections they caused cost more than the encoding itself.
+    private readonly List<NativeColumn> _columns = [];
+    private int _columnsUsed;
+    private readonly Dictionary<(byte Kind, string Entity, uint Hour), Hour> _hours = [];
+    private readonly List<Hour> _hourPool = [];
+    private int _hoursUsed;
+
+    private NativeColumn Column()
+    {
+        if (_columnsUsed == _columns.Count)
+        {
+            _columns.Add(new NativeColumn(1 << 16));
+        }
+
+        var column = _columns[_columnsUsed++];
+        column.Length = 0;
+        return column;
+    }
+
+    private ArraySet Set()
+    {
+        var set = new ArraySet(Column(), Column());
+        return set;
+    }
+
     public int ActivityRows => _users.Count + _ips.Count + _nets.Count;
 
     public int FirstSeenRows => _seenAddresses.Count + _seenValues.Count;
@@ -51,6 +77,8 @@ internal sealed class BatchAggregates
         _seenAddresses.Clear();
         _seenValues.Clear();
         _ipText.Clear();
+        _ipEntities.Clear();
+        _netEntities.Clear();
         _pooled = 0;
     }
 
@@ -165,20 +193,21 @@ internal sealed class BatchAggregates
     /// <summary>The <c>activity_in</c> block: the counters and the distinct values of every row.</summary>
     public void WriteActivity(IBufferWriter<byte> output)
     {
+        _columnsUsed = 0;
         var rows = ActivityRows;
-        var kind = new NativeColumn(rows + 16);
-        var entity = new NativeColumn(rows * 16 + 64);
-        var minute = new NativeColumn(rows * 4 + 16);
+        var kind = Column();
+        var entity = Column();
+        var minute = Column();
         var counters = new NativeColumn[Counters.Length];
         for (var i = 0; i < counters.Length; i++)
         {
-            counters[i] = new NativeColumn(rows * 8 + 16);
+            counters[i] = Column();
         }
 
         var sets = new ArraySet[7];
         for (var i = 0; i < sets.Length; i++)
         {
-            sets[i] = new ArraySet(rows);
+            sets[i] = Set();
         }
 
         void Row(byte entityKind, string name, uint at, Activity a)
@@ -268,11 +297,26 @@ internal sealed class BatchAggregates
     /// </summary>
     public void WriteHourly(IBufferWriter<byte> output)
     {
-        var hours = new Dictionary<(byte Kind, string Entity, uint Hour), Hour>();
+        _columnsUsed = 0;
+        var hours = _hours;
+        hours.Clear();
+        _hoursUsed = 0;
         void Roll(byte kind, string entity, uint minute, Activity a)
         {
-            ref var h = ref CollectionsMarshal.GetValueRefOrAddDefault(hours, (kind, entity, minute - minute % 3600), out _);
-            h ??= new Hour();
+            ref var slot = ref CollectionsMarshal.GetValueRefOrAddDefault(hours, (kind, entity, minute - minute % 3600), out var exists);
+            if (!exists)
+            {
+                if (_hoursUsed == _hourPool.Count)
+                {
+                    _hourPool.Add(new Hour());
+                }
+
+                slot = _hourPool[_hoursUsed++];
+                slot.Clear();
+            }
+
+            var h = slot!;
+
             h.Events += a.Events;
             h.ActiveMinutes++;
             h.AuthAttempts += a.AuthAttempts;
@@ -298,18 +342,18 @@ internal sealed class BatchAggregates
 
         ForEachRow(Roll);
         var rows = hours.Count;
-        var kind = new NativeColumn(rows + 16);
-        var entity = new NativeColumn(rows * 16 + 64);
-        var hour = new NativeColumn(rows * 4 + 16);
+        var kind = Column();
+        var entity = Column();
+        var hour = Column();
         var counters = new NativeColumn[7];
         for (var i = 0; i < counters.Length; i++)
         {
-            counters[i] = new NativeColumn(rows * 8 + 16);
+            counters[i] = Column();
         }
 
-        var users = new ArraySet(rows);
-        var ips = new ArraySet(rows);
-        var recipients = new ArraySet(rows);
+        var users = Set();
+        var ips = Set();
+        var recipients = Set();
         foreach (var ((k, e, at), h) in hours)
         {
             kind.Byte(k);
@@ -360,10 +404,11 @@ internal sealed class BatchAggregates
     /// <summary>The <c>active_entities</c> block: who was active in which minute (what active_entities_mv kept).</summary>
     public void WriteActiveEntities(IBufferWriter<byte> output)
     {
+        _columnsUsed = 0;
         var rows = ActivityRows;
-        var minute = new NativeColumn(rows * 4 + 16);
-        var kind = new NativeColumn(rows + 16);
-        var entity = new NativeColumn(rows * 16 + 64);
+        var minute = Column();
+        var kind = Column();
+        var entity = Column();
         ForEachRow((k, e, at, _) =>
         {
             minute.UInt32(at);
@@ -386,18 +431,30 @@ internal sealed class BatchAggregates
 
         foreach (var ((ip, at), a) in _ips)
         {
-            row(2, IpEntity(ip), at, a);
+            row(2, a.Name ??= IpEntity(ip), at, a);
         }
 
         foreach (var ((net, at), a) in _nets)
         {
-            row(3, NetEntity(net), at, a);
+            row(3, a.Name ??= NetEntity(net), at, a);
         }
     }
 
-    private string IpEntity(UInt128 ip) => IpText.WithoutMappedPrefix(Text(ip));
+    // Entity names, made once per distinct address of the batch (a row of each minute shares them).
+    private readonly Dictionary<UInt128, string> _ipEntities = [];
+    private readonly Dictionary<UInt128, string> _netEntities = [];
 
-    private string NetEntity(UInt128 net) => IpText.WithoutMappedPrefix(Text(net)) + (IpText.IsIPv4Mapped(net) ? "/24" : "/64");
+    private string IpEntity(UInt128 ip)
+    {
+        ref var name = ref CollectionsMarshal.GetValueRefOrAddDefault(_ipEntities, ip, out var exists);
+        return exists ? name! : name = IpText.WithoutMappedPrefix(Text(ip));
+    }
+
+    private string NetEntity(UInt128 net)
+    {
+        ref var name = ref CollectionsMarshal.GetValueRefOrAddDefault(_netEntities, net, out var exists);
+        return exists ? name! : name = IpText.WithoutMappedPrefix(Text(net)) + (IpText.IsIPv4Mapped(net) ? "/24" : "/64");
+    }
 
     private sealed class Hour
     {
@@ -405,22 +462,31 @@ internal sealed class BatchAggregates
         public SmallSet<string> UsersTried;
         public SmallSet<UInt128> Ips;
         public SmallSet<string> Recipients;
+
+        public void Clear()
+        {
+            Events = ActiveMinutes = AuthAttempts = AuthFailures = Rcpt = RcptUnknown = Messages = 0;
+            UsersTried.Clear();
+            Ips.Clear();
+            Recipients.Clear();
+        }
     }
 
     /// <summary>The <c>first_seen</c> block (its SimpleAggregateFunction columns take plain values).</summary>
     public void WriteFirstSeen(IBufferWriter<byte> output)
     {
+        _columnsUsed = 0;
         var rows = FirstSeenRows;
-        var user = new NativeColumn(rows * 16 + 16);
-        var kind = new NativeColumn(rows + 16);
-        var value = new NativeColumn(rows * 16 + 16);
-        var first = new NativeColumn(rows * 8 + 16);
-        var last = new NativeColumn(rows * 8 + 16);
+        var user = Column();
+        var kind = Column();
+        var value = Column();
+        var first = Column();
+        var last = Column();
         foreach (var ((u, k, address), seen) in _seenAddresses)
         {
             user.String(u);
             kind.Byte(k);
-            value.String(IpText.WithoutMappedPrefix(Text(address)));
+            value.String(k == SeenIp ? IpEntity(address) : IpText.WithoutMappedPrefix(Text(address)));
             first.Int64(seen.First);
             last.Int64(seen.Last);
         }
@@ -444,13 +510,13 @@ internal sealed class BatchAggregates
 
     private readonly record struct Seen(long First, long Last, int Count);
 
-    private sealed class ArraySet(int rows)
+    private sealed class ArraySet(NativeColumn offsets, NativeColumn values)
     {
         private ulong _end;
 
-        public NativeColumn Offsets { get; } = new(rows * 8 + 16);
+        public NativeColumn Offsets { get; } = offsets;
 
-        public NativeColumn Values { get; } = new(rows * 16 + 64);
+        public NativeColumn Values { get; } = values;
 
         public void EndRow(int count)
         {
@@ -462,6 +528,8 @@ internal sealed class BatchAggregates
     /// <summary>One activity row in the making.</summary>
     private sealed class Activity
     {
+        // The entity's name as the tables spell it (IP and network rows), made on first use.
+        public string? Name;
         public ulong Events, AuthAttempts, AuthFailures, Rcpt, RcptRejected, RcptUnknown, Messages, MessageRcpts, MaxMessageRcpts, InvalidCommands, Throttled;
         public SmallSet<string> UsersTried;
         public SmallSet<UInt128> Ips;
@@ -473,6 +541,7 @@ internal sealed class BatchAggregates
 
         public void Clear()
         {
+            Name = null;
             Events = AuthAttempts = AuthFailures = Rcpt = RcptRejected = RcptUnknown = Messages = MessageRcpts = MaxMessageRcpts = InvalidCommands = Throttled = 0;
             UsersTried.Clear();
             Ips.Clear();

@@ -48,7 +48,6 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
     private long _spooled;
     private long _spilled;
     private long _replayed;
-    private long _quarantined;
     private long _batches;
     private long _insertFailures;
     private long _spoolFailures;
@@ -166,7 +165,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
             var health = !_spoolHealthy ? EventSinkHealth.SpoolFailing : _storeHealthy ? EventSinkHealth.Healthy : EventSinkHealth.StoreDown;
             return new EventSinkStats(
                 Interlocked.Read(ref _published), Interlocked.Read(ref _inserted), Interlocked.Read(ref _spooled),
-                Interlocked.Read(ref _spilled), Interlocked.Read(ref _replayed), Interlocked.Read(ref _quarantined) + _spool.QuarantinedEvents,
+                Interlocked.Read(ref _spilled), Interlocked.Read(ref _replayed), _spool.QuarantinedEvents,
                 Interlocked.Read(ref _batches), Interlocked.Read(ref _insertFailures), _spool.Count, _storeHealthy,
                 oldest == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(oldest))
             {
@@ -234,20 +233,21 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                     completed = await CollectAsync(batch);
                 }
 
-                // One insert in flight while the next batch is encoded.
-                await inflight;
+                // One insert in flight while the next batch is collected and encoded (into the other buffer).
                 if (batch.Count > 0)
                 {
                     var buffer = buffers[current];
                     buffer.ResetWrittenCount();
                     batch.WriteTo(buffer);
                     var count = batch.Count;
+                    await inflight;
                     batch.Reset();
                     inflight = ShipAsync(buffer.WrittenMemory, count);
                     current ^= 1;
                 }
                 else
                 {
+                    await inflight;
                     Interlocked.Exchange(ref _oldestPendingTicks, 0);
                 }
 
@@ -599,7 +599,6 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                     // The store is up but refuses these bytes (or they are torn): keep them aside rather
                     // than block the queue.
                     var where = _spool.Quarantine(batch);
-                    Interlocked.Add(ref _quarantined, batch.Count);
                     LogQuarantined(_logger, ex, batch.Count, where);
                     continue;
                 }
