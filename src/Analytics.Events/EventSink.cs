@@ -20,9 +20,6 @@ namespace Analytics.Events;
 /// </summary>
 public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
 {
-    // Batches neither the store nor the disk took, at most this many (memory stays bounded).
-    private const int MaxHeldBatches = 2;
-
     // Written by producers, read by the loop.
     private readonly Channel<SmtpEvent> _channel;
 
@@ -35,9 +32,12 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
     private readonly string _tokenPrefix = "ev-" + Guid.NewGuid().ToString("N")[..12];
     private readonly Task _loop;
     private readonly CancellationTokenSource _stopping = new();
+    // Batches neither the store nor the disk took. At most two: the loop stops collecting while any
+    // is held, so only the batch in flight can join the one held.
     private readonly Queue<HeldBatch> _held = new();
     private TimeSpan _backoff;
     private long _nextRetryAt;
+    private long _nextSealAt;
 
     // Counters: written with Interlocked by whichever side owns the event at that moment.
     private long _published;
@@ -113,6 +113,11 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
             // blocking the SMTP session or dropping it.
             if (_spool.Spill(smtpEvent))
             {
+                if (!_spoolHealthy && Interlocked.Read(ref _heldEvents) == 0)
+                {
+                    _spoolHealthy = true;
+                }
+
                 Interlocked.Increment(ref _published);
                 var spilled = Interlocked.Increment(ref _spilled);
                 if (Due(ref _lastSpillWarning))
@@ -129,6 +134,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
             _lastError = ex.Message;
         }
 
+        _spoolHealthy = false;
         var refused = Interlocked.Increment(ref _refused);
         if (Due(ref _lastRefusalWarning))
         {
@@ -220,7 +226,15 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                 if (_held.Count > 0)
                 {
                     await inflight;
-                    if (!await RetryHeldAsync())
+                    if (_time.GetTimestamp() >= _nextRetryAt)
+                    {
+                        // The spool first: replaying it is what frees the disk a held batch needs (and
+                        // probes the store); then the held batches, to the store or to the spool.
+                        await ReplayIfDueAsync(force: true);
+                        await RetryHeldAsync();
+                    }
+
+                    if (_held.Count > 0)
                     {
                         await WaitForRetryAsync();
                         continue;
@@ -282,11 +296,16 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         try
         {
             await inflight;
-            while (_held.Count > 0 && !_stopping.IsCancellationRequested && !await RetryHeldAsync())
+            while (_held.Count > 0 && !_stopping.IsCancellationRequested)
             {
-                await WaitForRetryAsync();
+                await ReplayIfDueAsync(force: true);
+                if (!await RetryHeldAsync())
+                {
+                    await WaitForRetryAsync();
+                }
             }
 
+            _nextSealAt = 0;
             SealSpill();
             await ReplayIfDueAsync(force: true);
         }
@@ -420,11 +439,6 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
     // the disk. True when none is left.
     private async Task<bool> RetryHeldAsync()
     {
-        if (_time.GetTimestamp() < _nextRetryAt && !_stopping.IsCancellationRequested)
-        {
-            return false;
-        }
-
         while (_held.TryPeek(out var held))
         {
             var done = false;
@@ -458,18 +472,28 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
             Interlocked.Add(ref _heldEvents, -held.Count);
         }
 
+        // Nothing waits on the disk any more.
+        MarkSpoolHealthy();
         return true;
     }
 
     private void SealSpill()
     {
+        // A disk that refused the last try is given the backoff before the next one.
+        if (_time.GetTimestamp() < _nextSealAt)
+        {
+            return;
+        }
+
         if (_spool.SealSpill(NextToken(out _)))
         {
+            _nextSealAt = 0;
             return;
         }
 
         Interlocked.Increment(ref _spoolFailures);
         MarkSpoolFailing(new IOException("The disk refused to complete a spill segment of the event spool."));
+        _nextSealAt = _time.GetTimestamp() + (long)(Math.Max(0.1, _backoff.TotalSeconds) * _time.TimestampFrequency);
     }
 
     private async Task WaitForRetryAsync()

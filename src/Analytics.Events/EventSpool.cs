@@ -35,6 +35,7 @@ internal sealed class EventSpool : IDisposable
     private long _spillSequence;
     private int _spillCount;
     private long _spillGoodLength;
+    private (string From, string To)? _sealing;
     private readonly ArrayBufferWriter<byte> _spillBuffer = new(1 << 16);
     private readonly EventBatch _spillFrame = new(SpillFrameSize);
 
@@ -121,8 +122,9 @@ internal sealed class EventSpool : IDisposable
                 if (_spill is null)
                 {
                     var sequence = NextSequence();
+                    // Unbuffered: whole frames are written, and a failed write leaves no bytes behind in a buffer.
                     _spill = new FileStream(Path.Combine(_directory, sequence.ToString("D16", CultureInfo.InvariantCulture) + ".partial"),
-                        FileMode.CreateNew, FileAccess.Write, FileShare.Read, 1 << 16);
+                        FileMode.CreateNew, FileAccess.Write, FileShare.Read, bufferSize: 0);
                     _spillSequence = sequence;
                     _spillCount = 0;
                     _spillGoodLength = 0;
@@ -166,15 +168,15 @@ internal sealed class EventSpool : IDisposable
         }
         catch (IOException)
         {
-            // A short write leaves a torn frame: cut the segment back to its last whole frame.
+            // A short write leaves a torn frame: the next frame goes where it began, and the segment is
+            // cut back to its last whole frame (now, or when it is sealed).
             try
             {
-                _spill.SetLength(_spillGoodLength);
                 _spill.Position = _spillGoodLength;
+                _spill.SetLength(_spillGoodLength);
             }
             catch (IOException)
             {
-                // Recovery will find the torn tail by its checksum.
             }
 
             return false;
@@ -187,52 +189,71 @@ internal sealed class EventSpool : IDisposable
 
     /// <summary>
     /// Closes the current spill segment, if any, and makes it a regular spooled batch. False when the
-    /// disk refused (the segment stays open and its events in memory; the loop tries again).
+    /// disk refused (the segment stays open, or closed and waiting for its rename; its events stay
+    /// where they are and the loop tries again).
     /// </summary>
     public bool SealSpill(string token)
     {
         lock (_spillLock)
         {
-            if (_spill is null)
-            {
-                return true;
-            }
-
             try
             {
+                if (!FinishSeal())
+                {
+                    return false;
+                }
+
+                if (_spill is null)
+                {
+                    return true;
+                }
+
                 if (!TryWriteSpillFrame())
                 {
                     return false;
                 }
 
+                _spill.SetLength(_spillGoodLength);
                 _spill.Flush(flushToDisk: true);
                 var path = _spill.Name;
                 _spill.Dispose();
                 _spill = null;
-                Durable.Move(path, Path.Combine(_directory, FileName(_spillSequence, _spillCount, token)));
-                Interlocked.Increment(ref _count);
-                return true;
+                _sealing = (path, Path.Combine(_directory, FileName(_spillSequence, _spillCount, token)));
+                return FinishSeal();
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
-                return _spill is null && RecoverAfterFailedSeal();
+                return false;
             }
         }
     }
 
-    // The segment was closed but its rename failed: it is whole on disk; recovery rules apply.
-    private bool RecoverAfterFailedSeal()
+    // The rename of a closed segment, retried until the disk takes it: until then the segment counts
+    // as open, so a flush waits for it and nothing is left behind unreplayed.
+    private bool FinishSeal()
     {
-        try
+        if (_sealing is not { } sealing)
         {
-            Recover();
-            _count = Pending().Count;
             return true;
         }
-        catch (IOException)
+
+        try
+        {
+            if (File.Exists(sealing.From))
+            {
+                File.Move(sealing.From, sealing.To, overwrite: false);
+            }
+
+            Durable.FsyncDirectory(_directory);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             return false;
         }
+
+        _sealing = null;
+        Interlocked.Increment(ref _count);
+        return true;
     }
 
     public bool HasOpenSpill
@@ -241,7 +262,7 @@ internal sealed class EventSpool : IDisposable
         {
             lock (_spillLock)
             {
-                return _spill is not null;
+                return _spill is not null || _sealing is not null;
             }
         }
     }

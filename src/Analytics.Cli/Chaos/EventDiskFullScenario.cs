@@ -17,7 +17,7 @@ namespace Analytics.Cli.Chaos;
 /// </summary>
 internal sealed class EventDiskFullScenario : ChaosScenario
 {
-    private readonly Option<TimeSpan> _full = new("--full") { Description = "How long the disk stays full while the store fails (default 20 s)", DefaultValueFactory = _ => TimeSpan.FromSeconds(20) };
+    private readonly Option<double> _full = new("--full") { Description = "Seconds the disk stays full while the store fails (default 20)", DefaultValueFactory = _ => 20 };
     private readonly Option<int> _rate = new("--rate") { Description = "Events per second published throughout (default 20,000)", DefaultValueFactory = _ => 20_000 };
     private readonly Option<int> _sizeMb = new("--size-mb") { Description = "Size of the tmpfs for the spool (default 64)", DefaultValueFactory = _ => 64 };
 
@@ -34,7 +34,7 @@ internal sealed class EventDiskFullScenario : ChaosScenario
             throw new ChaosSkipException("mounting a tmpfs for the spool needs root on Linux");
         }
 
-        var full = parse.GetValue(_full);
+        var full = TimeSpan.FromSeconds(parse.GetValue(_full));
         var rate = parse.GetValue(_rate);
         var root = TempDirectory(Name);
         var disk = Path.Combine(root, "spool-disk");
@@ -64,7 +64,7 @@ internal sealed class EventDiskFullScenario : ChaosScenario
                     await progress.WriteLineAsync($"traffic at {rate:N0} events/s; filling the spool's disk");
                     await Task.Delay(TimeSpan.FromSeconds(3), cancellationToken);
                     var filled = Fill(filler);
-                    await progress.WriteLineAsync($"disk full ({filled / (1 << 20)} MiB of filler); store up for 5 s");
+                    await progress.WriteLineAsync($"disk full ({filled / (1 << 20)} MiB of filler); store up for 5 s; {Describe(sink.Stats)}");
                     await Task.Delay(TimeSpan.FromSeconds(5), cancellationToken);
                     refusedWithStoreUp = traffic.Refused;
 
@@ -74,18 +74,29 @@ internal sealed class EventDiskFullScenario : ChaosScenario
                     whileFull = sink.Stats;
                     threwWhileFull = traffic.Threw;
 
-                    await progress.WriteLineAsync("space returns; store still down for 5 s");
+                    await progress.WriteLineAsync($"space returns; store still down for 5 s; {Describe(whileFull)}");
                     File.Delete(filler);
                     await Task.Delay(TimeSpan.FromSeconds(5), cancellationToken);
-                    await progress.WriteLineAsync("store up; traffic goes on for 5 s");
+                    await progress.WriteLineAsync($"store up; traffic goes on for 5 s; {Describe(sink.Stats)}");
                     store.Failing = false;
                     await Task.Delay(TimeSpan.FromSeconds(5), cancellationToken);
                 }
 
-                var deadline = Stopwatch.StartNew();
-                while (!await sink.FlushAsync(cancellationToken) && deadline.Elapsed < TimeSpan.FromMinutes(2))
+                await progress.WriteLineAsync($"traffic stopped; {Describe(sink.Stats)}");
+                using (var flushDeadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
                 {
-                    await Task.Delay(100, cancellationToken);
+                    flushDeadline.CancelAfter(TimeSpan.FromMinutes(2));
+                    try
+                    {
+                        while (!await sink.FlushAsync(flushDeadline.Token))
+                        {
+                            await Task.Delay(100, flushDeadline.Token);
+                        }
+                    }
+                    catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                    {
+                        await progress.WriteLineAsync($"the sink did not drain within 2 minutes; {Describe(sink.Stats)}");
+                    }
                 }
 
                 stats = sink.Stats;
@@ -115,6 +126,9 @@ internal sealed class EventDiskFullScenario : ChaosScenario
             TryDelete(root);
         }
     }
+
+    private static string Describe(EventSinkStats s) =>
+        $"sink {s.Health}, {s.Held} held, {s.SpoolFiles} spool files, {s.Refused} refused, {s.SpoolFailures} spool failures, last error: {s.LastError ?? "none"}";
 
     // Writes until the disk refuses; returns the bytes written.
     private static long Fill(string path)

@@ -91,7 +91,7 @@ internal sealed class KillScenario : ChaosScenario
             var totalAcked = acked.Sum();
             report.Add("rounds", rounds, "", "child processes SIGKILLed");
             report.Add("acknowledged", totalAcked, "events", "events acknowledged (flushed) before a kill");
-            report.Add("published", published, "events", "events published before a kill (acknowledged or not)");
+            report.Add("published", published, "events", "events in bursts published whole before a kill");
             report.Add("stored", rows, "events", "events stored after the restart");
             report.Add("missing_acknowledged", missing, "events", "acknowledged events not stored");
             report.Add("duplicates", rows - distinct, "events", "duplicate ids stored");

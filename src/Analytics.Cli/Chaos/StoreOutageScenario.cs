@@ -15,9 +15,9 @@ namespace Analytics.Cli.Chaos;
 /// </summary>
 internal sealed class StoreOutageScenario : ChaosScenario
 {
-    private readonly Option<TimeSpan> _outage = new("--outage") { Description = "How long the store fails (default 60 s)", DefaultValueFactory = _ => TimeSpan.FromSeconds(60) };
+    private readonly Option<double> _outage = new("--outage") { Description = "Seconds the store fails (default 60)", DefaultValueFactory = _ => 60 };
     private readonly Option<int> _rate = new("--rate") { Description = "Events per second published throughout (default 20,000)", DefaultValueFactory = _ => 20_000 };
-    private readonly Option<TimeSpan> _maxBackoff = new("--max-backoff") { Description = "The sink's longest pause between retries (default: Events:MaxBackoff, 30 s)", DefaultValueFactory = _ => new EventSinkOptions().MaxBackoff };
+    private readonly Option<double> _maxBackoff = new("--max-backoff") { Description = "The sink's longest pause between retries, in seconds (default: as Events:MaxBackoff, 30)", DefaultValueFactory = _ => new EventSinkOptions().MaxBackoff.TotalSeconds };
 
     public override string Name => "store-outage";
 
@@ -27,7 +27,7 @@ internal sealed class StoreOutageScenario : ChaosScenario
 
     public override async Task RunAsync(ParseResult parse, ChaosReport report, TextWriter progress, CancellationToken cancellationToken)
     {
-        var outage = parse.GetValue(_outage);
+        var outage = TimeSpan.FromSeconds(parse.GetValue(_outage));
         var rate = parse.GetValue(_rate);
         var root = TempDirectory(Name);
         const string node = "chaos-outage";
@@ -36,7 +36,7 @@ internal sealed class StoreOutageScenario : ChaosScenario
             await using var real = EmbeddedStore.Open(Path.Combine(root, "data"));
             await new Migrator(real, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
             var store = new FaultInjectingStore(real);
-            var options = new EventSinkOptions { MaxBackoff = parse.GetValue(_maxBackoff) };
+            var options = new EventSinkOptions { MaxBackoff = TimeSpan.FromSeconds(parse.GetValue(_maxBackoff)) };
             EventSinkStats stats;
             ChaosTraffic traffic;
             TimeSpan replay;
@@ -88,7 +88,7 @@ internal sealed class StoreOutageScenario : ChaosScenario
             report.Add("insert_failures", stats.InsertFailures, "", "failed inserts (each retried or spooled)");
             report.Add("refused_store_calls", store.Refused, "", "store calls refused by the injected outage");
             report.Add("recovery_s", replay.TotalSeconds, "s", "from the store's return to an empty spool");
-            report.Add("worst_lag_s", worstLag.TotalSeconds, "s", "oldest event not yet stored, worst seen");
+            report.Add("worst_lag_s", worstLag.TotalSeconds, "s", "oldest event waiting in memory, worst seen");
             report.Check("published = stored", (ulong)traffic.Accepted == rows, $"{traffic.Accepted} published, {rows} stored");
             report.Check("no duplicates", rows == distinct, $"{rows - distinct} duplicate ids");
             report.Check("aggregates counted once", aggregated == rows, $"{aggregated} counted, {rows} stored");
