@@ -396,6 +396,12 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                 await EventFrame.InsertAsync(_store, frames, token, _stopping.Token);
                 Interlocked.Add(ref _inserted, count);
                 Interlocked.Add(ref _settled, count);
+                if (!_spoolHealthy && !_spool.HasOpenSpill)
+                {
+                    // Nothing waits on the disk any more.
+                    MarkSpoolHealthy();
+                }
+
                 return;
             }
             catch (Exception ex) when (ex is not OperationCanceledException || !_stopping.IsCancellationRequested)

@@ -33,7 +33,7 @@ internal sealed class EventSpool : IDisposable
     // Spill state: owned by producers under _spillLock (the loop seals under it too).
     private FileStream? _spill;
     private long _spillSequence;
-    private int _spillCount;
+    private int _segmentEvents;
     private long _spillGoodLength;
     private (string From, string To)? _sealing;
     private readonly ArrayBufferWriter<byte> _spillBuffer = new(1 << 16);
@@ -110,33 +110,14 @@ internal sealed class EventSpool : IDisposable
     {
         lock (_spillLock)
         {
-            try
-            {
-                // A full frame that could not be written before is written first; while that fails,
-                // nothing more is taken (memory stays bounded).
-                if (_spillFrame.Count >= SpillFrameSize && !TryWriteSpillFrame())
-                {
-                    return false;
-                }
-
-                if (_spill is null)
-                {
-                    var sequence = NextSequence();
-                    // Unbuffered: whole frames are written, and a failed write leaves no bytes behind in a buffer.
-                    _spill = new FileStream(Path.Combine(_directory, sequence.ToString("D16", CultureInfo.InvariantCulture) + ".partial"),
-                        FileMode.CreateNew, FileAccess.Write, FileShare.Read, bufferSize: 0);
-                    _spillSequence = sequence;
-                    _spillCount = 0;
-                    _spillGoodLength = 0;
-                }
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            // A full frame that could not be written before is written first; while that fails,
+            // nothing more is taken (memory stays bounded).
+            if (_spillFrame.Count >= SpillFrameSize && !TryWriteSpillFrame())
             {
                 return false;
             }
 
             _spillFrame.Add(smtpEvent);
-            _spillCount++;
             if (_spillFrame.Count >= SpillFrameSize)
             {
                 // Taken either way: written now, or kept in memory and written by the next try.
@@ -147,6 +128,31 @@ internal sealed class EventSpool : IDisposable
         }
     }
 
+    private bool OpenSegment()
+    {
+        if (_spill is not null)
+        {
+            return true;
+        }
+
+        try
+        {
+            var sequence = NextSequence();
+
+            // Unbuffered: whole frames are written, and a failed write leaves no bytes behind in a buffer.
+            _spill = new FileStream(Path.Combine(_directory, sequence.ToString("D16", CultureInfo.InvariantCulture) + ".partial"),
+                FileMode.CreateNew, FileAccess.Write, FileShare.Read, bufferSize: 0);
+            _spillSequence = sequence;
+            _segmentEvents = 0;
+            _spillGoodLength = 0;
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
     private bool TryWriteSpillFrame()
     {
         if (_spillFrame.Count == 0)
@@ -154,7 +160,7 @@ internal sealed class EventSpool : IDisposable
             return true;
         }
 
-        if (_spill is null)
+        if (!OpenSegment())
         {
             return false;
         }
@@ -163,8 +169,7 @@ internal sealed class EventSpool : IDisposable
         _spillFrame.WriteTo(_spillBuffer);
         try
         {
-            _spill.Write(_spillBuffer.WrittenSpan);
-            _spill.Flush(flushToDisk: false);
+            _spill!.Write(_spillBuffer.WrittenSpan);
         }
         catch (IOException)
         {
@@ -172,7 +177,7 @@ internal sealed class EventSpool : IDisposable
             // cut back to its last whole frame (now, or when it is sealed).
             try
             {
-                _spill.Position = _spillGoodLength;
+                _spill!.Position = _spillGoodLength;
                 _spill.SetLength(_spillGoodLength);
             }
             catch (IOException)
@@ -183,14 +188,16 @@ internal sealed class EventSpool : IDisposable
         }
 
         _spillGoodLength = _spill.Position;
+        _segmentEvents += _spillFrame.Count;
         _spillFrame.Reset();
         return true;
     }
 
     /// <summary>
-    /// Closes the current spill segment, if any, and makes it a regular spooled batch. False when the
-    /// disk refused (the segment stays open, or closed and waiting for its rename; its events stay
-    /// where they are and the loop tries again).
+    /// Closes the current spill segment, if any, and makes it a regular spooled batch of the frames it
+    /// holds. A frame the disk refuses stays in memory for the next segment: the segment is sealed
+    /// without it, so a full disk cannot keep what is already on it from being replayed (which is what
+    /// frees the disk). True when nothing spilled is left outside a sealed batch.
     /// </summary>
     public bool SealSpill(string token)
     {
@@ -203,23 +210,27 @@ internal sealed class EventSpool : IDisposable
                     return false;
                 }
 
+                TryWriteSpillFrame();
                 if (_spill is null)
                 {
-                    return true;
+                    return _spillFrame.Count == 0;
                 }
 
-                if (!TryWriteSpillFrame())
+                var path = _spill.Name;
+                if (_segmentEvents == 0)
                 {
-                    return false;
+                    _spill.Dispose();
+                    _spill = null;
+                    File.Delete(path);
+                    return _spillFrame.Count == 0;
                 }
 
                 _spill.SetLength(_spillGoodLength);
                 _spill.Flush(flushToDisk: true);
-                var path = _spill.Name;
                 _spill.Dispose();
                 _spill = null;
-                _sealing = (path, Path.Combine(_directory, FileName(_spillSequence, _spillCount, token)));
-                return FinishSeal();
+                _sealing = (path, Path.Combine(_directory, FileName(_spillSequence, _segmentEvents, token)));
+                return FinishSeal() && _spillFrame.Count == 0;
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
@@ -262,7 +273,7 @@ internal sealed class EventSpool : IDisposable
         {
             lock (_spillLock)
             {
-                return _spill is not null || _sealing is not null;
+                return _spill is not null || _sealing is not null || _spillFrame.Count > 0;
             }
         }
     }
