@@ -494,6 +494,11 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         if (_spool.SealSpill(NextToken(out _)))
         {
             _nextSealAt = 0;
+            if (!_spoolHealthy && _held.Count == 0)
+            {
+                MarkSpoolHealthy();
+            }
+
             return;
         }
 
