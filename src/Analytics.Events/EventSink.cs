@@ -211,8 +211,8 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
 
     private async Task RunAsync()
     {
-        // Two batches and buffers: one is inserted while the next is encoded.
-        var batches = new[] { new EventBatch(_options.BatchSize), new EventBatch(_options.BatchSize) };
+        // One batch being collected, two encoded buffers: one is inserted while the next is encoded.
+        var batch = new EventBatch(_options.BatchSize);
         var buffers = new[] { new ArrayBufferWriter<byte>(1 << 20), new ArrayBufferWriter<byte>(1 << 20) };
         var current = 0;
         Task inflight = Task.CompletedTask;
@@ -241,7 +241,6 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                     }
                 }
 
-                var batch = batches[current];
                 if (batch.Count == 0)
                 {
                     completed = await CollectAsync(batch);
