@@ -48,6 +48,7 @@ internal static class AnalyticsCli
         root.Subcommands.Add(ServeCommand.Create(context));
         root.Subcommands.Add(SqlCommand.Create(context));
         root.Subcommands.Add(BenchCommand.Create(context));
+        root.Subcommands.Add(ChaosCommand.Create(context));
         root.Subcommands.Add(UsersCommand.Create(context));
         root.Subcommands.Add(RecipientsCommand.Create(context));
         root.Subcommands.Add(SimulateCommand.Create(context));

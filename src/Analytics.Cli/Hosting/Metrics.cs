@@ -120,6 +120,13 @@ public static class Metrics
         registry.Collected("analytics_events_spool_files", "gauge", "Batches waiting in the spool.");
         registry.Collected("analytics_events_lag_seconds", "gauge", "Age of the oldest event not yet in ClickHouse.");
         registry.Collected("analytics_store_healthy", "gauge", "1 when the last insert succeeded.");
+        registry.Collected("analytics_events_refused_total", "counter", "Events refused: the queue was full and the disk refused the spool (or malformed).");
+        registry.Collected("analytics_events_spool_failures_total", "counter", "Spool writes the disk refused (each retried).");
+        registry.Collected("analytics_events_held", "gauge", "Events in batches neither the store nor the disk took yet, held in memory.");
+        registry.Collected("analytics_events_recovered_total", "counter", "Events kept from spill segments a crash left open.");
+        registry.Collected("analytics_events_quarantined_files", "gauge", "Files this sink set aside in the spool's quarantine folder.");
+        registry.Collected("analytics_event_loop_errors_total", "counter", "Errors the event loop caught and survived.");
+        registry.Collected("analytics_event_sink_health", "gauge", "0 healthy, 1 store down (spooling), 2 spool failing (holding in memory, then refusing).");
         registry.AddCollector(_ =>
         {
             var s = sink.Stats;
@@ -135,6 +142,13 @@ public static class Metrics
                 Sample.Of("analytics_events_spool_files", s.SpoolFiles),
                 Sample.Of("analytics_events_lag_seconds", s.Lag.TotalSeconds),
                 Sample.Of("analytics_store_healthy", s.StoreHealthy ? 1 : 0),
+                Sample.Of("analytics_events_refused_total", s.Refused),
+                Sample.Of("analytics_events_spool_failures_total", s.SpoolFailures),
+                Sample.Of("analytics_events_held", s.Held),
+                Sample.Of("analytics_events_recovered_total", s.Recovered),
+                Sample.Of("analytics_events_quarantined_files", s.QuarantinedFiles),
+                Sample.Of("analytics_event_loop_errors_total", s.LoopErrors),
+                Sample.Of("analytics_event_sink_health", (int)s.Health),
             ]);
         });
     }
