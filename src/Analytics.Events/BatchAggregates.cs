@@ -84,6 +84,13 @@ internal sealed class BatchAggregates
 
     public void Add(SmtpEvent e)
     {
+        // Delivery attempts happen after the session, on the server's own schedule: they are not the
+        // client's activity (events per minute, burstiness), and bounce features read them apart.
+        if (e.Kind == EventKind.Delivery)
+        {
+            return;
+        }
+
         var ms = e.Timestamp.ToUnixTimeMilliseconds();
         var minute = (uint)Math.Max(0, Math.Floor(ms / 60_000.0) * 60);
         var ip = IpText.ToUInt128(e.ClientIp);
