@@ -18,11 +18,13 @@ internal static class ChaosCommand
         new StoreOutageScenario(),
         new KillScenario(),
         new EventDiskFullScenario(),
+        new SmtpFuzzScenario(),
+        new IdleFloodScenario(),
     ];
 
     public static Command Create(CommandContext context)
     {
-        var command = new Command("chaos", "Failure scenarios against the real event sink and store, with figures and PASS/FAIL");
+        var command = new Command("chaos", "Failure and attack scenarios against the real listener, event sink and store, with figures and PASS/FAIL");
         foreach (var scenario in Scenarios)
         {
             var sub = new Command(scenario.Name, scenario.Description) { Json };
