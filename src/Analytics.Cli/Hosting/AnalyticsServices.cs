@@ -2,6 +2,7 @@ using Analytics.Cli.Admin;
 using Analytics.Detection.Scoring;
 using Analytics.Events;
 using Analytics.Limits;
+using Analytics.Policy;
 using Analytics.Review;
 using Analytics.Store;
 using Analytics.Store.Embedded;
@@ -112,6 +113,7 @@ internal static class AnalyticsServices
         services.AddLimits();
         services.AddSubmission();
         services.PostConfigure<SubmissionOptions>(overrides.ApplyEndpoints);
+        services.AddPolicyServices();
         services.AddDetection(Environment.MachineName);
         services.AddReviewConsole(builder.Configuration);
         if (overrides.Demo)
