@@ -12,7 +12,7 @@ internal interface ILogSource
 }
 
 /// <summary>
-/// <c>tail -F</c> for one file: starts at its end, yields each complete line appended, and survives
+/// <c>tail -F</c> for one file: starts at its end (at its start if it appears later), yields each complete line appended, and survives
 /// rotation. When the name points at another file (logrotate's rename-and-create, or a new file after
 /// a delete) the old one is read to its end and the new one from its start; when the file shrinks
 /// (copytruncate) it is read again from the start. A line longer than <see cref="MaxLineBytes"/> is
@@ -51,14 +51,14 @@ internal sealed partial class FileFollower : ILogSource
             {
                 if (file is null)
                 {
+                    // Only a file that was there at start has a past to skip; one that appears later is all news.
                     file = TryOpen(seekToEnd: first && !_fromStart);
+                    first = false;
                     if (file is null)
                     {
                         await Task.Delay(_interval, _time, cancellationToken);
                         continue;
                     }
-
-                    first = false;
                 }
 
                 var n = await file.ReadAsync(buffer, cancellationToken);
