@@ -35,20 +35,14 @@ internal sealed class PostfixPolicy
 
     public PostfixPolicy(PolicyEngine engine) => _engine = engine;
 
-    /// <summary>One policy connection (one smtpd process): the client session its requests are about.</summary>
-    public sealed class Connection
-    {
-        public PostfixSession? Session { get; set; }
-    }
-
-    public PostfixAnswer Decide(PostfixRequest request, Connection connection)
+    public PostfixAnswer Decide(PostfixRequest request)
     {
         if (!IPAddress.TryParse(request.ClientAddress, out var address))
         {
             return PostfixAnswer.Dunno; // not a network client (Postfix sends "unknown" for some local inputs)
         }
 
-        var session = SessionFor(request, connection, address);
+        var session = SessionFor(request, address);
         lock (session)
         {
             session.Touch();
@@ -174,38 +168,31 @@ internal sealed class PostfixPolicy
         return new PostfixAnswer(string.Create(CultureInfo.InvariantCulture, $"{reply.Code} {reply.Status} {reply.Text}"), delay);
     }
 
-    /// <summary>The client session a request is about: the connection's current one, or a new one when the client changed (the smtpd process serves one client at a time).</summary>
-    private PostfixSession SessionFor(PostfixRequest request, Connection connection, IPAddress address)
+    /// <summary>The client session a request is about (the same for every <c>check_policy_service</c> of one smtpd session), started on its first request.</summary>
+    private PostfixSession SessionFor(PostfixRequest request, IPAddress address)
     {
         var port = ushort.TryParse(request.ClientPort, NumberStyles.None, CultureInfo.InvariantCulture, out var p) ? p : (ushort)0;
         var user = request.SaslUsername.Length > 0 ? AccountName.Normalize(request.SaslUsername) : "";
-        var current = connection.Session;
-        if (current is not null && current.ClientPort == port && current.ClientIp.Equals(AddressKey.Unmap(address)))
-        {
-            lock (current)
+        var session = _engine.Sessions.For(address, port, request.Instance,
+            () => new PostfixSession(_engine, address, port, user.Length > 0 ? ListenerRole.Submission : ListenerRole.Mx, user),
+            started =>
             {
-                if (current.Authenticated(user))
+                started.Emit(EventKind.Connect, EventOutcome.Ok, 0, "", request.EncryptionProtocol.Length > 0 ? "tls" : "plain", mechanism: request.EncryptionProtocol);
+                if (request.HeloName.Length > 0)
                 {
-                    AuthEvent(current, request);
+                    started.Emit(EventKind.Ehlo, EventOutcome.Ok, 250, "2.0.0", request.HeloName, mechanism: request.ProtocolName.Equals("SMTP", StringComparison.OrdinalIgnoreCase) ? "HELO" : "EHLO");
                 }
-            }
 
-            return current;
-        }
-
-        var session = new PostfixSession(_engine, address, port, user.Length > 0 ? ListenerRole.Submission : ListenerRole.Mx, user);
-        connection.Session = session;
+                if (user.Length > 0)
+                {
+                    AuthEvent(started, request);
+                }
+            });
         lock (session)
         {
-            session.Emit(EventKind.Connect, EventOutcome.Ok, 0, "", request.EncryptionProtocol.Length > 0 ? "tls" : "plain", mechanism: request.EncryptionProtocol);
-            if (request.HeloName.Length > 0)
+            if (session.Authenticated(user))
             {
-                session.Emit(EventKind.Ehlo, EventOutcome.Ok, 250, "2.0.0", request.HeloName, mechanism: request.ProtocolName.Equals("SMTP", StringComparison.OrdinalIgnoreCase) ? "HELO" : "EHLO");
-            }
-
-            if (user.Length > 0)
-            {
-                AuthEvent(session, request);
+                AuthEvent(session, request); // AUTH after a first message of the session
             }
         }
 

@@ -97,7 +97,6 @@ internal sealed partial class PostfixPolicyServer : IAsyncDisposable
         await using var stream = new NetworkStream(client, ownsSocket: true);
         var reader = new PostfixRequestReader(PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 4096, leaveOpen: true)),
             options.MaxAttributeLength, options.MaxAttributes);
-        var connection = new PostfixPolicy.Connection();
         try
         {
             while (!cancellationToken.IsCancellationRequested)
@@ -120,7 +119,7 @@ internal sealed partial class PostfixPolicyServer : IAsyncDisposable
                     break;
                 }
 
-                var answer = read.Request!.Request is "smtpd_access_policy" or "" ? Decide(read.Request, connection) : Unknown(read.Request.Request);
+                var answer = read.Request!.Request is "smtpd_access_policy" or "" ? Decide(read.Request) : Unknown(read.Request.Request);
                 if (answer.Delay > TimeSpan.Zero)
                 {
                     await Task.Delay(answer.Delay < options.MaxReplyDelay ? answer.Delay : options.MaxReplyDelay, _engine.Time, cancellationToken);
@@ -139,11 +138,11 @@ internal sealed partial class PostfixPolicyServer : IAsyncDisposable
         }
     }
 
-    private PostfixAnswer Decide(PostfixRequest request, PostfixPolicy.Connection connection)
+    private PostfixAnswer Decide(PostfixRequest request)
     {
         try
         {
-            return _policy.Decide(request, connection);
+            return _policy.Decide(request);
         }
         catch (Exception ex)
         {

@@ -66,6 +66,39 @@ internal sealed class PostfixSession : IRuleSession
 
     public void Touch() => LastSeen = _engine.Time.GetTimestamp();
 
+    private int _pid;
+    private long _sequence = -1;
+
+    /// <summary>
+    /// Whether a request with this smtpd process and message number continues this session (and if so,
+    /// remembers them): another process, or a message number going back, is a new session on a reused
+    /// client port. Unknown values (0, -1: no message yet) continue it.
+    /// </summary>
+    public bool Follow(int pid, long sequence)
+    {
+        if (pid != 0 && _pid != 0 && pid != _pid)
+        {
+            return false;
+        }
+
+        if (pid != 0 && sequence >= 0 && sequence < _sequence)
+        {
+            return false;
+        }
+
+        if (pid != 0)
+        {
+            _pid = pid;
+        }
+
+        if (sequence > _sequence)
+        {
+            _sequence = sequence;
+        }
+
+        return true;
+    }
+
     /// <summary>A user that appeared in the middle of a session (AUTH after a first message): the session becomes a submission.</summary>
     public bool Authenticated(string user)
     {
@@ -146,20 +179,88 @@ internal sealed class PostfixSession : IRuleSession
 }
 
 /// <summary>
-/// The Postfix sessions seen lately, by client address: the log reader attributes a log line (which
-/// names the client's address, not its port) to the session of that address that was asked about last.
+/// The Postfix client sessions seen lately. One smtpd process serves one client at a time, but asks
+/// each <c>check_policy_service</c> of its configuration over a connection of its own, so a session
+/// is known by the client's address and port (and the smtpd process and message number Postfix puts
+/// in <c>instance</c>, which tell a reused port from the same session), not by the policy connection.
+/// The log reader attributes a line (which names the client's address, not its port) to the session
+/// of that address asked about last.
 /// </summary>
 internal sealed class PostfixSessions
 {
     private const int SweepThreshold = 10_000;
 
     private readonly PolicyEngine _engine;
+    private readonly ConcurrentDictionary<(AddressKey Address, ushort Port), PostfixSession> _byClient = new();
     private readonly ConcurrentDictionary<AddressKey, PostfixSession> _latest = new();
+    private readonly Lock _starting = new();
     private long _lastSweep;
 
     public PostfixSessions(PolicyEngine engine) => _engine = engine;
 
-    public int Count => _latest.Count;
+    public int Count => _byClient.Count;
+
+    /// <summary>
+    /// The session a request is about, or a new one (<paramref name="start"/> runs once, under the
+    /// new session's lock, before any other request can see it) when the client, its smtpd process or
+    /// its message numbering says this is another session.
+    /// </summary>
+    public PostfixSession For(IPAddress client, ushort port, string instance, Func<PostfixSession> create, Action<PostfixSession> start)
+    {
+        var key = (AddressKey.Of(AddressKey.Unmap(client)), port);
+        var (pid, sequence) = ParseInstance(instance);
+        if (_byClient.TryGetValue(key, out var known) && Continues(known, pid, sequence))
+        {
+            return known;
+        }
+
+        lock (_starting)
+        {
+            if (_byClient.TryGetValue(key, out known) && Continues(known, pid, sequence))
+            {
+                return known;
+            }
+
+            var session = create();
+            lock (session)
+            {
+                session.Follow(pid, sequence);
+                _byClient[key] = session;
+                start(session);
+            }
+
+            if (_byClient.Count > SweepThreshold)
+            {
+                Sweep();
+            }
+
+            return session;
+        }
+    }
+
+    private bool Continues(PostfixSession session, int pid, long sequence)
+    {
+        if (_engine.Time.GetElapsedTime(session.LastSeen) > _engine.Options.SessionIdle)
+        {
+            return false;
+        }
+
+        lock (session)
+        {
+            return session.Follow(pid, sequence);
+        }
+    }
+
+    /// <summary>Postfix's <c>instance</c> is <c>PID.SECONDS.MICROSECONDS.SEQUENCE</c> (hex): the smtpd process and the message's number in its session.</summary>
+    internal static (int Pid, long Sequence) ParseInstance(string instance)
+    {
+        var parts = instance.Split('.');
+        return parts.Length == 4
+            && int.TryParse(parts[0], System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out var pid)
+            && long.TryParse(parts[3], System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out var sequence)
+            ? (pid, sequence)
+            : (0, -1);
+    }
 
     public void Seen(PostfixSession session)
     {
@@ -184,11 +285,20 @@ internal sealed class PostfixSessions
             return;
         }
 
+        var idle = _engine.Options.SessionIdle;
         foreach (var (address, session) in _latest)
         {
-            if (time.GetElapsedTime(session.LastSeen, now) > _engine.Options.SessionIdle)
+            if (time.GetElapsedTime(session.LastSeen, now) > idle)
             {
                 _latest.TryRemove(new KeyValuePair<AddressKey, PostfixSession>(address, session));
+            }
+        }
+
+        foreach (var (key, session) in _byClient)
+        {
+            if (time.GetElapsedTime(session.LastSeen, now) > idle)
+            {
+                _byClient.TryRemove(new KeyValuePair<(AddressKey, ushort), PostfixSession>(key, session));
             }
         }
     }
