@@ -50,6 +50,13 @@ public sealed partial class PolicyHostedService : IHostedService, IAsyncDisposab
         _logger = logging.CreateLogger("Analytics.Policy");
     }
 
+    /// <summary>
+    /// The engine outside a host (benchmarks, tests): the given options, limit book and event publisher.
+    /// Start it with <see cref="StartAsync"/>; dispose it to stop.
+    /// </summary>
+    public static PolicyHostedService Create(PolicyOptions options, LimitsOptions limits, ILimitBook book, IEventPublisher events, TimeProvider time, ILoggerFactory logging) =>
+        new(new PolicyEngine(options, limits, book, events, time), logging);
+
     /// <summary>Where the Postfix policy service listens (<c>unix:/path</c> or <c>HOST:PORT</c>), null when off.</summary>
     public string? PostfixAddress => _postfix?.Address;
 

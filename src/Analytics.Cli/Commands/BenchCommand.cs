@@ -16,6 +16,7 @@ internal static class BenchCommand
         command.Subcommands.Add(SimulateBenchmark.Create(context));
         command.Subcommands.Add(ScoreBenchmark.Create(context));
         command.Subcommands.Add(LimitsBenchmark.Create(context));
+        command.Subcommands.Add(PolicyBenchmark.Create(context));
         return command;
     }
 }
