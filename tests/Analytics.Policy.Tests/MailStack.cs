@@ -88,28 +88,16 @@ internal sealed class MailStack : IAsyncDisposable
     }
 
     /// <summary>The documented recommended placement (docs/operations.md), with the rig's loopback clients outside mynetworks.</summary>
-    public static string[] PostfixSettings(string policy)
-    {
-        var service = policy.StartsWith("unix:", StringComparison.Ordinal) ? policy : "inet:" + policy;
-        return
-        [
-            "mynetworks=127.255.255.254/32",
-            "default_transport=discard",
-            "smtpd_relay_restrictions=permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
-            $"smtpd_recipient_restrictions=check_policy_service {{ {service}, policy_context=connect, default_action=DUNNO, timeout=10s, try_limit=1 }}, " +
-            $"reject_unlisted_recipient, check_policy_service {{ {service}, default_action=DUNNO, timeout=10s, try_limit=1 }}",
-            $"smtpd_end_of_data_restrictions=check_policy_service {{ {service}, default_action=DUNNO, timeout=10s, try_limit=1 }}",
-        ];
-    }
+    public static string[] PostfixSettings(string policy) =>
+    [
+        "mynetworks=127.255.255.254/32",
+        "default_transport=discard",
+        "smtpd_relay_restrictions=permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
+        .. PolicySnippets.RecommendedMainCf(policy),
+    ];
 
     /// <summary>The documented Dovecot settings; the failure delay is off so that tests of fifty failed logins take seconds.</summary>
-    public static string[] DovecotSettings(string url) =>
-    [
-        "auth_policy_server_url = " + url,
-        "auth_policy_hash_nonce = " + Nonce,
-        "auth_policy_request_attributes = login=%{requested_username} pwhash=%{hashed_password} remote=%{rip} device_id=%{client_id} protocol=%s session_id=%{session} mech=%m pwtag=%8{pkcs5:password}",
-        "auth_failure_delay = 0",
-    ];
+    public static string[] DovecotSettings(string url) => [.. PolicySnippets.DovecotConf(url, Nonce), "auth_failure_delay = 0"];
 
     public async ValueTask DisposeAsync()
     {
