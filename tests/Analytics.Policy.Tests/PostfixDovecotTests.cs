@@ -130,6 +130,11 @@ public sealed class PostfixDovecotTests(MailStackFixture fixture) : IClassFixtur
         await stack.Postfix.WaitForMessagesAsync("alice@example.test", 2, Wait);
         var data = await stack.Events.WaitForAsync(e => e.Kind == EventKind.Data && e.User == "dave@example.test", Wait, "dave's DATA");
         Assert.Equal("recipients=2", data.Detail.Split(' ')[0]);
+
+        // Dovecot's report of the login and Postfix's requests about the messages are one session, as on the listener.
+        var login = stack.Events.Of(EventKind.Auth).Single(e => e.User == "dave@example.test");
+        Assert.Equal("dovecot", login.Node);
+        Assert.Equal(login.SessionId, data.SessionId);
     }
 
     [Fact]

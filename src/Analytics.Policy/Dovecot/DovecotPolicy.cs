@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using System.Text;
 using System.Text.Json;
@@ -154,6 +155,9 @@ internal readonly record struct DovecotAnswer(int Status, string Message)
 /// </summary>
 internal sealed class DovecotPolicy
 {
+    // Logins asked about (allow) and not yet reported, so that both carry one session id when Dovecot
+    // sends none (Postfix's SASL logins): by address, login and password hash; a few seconds at most.
+    private readonly ConcurrentDictionary<(AddressKey, string, string), (ulong Id, long At, bool Verified)> _open = new();
     private readonly PolicyEngine _engine;
 
     public DovecotPolicy(PolicyEngine engine) => _engine = engine;
@@ -165,10 +169,18 @@ internal sealed class DovecotPolicy
             return DovecotAnswer.Allow; // no client address (a local login) or no name: nothing to count it against
         }
 
-        var session = new DovecotSession(_engine, remote, request);
+        var (id, verified) = SessionId(remote, request);
+        var session = new DovecotSession(_engine, remote, request, id);
         var tag = Tag(request);
+        var smtp = request.Protocol.Equals("smtp", StringComparison.OrdinalIgnoreCase);
         if (request.Command == "allow")
         {
+            if (verified && smtp)
+            {
+                // Asked again after a correct password, before Postfix answers 235: the message that follows is this SMTP session.
+                _engine.Sessions.LoggedIn(remote, session.Id);
+            }
+
             var refused = _engine.Rules.AuthPolicy(session, request.Login, tag);
             if (refused is { } reply)
             {
@@ -184,6 +196,10 @@ internal sealed class DovecotPolicy
         {
             _engine.Rules.AuthOutcome(session, tag, CredentialCheck.Ok);
             session.Emit(EventKind.Auth, EventOutcome.Ok, 235, "2.7.0", Detail("ok", request));
+            if (smtp && !verified)
+            {
+                _engine.Sessions.LoggedIn(remote, session.Id); // no check after the password (auth_policy_check_after_auth = no)
+            }
         }
         else if (request.PolicyReject)
         {
@@ -197,6 +213,53 @@ internal sealed class DovecotPolicy
         }
 
         return DovecotAnswer.Allow;
+    }
+
+    /// <summary>
+    /// Dovecot's own session id when it sends one; else the id given at this login's first allow, kept
+    /// until its report. <c>Verified</c>: this login was asked about a second time, which Dovecot does
+    /// only after a correct password.
+    /// </summary>
+    private (ulong Id, bool Verified) SessionId(IPAddress remote, DovecotRequest request)
+    {
+        var key = (AddressKey.Of(AddressKey.Unmap(remote)), request.Login, request.PasswordHash);
+        var now = _engine.Time.GetTimestamp();
+        var fresh = _open.TryGetValue(key, out var open) && _engine.Time.GetElapsedTime(open.At, now) < OpenLogin;
+        if (request.Command == "report")
+        {
+            _open.TryRemove(key, out _);
+            return (request.SessionId.Length > 0 ? StableId(request.SessionId) : fresh ? open.Id : PolicyEngine.NewSessionId(), fresh && open.Verified);
+        }
+
+        if (fresh)
+        {
+            _open[key] = open with { Verified = true };
+            return (open.Id, true);
+        }
+
+        var id = request.SessionId.Length > 0 ? StableId(request.SessionId) : PolicyEngine.NewSessionId();
+        _open[key] = (id, now, false);
+        if (_open.Count > 10_000)
+        {
+            foreach (var (k, v) in _open)
+            {
+                if (_engine.Time.GetElapsedTime(v.At, now) >= OpenLogin)
+                {
+                    _open.TryRemove(new KeyValuePair<(AddressKey, string, string), (ulong, long, bool)>(k, v));
+                }
+            }
+        }
+
+        return (id, false);
+    }
+
+    private static readonly TimeSpan OpenLogin = TimeSpan.FromSeconds(30);
+
+    private static ulong StableId(string text)
+    {
+        Span<byte> hash = stackalloc byte[32];
+        System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(text), hash);
+        return System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(hash);
     }
 
     /// <summary>
@@ -218,15 +281,13 @@ internal sealed class DovecotPolicy
         private readonly DovecotRequest _request;
         private TimeSpan _delay;
 
-        public DovecotSession(PolicyEngine engine, IPAddress remote, DovecotRequest request)
+        public DovecotSession(PolicyEngine engine, IPAddress remote, DovecotRequest request, ulong id)
         {
             _engine = engine;
             _request = request;
             ClientIp = AddressKey.Unmap(remote);
             Address = AddressKey.Of(ClientIp);
-
-            // Dovecot's session id ties the allow and the report of one login together; Postfix's SASL logins have none.
-            Id = request.SessionId.Length > 0 ? StableId(request.SessionId) : PolicyEngine.NewSessionId();
+            Id = id;
         }
 
         public ulong Id { get; }
@@ -272,12 +333,5 @@ internal sealed class DovecotPolicy
                 DurationMs = durationMs,
                 Detail = detail,
             });
-
-        private static ulong StableId(string text)
-        {
-            Span<byte> hash = stackalloc byte[32];
-            System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(text), hash);
-            return System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(hash);
-        }
     }
 }

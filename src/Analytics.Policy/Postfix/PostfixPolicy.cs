@@ -173,8 +173,8 @@ internal sealed class PostfixPolicy
     {
         var port = ushort.TryParse(request.ClientPort, NumberStyles.None, CultureInfo.InvariantCulture, out var p) ? p : (ushort)0;
         var user = request.SaslUsername.Length > 0 ? AccountName.Normalize(request.SaslUsername) : "";
-        var session = _engine.Sessions.For(address, port, request.Instance,
-            () => new PostfixSession(_engine, address, port, user.Length > 0 ? ListenerRole.Submission : ListenerRole.Mx, user),
+        var session = _engine.Sessions.For(address, port, request.Instance, user.Length > 0,
+            id => new PostfixSession(_engine, address, port, user.Length > 0 ? ListenerRole.Submission : ListenerRole.Mx, user, id),
             started =>
             {
                 started.Emit(EventKind.Connect, EventOutcome.Ok, 0, "", request.EncryptionProtocol.Length > 0 ? "tls" : "plain", mechanism: request.EncryptionProtocol);

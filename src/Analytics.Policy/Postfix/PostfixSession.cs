@@ -17,7 +17,7 @@ internal sealed class PostfixSession : IRuleSession
     private readonly PolicyEngine _engine;
     private TimeSpan _pendingDelay;
 
-    public PostfixSession(PolicyEngine engine, IPAddress client, ushort port, ListenerRole role, string user)
+    public PostfixSession(PolicyEngine engine, IPAddress client, ushort port, ListenerRole role, string user, ulong id = 0)
     {
         _engine = engine;
         ClientIp = AddressKey.Unmap(client);
@@ -26,7 +26,7 @@ internal sealed class PostfixSession : IRuleSession
         Role = role;
         User = user;
         AuthUser = user;
-        Id = PolicyEngine.NewSessionId();
+        Id = id != 0 ? id : PolicyEngine.NewSessionId();
         LastSeen = engine.Time.GetTimestamp();
     }
 
@@ -193,6 +193,7 @@ internal sealed class PostfixSessions
     private readonly PolicyEngine _engine;
     private readonly ConcurrentDictionary<(AddressKey Address, ushort Port), PostfixSession> _byClient = new();
     private readonly ConcurrentDictionary<AddressKey, PostfixSession> _latest = new();
+    private readonly ConcurrentDictionary<AddressKey, (ulong Id, long At)> _logins = new();
     private readonly Lock _starting = new();
     private long _lastSweep;
 
@@ -201,11 +202,12 @@ internal sealed class PostfixSessions
     public int Count => _byClient.Count;
 
     /// <summary>
-    /// The session a request is about, or a new one (<paramref name="start"/> runs once, under the
-    /// new session's lock, before any other request can see it) when the client, its smtpd process or
-    /// its message numbering says this is another session.
+    /// The session a request is about, or a new one (<paramref name="create"/> gets, for an
+    /// <paramref name="authenticated"/> one, the id of a login from that address waiting to be taken, or 0; <paramref name="start"/> runs once, under the new
+    /// session's lock, before any other request can see it) when the client, its smtpd process or its
+    /// message numbering says this is another session.
     /// </summary>
-    public PostfixSession For(IPAddress client, ushort port, string instance, Func<PostfixSession> create, Action<PostfixSession> start)
+    public PostfixSession For(IPAddress client, ushort port, string instance, bool authenticated, Func<ulong, PostfixSession> create, Action<PostfixSession> start)
     {
         var key = (AddressKey.Of(AddressKey.Unmap(client)), port);
         var (pid, sequence) = ParseInstance(instance);
@@ -221,7 +223,7 @@ internal sealed class PostfixSessions
                 return known;
             }
 
-            var session = create();
+            var session = create(authenticated ? TakeLogin(key.Item1) : 0);
             lock (session)
             {
                 session.Follow(pid, sequence);
@@ -237,6 +239,32 @@ internal sealed class PostfixSessions
             return session;
         }
     }
+
+    /// <summary>
+    /// A login Dovecot accepted for Postfix's SASL (protocol smtp): Postfix asks about the session only
+    /// at its first RCPT, so the next session the policy service starts for this address within a few
+    /// seconds takes the login's session id, and the AUTH and the message are one session, as on the listener.
+    /// </summary>
+    public void LoggedIn(IPAddress client, ulong sessionId)
+    {
+        _logins[AddressKey.Of(AddressKey.Unmap(client))] = (sessionId, _engine.Time.GetTimestamp());
+        if (_logins.Count > SweepThreshold)
+        {
+            foreach (var (address, login) in _logins)
+            {
+                if (_engine.Time.GetElapsedTime(login.At) > LoginWindow)
+                {
+                    _logins.TryRemove(new KeyValuePair<AddressKey, (ulong, long)>(address, login));
+                }
+            }
+        }
+    }
+
+    /// <summary>The session id of a login from <paramref name="address"/> that no session has taken yet (0: none).</summary>
+    public ulong TakeLogin(AddressKey address) =>
+        _logins.TryRemove(address, out var login) && _engine.Time.GetElapsedTime(login.At) <= LoginWindow ? login.Id : 0;
+
+    private static readonly TimeSpan LoginWindow = TimeSpan.FromSeconds(30);
 
     private bool Continues(PostfixSession session, int pid, long sequence)
     {
