@@ -36,6 +36,7 @@ internal sealed record ServeOverrides(IReadOnlyList<string> Submission, IReadOnl
     {
         if (ReplaceEndpoints)
         {
+            options.Enabled = true; // endpoints on the command line: a listener is wanted
             options.SubmissionEndpoints = [.. Submission];
             options.MxEndpoints = [.. Mx];
             options.ImplicitTlsEndpoints = [];
