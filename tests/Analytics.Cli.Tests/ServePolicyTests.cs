@@ -32,6 +32,7 @@ public sealed partial class ServePolicyTests
         var config = Path.Combine(data, "policy.json");
         await File.WriteAllTextAsync(config, new JsonObject
         {
+            ["Submission"] = new JsonObject { ["Enabled"] = false },
             ["Policy"] = new JsonObject
             {
                 ["PostfixEndpoint"] = "unix:" + socket,
@@ -41,8 +42,9 @@ public sealed partial class ServePolicyTests
             },
         }.ToJsonString(), Ct);
 
-        await using var serve = CliProcess.Start("serve", "--data", data, "--config", config, "--submission", "127.0.0.1:0", "--mx", "127.0.0.1:0", "--http", "127.0.0.1:0");
+        await using var serve = CliProcess.Start("serve", "--data", data, "--config", config, "--http", "127.0.0.1:0");
         await serve.WaitForOutputAsync(" serving; ", TimeSpan.FromSeconds(60));
+        Assert.Contains("submission none; submission implicit TLS none; mx none", serve.Stderr, StringComparison.Ordinal);
         Assert.Contains($"Postfix policy service listening on unix:{socket}", serve.Stderr, StringComparison.Ordinal);
         Assert.Contains($"Dovecot auth policy server listening on http://127.0.0.1:{dovecot}/", serve.Stderr, StringComparison.Ordinal);
         Assert.Contains($"Following Postfix's log {maillog}", serve.Stderr, StringComparison.Ordinal);

@@ -245,6 +245,34 @@ public sealed class PostfixPolicyServiceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task SaslFailuresInTheLog_WithoutDovecotsPolicy_AreFailedLogins_ThatLockTheAccount()
+    {
+        await StartAsync();
+        var reader = new MailLogReader(_engine, NullLogger.Instance);
+        for (var i = 0; i < 5; i++)
+        {
+            reader.Apply(MailLogLine.Parse(
+                $"Dec  1 02:58:40 mx postfix/smtpd[{90 + i}]: warning: unknown[127.3.1.{i + 1}]: SASL LOGIN authentication failed: (reason unavailable), sasl_username=Victim@Example.test"));
+        }
+
+        var failures = _events.Of(EventKind.Auth).ToList();
+        Assert.Equal(5, failures.Count);
+        Assert.All(failures, e => Assert.Equal(("postfix", 535, "victim@example.test", "LOGIN"), (e.Node, (int)e.ReplyCode, e.User, e.Mechanism)));
+        Assert.Contains(_events.Of(EventKind.Throttle), e => e.Detail.StartsWith("lock user", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task SaslFailuresInTheLog_WithDovecotsPolicy_AreLeftToDovecot()
+    {
+        await StartAsync(options: new PolicyOptions { DovecotEndpoint = "127.0.0.1:0" });
+        var reader = new MailLogReader(_engine, NullLogger.Instance);
+
+        reader.Apply(MailLogLine.Parse("Dec  1 02:58:40 mx postfix/smtpd[9]: warning: unknown[127.3.1.9]: SASL PLAIN authentication failed: x, sasl_username=a@example.test"));
+
+        Assert.Empty(_events.Of(EventKind.Auth));
+    }
+
+    [Fact]
     public async Task OwnRefusalsInTheLog_AreNotCountedAgain()
     {
         await StartAsync(new LimitsOptions { Fixed = { BlockedUsers = ["mallory@example.test"] } });

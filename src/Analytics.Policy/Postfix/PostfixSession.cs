@@ -16,6 +16,8 @@ internal sealed class PostfixSession : IRuleSession
 {
     private readonly PolicyEngine _engine;
     private TimeSpan _pendingDelay;
+    private int _pid;            // the smtpd process (from instance), 0 until known
+    private long _sequence = -1; // the last message number seen in this session
 
     public PostfixSession(PolicyEngine engine, IPAddress client, ushort port, ListenerRole role, string user, ulong id = 0)
     {
@@ -65,9 +67,6 @@ internal sealed class PostfixSession : IRuleSession
     public long LastSeen { get; private set; }
 
     public void Touch() => LastSeen = _engine.Time.GetTimestamp();
-
-    private int _pid;
-    private long _sequence = -1;
 
     /// <summary>
     /// Whether a request with this smtpd process and message number continues this session (and if so,
