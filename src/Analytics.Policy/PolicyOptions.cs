@@ -104,6 +104,11 @@ public sealed class PolicyOptions : IValidatableObject
             yield return new ValidationResult(dovecotError, [nameof(DovecotEndpoint)]);
         }
 
+        if (FollowsJournal && JournalFollower.MissingReason is { } missing)
+        {
+            yield return new ValidationResult($"'journal': {missing}.", [nameof(MailLog)]);
+        }
+
         if (MailLogEnabled && !FollowsJournal)
         {
             var directory = Path.GetDirectoryName(Path.GetFullPath(MailLog!));

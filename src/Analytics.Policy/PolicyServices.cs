@@ -85,11 +85,6 @@ public sealed partial class PolicyHostedService : IHostedService, IAsyncDisposab
             ILogSource source = options.FollowsJournal
                 ? new JournalFollower(_engine.Time)
                 : new FileFollower(Path.GetFullPath(options.MailLog!), TimeSpan.FromMilliseconds(50), _engine.Time);
-            if (options.FollowsJournal && JournalFollower.MissingReason is { } missing)
-            {
-                throw new InvalidOperationException($"Policy:MailLog is 'journal' but {missing}.");
-            }
-
             var reader = new MailLogReader(_engine, _logging.CreateLogger("Analytics.Policy.MailLog"));
             _mailLog = Task.Run(() => reader.RunAsync(source, _stopping.Token), CancellationToken.None);
             LogMailLog(_logger, options.FollowsJournal ? "the journal (mail facility)" : Path.GetFullPath(options.MailLog!),
