@@ -42,9 +42,14 @@ internal static class ScenarioCommand
         var json = new Option<bool>("--json") { Description = "Print the figures as one JSON object" };
         var seed = new Option<int>("--seed") { Description = "Seed of the world (mailbox placement, accounts, pairs). Default 1", DefaultValueFactory = _ => 1 };
         var keep = new Option<bool>("--keep") { Description = "Keep the temporary data directory (store, spool, serve.log)" };
+        var target = new Option<ScenarioTarget>("--target")
+        {
+            Description = "listener: serve's own SMTP listener (default); postfix: Postfix 3.7 and Dovecot 2.3 of the run's own with serve beside them (needs the Debian packages and root)",
+            DefaultValueFactory = _ => ScenarioTarget.Listener,
+        };
         var command = new Command("run", "Run one scenario: a fresh data directory, serve as a child process, the attack and the legitimate users; exit 0 when every target is met, 3 when one is missed")
         {
-            name, json, seed, keep,
+            name, json, seed, keep, target,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -55,7 +60,7 @@ internal static class ScenarioCommand
 
             var scenario = All.First(s => s.Name == parse.GetRequiredValue(name));
             var asJson = parse.GetValue(json);
-            var report = await new ScenarioRunner(context.IO, asJson).RunAsync(scenario, parse.GetValue(seed), parse.GetValue(keep), cancellationToken);
+            var report = await new ScenarioRunner(context.IO, asJson).RunAsync(scenario, parse.GetValue(seed), parse.GetValue(keep), parse.GetValue(target), cancellationToken);
             await report.WriteAsync(context.IO.Out, asJson);
             return report.AllPass ? 0 : 3;
         });

@@ -2,6 +2,7 @@ using Analytics.Cli.Admin;
 using Analytics.Detection.Scoring;
 using Analytics.Events;
 using Analytics.Limits;
+using Analytics.Policy;
 using Analytics.Review;
 using Analytics.Store;
 using Analytics.Store.Embedded;
@@ -35,6 +36,7 @@ internal sealed record ServeOverrides(IReadOnlyList<string> Submission, IReadOnl
     {
         if (ReplaceEndpoints)
         {
+            options.Enabled = true; // endpoints on the command line: a listener is wanted
             options.SubmissionEndpoints = [.. Submission];
             options.MxEndpoints = [.. Mx];
             options.ImplicitTlsEndpoints = [];
@@ -113,6 +115,7 @@ internal static class AnalyticsServices
         services.AddSubmission();
         services.PostConfigure<SubmissionOptions>(overrides.ApplyEndpoints);
         services.AddDelivery(discardWhenUnconfigured: overrides.Demo);
+        services.AddPolicyServices();
         services.AddDetection(Environment.MachineName);
         services.AddReviewConsole(builder.Configuration);
         if (overrides.Demo)
