@@ -122,7 +122,7 @@ internal static class AnalyticsServices
         // The listener drains within its own deadline; the host must wait at least that long.
         services.AddOptions<HostOptions>().Configure<IOptions<LimitsOptions>>((host, limits) =>
             host.ShutdownTimeout = TimeSpan.FromSeconds(30) + limits.Value.Session.ShutdownDeadline);
-        AdminEndpoint.Listen(builder.WebHost, settings.DataDirectory);
+        AdminEndpoint.Listen(builder, settings.DataDirectory);
         builder.WebHost.ConfigureReviewEndpoint(ReviewOptions.FromConfiguration(builder.Configuration));
         return builder;
     }
@@ -140,7 +140,7 @@ internal static class AnalyticsServices
 
     public static WebApplication MapAnalytics(this WebApplication app, AnalyticsSettings settings)
     {
-        AdminEndpoint.Map(app, settings.DataDirectory);
+        AdminEndpoint.Map(app);
         app.MapReviewConsole();
         app.MapMetrics();
         return app;
