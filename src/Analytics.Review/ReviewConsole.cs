@@ -177,6 +177,6 @@ internal static partial class ReviewLog
     [LoggerMessage(Level = LogLevel.Information, Message = "Review console at {Url}")]
     public static partial void Listening(ILogger logger, string url);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "The review console listens on {Endpoint}, beyond loopback, over plain HTTP: put a TLS reverse proxy in front")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The review console listens on {Endpoint}, beyond loopback, over plain HTTP: put a TLS reverse proxy in front (and list it in Review:TrustedProxies)")]
     public static partial void NotLoopback(ILogger logger, string endpoint);
 }
