@@ -93,6 +93,14 @@ public sealed class SecurityTests
     }
 
     [Fact]
+    public async Task LoginPage_DoesNotCarryAHostileReturnUrlIntoItsForm_ButKeepsALocalOne()
+    {
+        using var client = ReviewClient.Create(_server);
+        Assert.DoesNotContain("evil.example", await client.PageAsync("/login?returnUrl=" + Uri.EscapeDataString("/\t/evil.example")), StringComparison.Ordinal);
+        Assert.Contains("name=\"returnUrl\" value=\"/queue?class", await client.PageAsync("/login?returnUrl=" + Uri.EscapeDataString("/queue?class=harvester")), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Login_WithANulInTheForm_IsABadRequest_NotAServerError()
     {
         using var client = ReviewClient.Create(_server);

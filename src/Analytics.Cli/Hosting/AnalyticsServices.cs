@@ -138,7 +138,7 @@ internal static class AnalyticsServices
         return services;
     }
 
-    public static WebApplication MapAnalytics(this WebApplication app, AnalyticsSettings settings)
+    public static WebApplication MapAnalytics(this WebApplication app)
     {
         AdminEndpoint.Map(app);
         app.MapReviewConsole();

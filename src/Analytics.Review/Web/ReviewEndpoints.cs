@@ -75,8 +75,9 @@ internal static class ReviewEndpoints
 
     // ---- login ----
 
+    // A return URL that would be refused after the login is not carried into the form either.
     private static IResult LoginPage(HttpContext http, IAntiforgery antiforgery, string? returnUrl) =>
-        Page(Pages.Login(new PageContext(null, null, antiforgery.GetAndStoreTokens(http).RequestToken ?? ""), returnUrl, null, null));
+        Page(Pages.Login(new PageContext(null, null, antiforgery.GetAndStoreTokens(http).RequestToken ?? ""), ReturnUrl.IsLocal(returnUrl) ? returnUrl : null, null, null));
 
     private static async Task<IResult> Login(HttpContext http, IAntiforgery antiforgery, ReviewerStore reviewers, LoginThrottle throttle, CancellationToken cancellationToken)
     {
