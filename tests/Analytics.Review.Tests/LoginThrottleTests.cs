@@ -1,5 +1,4 @@
 using Analytics.Review.Reviewers;
-using Analytics.Review.Web;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;
@@ -7,7 +6,7 @@ using Xunit;
 
 namespace Analytics.Review.Tests;
 
-/// <summary>The login throttle and the return-URL check on their own, with a fake clock.</summary>
+/// <summary>The login throttle on its own, with a fake clock.</summary>
 public sealed class LoginThrottleTests
 {
     private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 3, 1, 12, 0, 0, TimeSpan.Zero));
@@ -89,22 +88,4 @@ public sealed class LoginThrottleTests
         Assert.True(wait > TimeSpan.Zero);
         Assert.Equal(20, throttle.TrackedKeys);
     }
-
-    [Theory]
-    [MemberData(nameof(SecurityTests.HostileReturnUrls), MemberType = typeof(SecurityTests))]
-    [InlineData("")]
-    [InlineData(null)]
-    [InlineData("/\u0000/evil.example")]
-    [InlineData("/%00/evil.example")]
-    [InlineData("/\u202e/evil.example")]
-    [InlineData("/%E2%80%AE/x")]
-    public void ReturnUrl_IsLocal_RefusesHostileUrls(string? url) => Assert.False(ReturnUrl.IsLocal(url));
-
-    [Theory]
-    [InlineData("/")]
-    [InlineData("/queue")]
-    [InlineData("/queue?class=harvester&range=7d")]
-    [InlineData("/entity?kind=user&name=mallory%40review.test")]
-    [InlineData("/entity?kind=net&name=192.0.2.0%2F24")]
-    public void ReturnUrl_IsLocal_AcceptsPathsOnThisSite(string url) => Assert.True(ReturnUrl.IsLocal(url));
 }
