@@ -126,7 +126,7 @@ internal static class AnalyticsServices
         // The listener drains within its own deadline; the host must wait at least that long.
         services.AddOptions<HostOptions>().Configure<IOptions<LimitsOptions>>((host, limits) =>
             host.ShutdownTimeout = TimeSpan.FromSeconds(30) + limits.Value.Session.ShutdownDeadline);
-        AdminEndpoint.Listen(builder.WebHost, settings.DataDirectory);
+        AdminEndpoint.Listen(builder, settings.DataDirectory);
         builder.WebHost.ConfigureReviewEndpoint(ReviewOptions.FromConfiguration(builder.Configuration));
         return builder;
     }
@@ -142,9 +142,9 @@ internal static class AnalyticsServices
         return services;
     }
 
-    public static WebApplication MapAnalytics(this WebApplication app, AnalyticsSettings settings)
+    public static WebApplication MapAnalytics(this WebApplication app)
     {
-        AdminEndpoint.Map(app, settings.DataDirectory);
+        AdminEndpoint.Map(app);
         app.MapReviewConsole();
         app.MapMetrics();
         return app;
