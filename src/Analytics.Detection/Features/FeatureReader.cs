@@ -13,12 +13,17 @@ public sealed class FeatureReader
 
     public async Task<List<EntityFeatures>> ReadAsync(DateTime asOf, DateTime activeSince, CancellationToken cancellationToken = default)
     {
-        var result = await _store.QueryAsync(Sql, QueryParameters.Of(("t", Truncate(asOf)), ("since", Truncate(activeSince))), cancellationToken);
-        return FeatureSet.FromRows(result, asOf);
+        var t = Truncate(asOf);
+        var result = await _store.QueryAsync(Sql, QueryParameters.Of(("t", t), ("since", Truncate(activeSince))), cancellationToken);
+        return FeatureSet.FromRows(result, t);
     }
 
-    // The aggregates are per minute; a time inside a minute counts that minute as not yet complete.
-    private static DateTime Truncate(DateTime t) => new(t.Ticks - t.Ticks % TimeSpan.TicksPerSecond, DateTimeKind.Utc);
+    /// <summary>
+    /// The time features are really computed as of: the start of the minute. The aggregates are per
+    /// minute, so a minute counts only once it is over; that way no feature reads an event at or
+    /// after the scoring time, whether it is read live or replayed over recorded history.
+    /// </summary>
+    public static DateTime Truncate(DateTime t) => new(t.Ticks - (t.Ticks % TimeSpan.TicksPerMinute), DateTimeKind.Utc);
 
     internal static string LoadSql(string name)
     {
