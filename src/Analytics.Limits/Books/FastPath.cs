@@ -3,12 +3,24 @@ using System.Collections.Concurrent;
 namespace Analytics.Limits;
 
 /// <summary>
-/// The defenses that need no model and act at once, across sessions: N AUTH failures from one IP, one
-/// network or against one account within a window lock it (each lock twice as long as the previous one,
-/// up to a maximum); a password failing against several accounts is refused everywhere (spraying);
-/// unknown recipients hold the IP, its network or the account (harvesting). Lookups are skipped
-/// entirely while nothing is locked or held; maps keyed by attacker-chosen values are swept of stale
-/// entries so they stay as small as the current attack.
+/// The defenses that need no model and act at once, across sessions. They judge by share and
+/// history, not by counts alone, because the same counts come from a harvester and from a newsletter
+/// with a few stale addresses, from a password guesser and from an office of three hundred behind one
+/// NAT address:
+/// <list type="bullet">
+/// <item>AUTH failures lock an IP or its network once there are enough of them in the window and they
+/// are at least a share of all its AUTH attempts (an office's or a carrier's handful of typos among
+/// hundreds of logins never do);</item>
+/// <item>an account is locked after enough distinct wrong passwords (a phone retrying one stale
+/// password is not guessing), and never for the networks its owner logged in from lately;</item>
+/// <item>a password failing against several accounts is refused everywhere (spraying);</item>
+/// <item>unknown recipients hold the IP, its network or the account once they are enough and a share
+/// of its recipients, the mail it delivered lately counting as known recipients up to a credit
+/// (a list server with stale addresses has a record; a harvester has none).</item>
+/// </list>
+/// Each lock lasts twice as long as the previous one, up to a maximum. Lookups are skipped entirely
+/// while nothing is locked or held; maps keyed by attacker-chosen values are swept of stale entries
+/// so they stay as small as the current attack.
 /// </summary>
 internal sealed class FastPath
 {
@@ -17,13 +29,14 @@ internal sealed class FastPath
 
     private readonly FastPathOptions _options;
     private readonly TimeProvider _time;
-    private readonly ConcurrentDictionary<AddressKey, FailureCounter> _hostFailures = new();
-    private readonly ConcurrentDictionary<string, FailureCounter> _userFailures = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<AddressKey, RatioCounter> _hostFailures = new();
+    private readonly ConcurrentDictionary<string, UserAuth> _userFailures = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<ulong, SprayCounter> _sprays = new();
 
-    // Unknown-recipient counters; a "hold" is the counter's lock. IPs and networks share one map.
-    private readonly ConcurrentDictionary<AddressKey, FailureCounter> _hostUnknowns = new();
-    private readonly ConcurrentDictionary<string, FailureCounter> _userUnknowns = new(StringComparer.Ordinal);
+    // Unknown-recipient counters (with the recipients delivered lately); a "hold" is the counter's
+    // lock. IPs and networks share one map.
+    private readonly ConcurrentDictionary<AddressKey, RatioCounter> _hostUnknowns = new();
+    private readonly ConcurrentDictionary<string, RatioCounter> _userUnknowns = new(StringComparer.Ordinal);
     private long _locksUntil;
     private long _holdsUntil;
     private long _spraysUntil;
@@ -64,7 +77,8 @@ internal sealed class FastPath
             return "password sprayed over many accounts";
         }
 
-        return subject.User.Length > 0 && now < Volatile.Read(ref _locksUntil) && _userFailures.TryGetValue(subject.User, out var user) && user.IsLocked(now)
+        return subject.User.Length > 0 && now < Volatile.Read(ref _locksUntil) && _userFailures.TryGetValue(subject.User, out var user)
+            && user.IsLocked(now) && !user.Trusts(subject.Address.Network())
             ? "user locked after repeated AUTH failures"
             : null;
     }
@@ -97,19 +111,16 @@ internal sealed class FastPath
         var o = _options;
         var frequency = _time.TimestampFrequency;
         Sweep(now);
-        var ipLock = _hostFailures.GetOrAdd(subject.Address, static _ => new FailureCounter())
-            .Record(now, o.AuthFailuresPerIp, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
-        var netLock = _hostFailures.GetOrAdd(subject.Address.Network(), static _ => new FailureCounter())
-            .Record(now, o.AuthFailuresPerNetwork, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
         var userLock = TimeSpan.Zero;
         var burned = false;
+        var repeat = false;
         if (subject.User.Length > 0)
         {
-            userLock = _userFailures.GetOrAdd(subject.User, static _ => new FailureCounter())
-                .Record(now, o.AuthFailuresPerUser, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
+            (userLock, repeat) = _userFailures.GetOrAdd(subject.User, static _ => new UserAuth())
+                .Record(subject.SecretTag, now, o.AuthFailuresPerUser, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
             if (subject.SecretTag != 0)
             {
-                var window = FailureCounter.Ticks(o.AuthFailureWindow, frequency);
+                var window = RatioCounter.Ticks(o.AuthFailureWindow, frequency);
                 burned = _sprays.GetOrAdd(subject.SecretTag, static _ => new SprayCounter()).Record(subject.User, now, window, o.SprayAccountsPerPassword);
                 if (burned)
                 {
@@ -118,10 +129,21 @@ internal sealed class FastPath
             }
         }
 
+        // The same wrong password for the same account again (a client retrying a stale one) is no new evidence.
+        var ipLock = TimeSpan.Zero;
+        var netLock = TimeSpan.Zero;
+        if (!repeat)
+        {
+            var ipRule = new RatioRule(o.AuthFailuresPerIp, o.AuthFailureShare, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, 0, TimeSpan.Zero);
+            ipLock = _hostFailures.GetOrAdd(subject.Address, static _ => new RatioCounter()).Bad(now, ipRule, frequency);
+            netLock = _hostFailures.GetOrAdd(subject.Address.Network(), static _ => new RatioCounter())
+                .Bad(now, ipRule with { Threshold = o.AuthFailuresPerNetwork }, frequency);
+        }
+
         var longest = Max(ipLock, Max(netLock, userLock));
         if (longest > TimeSpan.Zero)
         {
-            Extend(ref _locksUntil, now + FailureCounter.Ticks(longest, frequency));
+            Extend(ref _locksUntil, now + RatioCounter.Ticks(longest, frequency));
         }
 
         return new AuthFailureOutcome(ipLock > TimeSpan.Zero, userLock > TimeSpan.Zero, longest) { NetworkLocked = netLock > TimeSpan.Zero, PasswordBurned = burned };
@@ -129,10 +151,26 @@ internal sealed class FastPath
 
     public void RecordAuthSuccess(in LimitSubject subject)
     {
-        // The IP and the network keep their counts: one good account must not reset a spraying IP.
-        if (_userFailures.TryGetValue(subject.User, out var state))
+        var now = _time.GetTimestamp();
+        var window = RatioCounter.Ticks(_options.AuthFailureWindow, _time.TimestampFrequency);
+
+        // The IP and the network keep their failures, the success counts against their share: one good
+        // account among many bad ones does not clear a spraying IP, hundreds of good logins keep a NAT open.
+        if (_hostFailures.TryGetValue(subject.Address, out var ip))
         {
-            state.ClearFailures();
+            ip.Good(now, window);
+        }
+
+        var network = subject.Address.Network();
+        if (_hostFailures.TryGetValue(network, out var net))
+        {
+            net.Good(now, window);
+        }
+
+        // The owner's networks: a locked account stays open to them.
+        if (subject.User.Length > 0)
+        {
+            _userFailures.GetOrAdd(subject.User, static _ => new UserAuth()).Succeeded(network, now, RatioCounter.Ticks(UserAuth.TrustFor, _time.TimestampFrequency));
         }
     }
 
@@ -148,25 +186,74 @@ internal sealed class FastPath
         var frequency = _time.TimestampFrequency;
         Sweep(now);
         var held = HoldOutcome.None;
-        void Count(FailureCounter counter, int threshold, string scope)
+        var rule = new RatioRule(0, o.UnknownRecipientShare, o.UnknownRecipientWindow, o.HoldDuration, Max(o.HoldDuration, o.LockoutMax), o.DeliveredHistoryCredit, HistoryHalfLife);
+        void Count(RatioCounter counter, int threshold, string scope)
         {
-            var duration = counter.Record(now, threshold, o.UnknownRecipientWindow, o.HoldDuration, Max(o.HoldDuration, o.LockoutMax), frequency);
+            var duration = counter.Bad(now, rule with { Threshold = threshold }, frequency);
             if (duration > TimeSpan.Zero)
             {
-                Extend(ref _holdsUntil, now + FailureCounter.Ticks(duration, frequency));
+                Extend(ref _holdsUntil, now + RatioCounter.Ticks(duration, frequency));
                 held = held.Held ? held : new HoldOutcome(true, scope, duration);
             }
         }
 
         var network = subject.Address.Network();
-        Count(_hostUnknowns.GetOrAdd(subject.Address, static _ => new FailureCounter()), o.UnknownRecipientsPerIp, "ip " + subject.Address);
-        Count(_hostUnknowns.GetOrAdd(network, static _ => new FailureCounter()), o.UnknownRecipientsPerNetwork, "network " + network);
+        Count(_hostUnknowns.GetOrAdd(subject.Address, static _ => new RatioCounter()), o.UnknownRecipientsPerIp, "ip " + subject.Address);
+        Count(_hostUnknowns.GetOrAdd(network, static _ => new RatioCounter()), o.UnknownRecipientsPerNetwork, "network " + network);
         if (subject.User.Length > 0)
         {
-            Count(_userUnknowns.GetOrAdd(subject.User, static _ => new FailureCounter()), o.UnknownRecipientsPerUser, "user");
+            Count(_userUnknowns.GetOrAdd(subject.User, static _ => new RatioCounter()), o.UnknownRecipientsPerUser, "user");
         }
 
         return held;
+    }
+
+    /// <summary>
+    /// A recipient that exists (or is relayed): counted against the unknown ones' share, for entities
+    /// that already have unknown recipients on record (others have no share to keep).
+    /// </summary>
+    public void RecordKnownRecipient(in LimitSubject subject)
+    {
+        if (_hostUnknowns.IsEmpty && _userUnknowns.IsEmpty)
+        {
+            return;
+        }
+
+        var now = _time.GetTimestamp();
+        var window = RatioCounter.Ticks(_options.UnknownRecipientWindow, _time.TimestampFrequency);
+        if (_hostUnknowns.TryGetValue(subject.Address, out var ip))
+        {
+            ip.Good(now, window);
+        }
+
+        if (_hostUnknowns.TryGetValue(subject.Address.Network(), out var net))
+        {
+            net.Good(now, window);
+        }
+
+        if (subject.User.Length > 0 && _userUnknowns.TryGetValue(subject.User, out var user))
+        {
+            user.Good(now, window);
+        }
+    }
+
+    /// <summary>A message accepted for <paramref name="recipients"/> recipients: history that vouches for the IP, its network and the account.</summary>
+    public void RecordDelivery(in LimitSubject subject, int recipients)
+    {
+        if (recipients <= 0)
+        {
+            return;
+        }
+
+        var now = _time.GetTimestamp();
+        var halfLife = RatioCounter.Ticks(HistoryHalfLife, _time.TimestampFrequency);
+        Sweep(now);
+        _hostUnknowns.GetOrAdd(subject.Address, static _ => new RatioCounter()).Delivered(now, recipients, halfLife);
+        _hostUnknowns.GetOrAdd(subject.Address.Network(), static _ => new RatioCounter()).Delivered(now, recipients, halfLife);
+        if (subject.User.Length > 0)
+        {
+            _userUnknowns.GetOrAdd(subject.User, static _ => new RatioCounter()).Delivered(now, recipients, halfLife);
+        }
     }
 
     // Forgets entries that hold nothing (no failure in the window, no lock, no back-off to remember),
@@ -179,17 +266,24 @@ internal sealed class FastPath
         }
 
         var frequency = _time.TimestampFrequency;
-        var window = FailureCounter.Ticks(_options.AuthFailureWindow > _options.UnknownRecipientWindow ? _options.AuthFailureWindow : _options.UnknownRecipientWindow, frequency);
+        var window = RatioCounter.Ticks(_options.AuthFailureWindow > _options.UnknownRecipientWindow ? _options.AuthFailureWindow : _options.UnknownRecipientWindow, frequency);
         var last = Volatile.Read(ref _lastSweep);
         if (now - last < window / 10 || Interlocked.CompareExchange(ref _lastSweep, now, last) != last)
         {
             return;
         }
 
-        SweepMap(_hostFailures, now, window);
-        SweepMap(_userFailures, now, window);
-        SweepMap(_hostUnknowns, now, window);
-        SweepMap(_userUnknowns, now, window);
+        var halfLife = RatioCounter.Ticks(HistoryHalfLife, frequency);
+        SweepMap(_hostFailures, now, window, halfLife);
+        SweepMap(_hostUnknowns, now, window, halfLife);
+        SweepMap(_userUnknowns, now, window, halfLife);
+        foreach (var (user, state) in _userFailures)
+        {
+            if (state.IsStale(now, window))
+            {
+                _userFailures.TryRemove(new KeyValuePair<string, UserAuth>(user, state));
+            }
+        }
         foreach (var (tag, state) in _sprays)
         {
             if (state.IsStale(now, window))
@@ -199,14 +293,14 @@ internal sealed class FastPath
         }
     }
 
-    private static void SweepMap<TKey>(ConcurrentDictionary<TKey, FailureCounter> map, long now, long window)
+    private static void SweepMap<TKey>(ConcurrentDictionary<TKey, RatioCounter> map, long now, long window, long halfLife)
         where TKey : notnull
     {
         foreach (var (key, counter) in map)
         {
-            if (counter.IsStale(now, window))
+            if (counter.IsStale(now, window, halfLife))
             {
-                map.TryRemove(new KeyValuePair<TKey, FailureCounter>(key, counter));
+                map.TryRemove(new KeyValuePair<TKey, RatioCounter>(key, counter));
             }
         }
     }
@@ -227,6 +321,107 @@ internal sealed class FastPath
     }
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    /// <summary>How long delivered mail keeps vouching for a sender: it counts half after six hours.</summary>
+    internal static readonly TimeSpan HistoryHalfLife = TimeSpan.FromHours(6);
+
+    /// <summary>
+    /// One account's AUTH record: the distinct wrong passwords (by keyed tag) tried against it in the
+    /// window, its lock, and the networks its owner logged in from lately, which its lock spares.
+    /// </summary>
+    private sealed class UserAuth
+    {
+        public static readonly TimeSpan TrustFor = TimeSpan.FromDays(7);
+        private const int TrustedNetworks = 4;
+
+        private readonly List<(ulong Tag, long At)> _wrong = [];
+        private readonly (AddressKey Network, long At)[] _trusted = new (AddressKey, long)[TrustedNetworks];
+        private long _lockedUntil;
+        private long _lastLockEnd;
+        private long _last;
+        private long _trustUntil;
+        private int _level;
+        private long _untagged;
+
+        public bool IsLocked(long now) => now < Volatile.Read(ref _lockedUntil);
+
+        public bool IsStale(long now, long window) =>
+            now - Volatile.Read(ref _last) > window && now - Volatile.Read(ref _lastLockEnd) > window && now > Volatile.Read(ref _trustUntil);
+
+        public bool Trusts(AddressKey network)
+        {
+            lock (_wrong)
+            {
+                foreach (var (n, at) in _trusted)
+                {
+                    if (at != 0 && n.Equals(network))
+                    {
+                        return true;
+                    }
+                }
+
+                return false;
+            }
+        }
+
+        public void Succeeded(AddressKey network, long now, long trust)
+        {
+            // The wrong passwords stay on record: the owner logging in does not excuse a guesser elsewhere.
+            lock (_wrong)
+            {
+                var slot = 0;
+                for (var i = 0; i < _trusted.Length; i++)
+                {
+                    if (_trusted[i].At != 0 && _trusted[i].Network.Equals(network))
+                    {
+                        slot = i;
+                        break;
+                    }
+
+                    if (_trusted[i].At < _trusted[slot].At)
+                    {
+                        slot = i;
+                    }
+                }
+
+                _trusted[slot] = (network, now);
+                Volatile.Write(ref _trustUntil, now + trust);
+            }
+        }
+
+        /// <summary>
+        /// Records a wrong password; returns the lock it set (zero when none) and whether it repeats one
+        /// already on record in the window (a repeated password counts once).
+        /// </summary>
+        public (TimeSpan Lock, bool Repeat) Record(ulong tag, long now, int threshold, TimeSpan windowSpan, TimeSpan lockBase, TimeSpan lockMax, long frequency)
+        {
+            lock (_wrong)
+            {
+                Volatile.Write(ref _last, now);
+                var window = RatioCounter.Ticks(windowSpan, frequency);
+                _wrong.RemoveAll(w => now - w.At > window);
+                var repeat = tag != 0 && _wrong.RemoveAll(w => w.Tag == tag) > 0;
+                _wrong.Add((tag == 0 ? (ulong)++_untagged : tag, now));
+                if (_wrong.Count < threshold)
+                {
+                    return (TimeSpan.Zero, repeat);
+                }
+
+                if (_lastLockEnd != 0 && now - _lastLockEnd > window)
+                {
+                    _level = 0;
+                }
+
+                var duration = TimeSpan.FromTicks(Math.Min(lockBase.Ticks * (1L << Math.Min(_level, 20)), lockMax.Ticks));
+                _level++;
+                _wrong.Clear();
+                var until = now + RatioCounter.Ticks(duration, frequency);
+                Volatile.Write(ref _lastLockEnd, until);
+                Volatile.Write(ref _lockedUntil, until);
+                return (duration, repeat);
+            }
+        }
+    }
 
     /// <summary>The accounts one password (by its tag) failed against recently; burned once there are too many.</summary>
     private sealed class SprayCounter

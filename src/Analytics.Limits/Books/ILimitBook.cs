@@ -95,4 +95,10 @@ public interface ILimitBook
     /// <see cref="HoldOutcome.Held"/> is also true when it was held already.
     /// </summary>
     HoldOutcome RecordUnknownRecipient(LimitSubject subject);
+
+    /// <summary>A recipient accepted (a mailbox that exists, or relayed): weighs against the share of unknown ones.</summary>
+    void RecordKnownRecipient(LimitSubject subject);
+
+    /// <summary>A message accepted (250 after DATA) for <paramref name="recipients"/> recipients: history that vouches for the sender.</summary>
+    void RecordDelivery(LimitSubject subject, int recipients);
 }

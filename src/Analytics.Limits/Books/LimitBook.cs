@@ -223,6 +223,10 @@ public sealed class LimitBook : ILimitBook
 
     public HoldOutcome RecordUnknownRecipient(LimitSubject subject) => _fastPath.RecordUnknownRecipient(subject);
 
+    public void RecordKnownRecipient(LimitSubject subject) => _fastPath.RecordKnownRecipient(subject);
+
+    public void RecordDelivery(LimitSubject subject, int recipients) => _fastPath.RecordDelivery(subject, recipients);
+
     private static readonly TimeSpan OneMinute = TimeSpan.FromMinutes(1);
     private static readonly TimeSpan OneHour = TimeSpan.FromHours(1);
 
