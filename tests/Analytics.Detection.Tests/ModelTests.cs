@@ -26,7 +26,7 @@ public sealed class ModelTests
         Assert.Contains(rows, r => r.Class == ThreatClass.Harvester);
         Assert.Contains(rows, r => r.Class == ThreatClass.BruteForce);
         Assert.Contains(rows, r => r.Class == ThreatClass.Compromised);
-        var labels = new LabelIndex(await builder.ReadLabelsAsync());
+        var labels = await builder.ReadLabelIndexAsync();
 
         // A one-day world: a one-hour gap after the cut instead of a day.
         var options = new TrainingOptions { Seed = 7, HoldOutVariant = "distributed", Trees = 40, Gap = TimeSpan.FromHours(1), FlagThreshold = 0.5f };

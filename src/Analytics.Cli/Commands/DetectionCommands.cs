@@ -50,7 +50,7 @@ internal static class DetectionCommands
             var step = TimeSpan.FromMinutes(Step(parse));
             var rows = await BuildRowsAsync(context.IO, new TrainingSetBuilder(store), "computing training features from aggregates",
                 (builder, progress) => builder.BuildAsync(step, step, null, null, progress, cancellationToken));
-            var labels = new LabelIndex(await new TrainingSetBuilder(store).ReadLabelsAsync(cancellationToken));
+            var labels = await new TrainingSetBuilder(store).ReadLabelIndexAsync(cancellationToken);
             var options = new TrainingOptions
             {
                 Seed = parse.GetValue(seed),
@@ -119,8 +119,8 @@ internal static class DetectionCommands
             var rows = await BuildRowsAsync(context.IO, builder, "scoring every minute from aggregates",
                 (b, progress) => b.BuildAsync(TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1), from, to, progress, cancellationToken));
             Status(context.IO, $"{rows.Count:N0} entity scorings; replaying the baselines over the events…");
-            var labels = new LabelIndex(await builder.ReadLabelsAsync(cancellationToken));
-            var firstEvents = await HonestEvaluator.FirstEventsAsync(store, cancellationToken);
+            var labels = await builder.ReadLabelIndexAsync(cancellationToken);
+            var firstEvents = labels.FirstActivity;
             var actions = await BaselineReplay.RunAsync(store, from, to, cancellationToken);
             var heldOut = model.Card.HeldOutVariant;
             DetectorReport Baseline(string name, string description, IEnumerable<DetectorAction> a) =>
@@ -143,8 +143,8 @@ internal static class DetectionCommands
                 Notes =
                 [
                     $"the first {parse.GetValue(warmup)} h of the recorded span are history only: scored from {from:yyyy-MM-dd HH:mm}",
-                    "a campaign counts once it has an entity scored in the evaluated span; detected = any of its addresses or accounts flagged while part of it",
-                    "benign alerts exclude bots' addresses between campaigns and the 24 h after an entity's malicious interval (its 24 h features still show the attack)",
+                    "an entity is malicious at a scoring when its campaign acted through it in the hour before (its address sent, the account was tried or used from a bot's address); a campaign counts once such a scoring exists, and is detected when one of them is flagged",
+                    "benign alerts exclude bots' addresses between campaigns and the 24 h after an entity's last attack activity (its 24 h features still show the attack)",
                     "the baselines see the events the server recorded, already shaped by this project's fast path (held harvesters make fewer attempts) — as the model does",
                 ],
             };

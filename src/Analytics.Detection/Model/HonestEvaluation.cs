@@ -199,32 +199,11 @@ public static class HonestEvaluator
         return list;
     }
 
-    /// <summary>When each campaign's first malicious event happened (its entities' events inside its window).</summary>
-    public static async Task<Dictionary<string, DateTime>> FirstEventsAsync(IClickHouseStore store, CancellationToken cancellationToken = default)
-    {
-        const string sql = """
-            SELECT campaign, min(ts) FROM
-            (
-                SELECT l.campaign AS campaign, e.ts AS ts
-                FROM events AS e
-                INNER JOIN (SELECT ip, campaign, malicious_from, malicious_to FROM labels FINAL WHERE entity_kind = 'ip' AND class != 'benign') AS l ON e.client_ip = l.ip
-                WHERE e.ts >= l.malicious_from AND e.ts <= l.malicious_to
-                UNION ALL
-                SELECT l.campaign AS campaign, e.ts AS ts
-                FROM events AS e
-                INNER JOIN (SELECT entity, campaign, malicious_from, malicious_to FROM labels FINAL WHERE entity_kind = 'user' AND class != 'benign') AS l ON e.user = l.entity
-                WHERE e.ts >= l.malicious_from AND e.ts <= l.malicious_to
-            )
-            GROUP BY campaign
-            """;
-        var result = await store.QueryAsync(sql, null, cancellationToken);
-        return result.Rows.ToDictionary(r => (string)r[0]!, r => (DateTime)r[1]!, StringComparer.Ordinal);
-    }
-
     /// <summary>
     /// Sessions per population and how many of them the server acted on (a throttle event: tarpit,
-    /// hold, lock, rate refusal) in [from, to). A session belongs to its account's population when
-    /// it authenticated as a labelled account, else to its client address's.
+    /// hold, lock, rate refusal) in [from, to). A session from an address its campaign was acting
+    /// through is the attack's; any other belongs to its account's population when it named a labelled
+    /// account, else to its client address's.
     /// </summary>
     public static async Task<List<FastPathHarm>> FastPathAsync(IClickHouseStore store, LabelIndex labels, DateTime from, DateTime to, CancellationToken cancellationToken = default)
     {
@@ -240,8 +219,13 @@ public static class HonestEvaluator
         {
             var at = (DateTime)r[0]!;
             var user = (string)r[2]!;
-            var entity = user.Length > 0 && labels.IsLabelled(EntityRef.User(user)) ? EntityRef.User(user) : new EntityRef(EntityKind.Ip, (string)r[1]!);
-            var (cls, variant, _, _) = labels.LabelOf(entity, at);
+            var ip = new EntityRef(EntityKind.Ip, (string)r[1]!);
+            var (cls, variant, _, _) = labels.LabelOf(ip, at.AddMinutes(1));
+            if (cls == ThreatClass.Benign && variant != LabelIndex.AttackerIdle)
+            {
+                variant = user.Length > 0 && labels.IsLabelled(EntityRef.User(user)) ? labels.PopulationOf(EntityRef.User(user)) : labels.PopulationOf(ip);
+            }
+
             var key = cls == ThreatClass.Benign ? variant : cls.ToText() + "/" + variant;
             var legit = cls == ThreatClass.Benign && LabelIndex.IsLegitimate(variant);
             var c = counts.GetValueOrDefault(key, (legit, 0, 0));

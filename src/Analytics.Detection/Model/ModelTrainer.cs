@@ -145,8 +145,9 @@ public static class ModelTrainer
 
         // Calibrate the threshold on validation: the lowest that keeps benign alerts under the target.
         var predictions = model.Predict(validation.Select(r => r.Features).ToList());
-        var firstEvents = validation.Where(r => r.IsMalicious).GroupBy(r => r.Campaign, StringComparer.Ordinal)
-            .ToDictionary(g => g.Key, g => g.Min(r => r.MaliciousFrom ?? r.Features.AsOf), StringComparer.Ordinal);
+        IReadOnlyDictionary<string, DateTime> firstEvents = labels.FirstActivity.Count > 0 ? labels.FirstActivity
+            : validation.Where(r => r.IsMalicious).GroupBy(r => r.Campaign, StringComparer.Ordinal)
+                .ToDictionary(g => g.Key, g => g.Min(r => r.MaliciousFrom ?? r.Features.AsOf), StringComparer.Ordinal);
         var points = new List<ThresholdPoint>();
         foreach (var threshold in CandidateThresholds)
         {

@@ -25,10 +25,16 @@ public sealed record GroundTruth(EntityRef Entity, string Class, string Variant,
 public sealed record CampaignInfo(string Id, ThreatClass Family, string Variant, DateTime From, DateTime To, IReadOnlyList<EntityRef> Entities);
 
 /// <summary>
-/// The ground truth, indexed by entity: what an entity is at a time. Networks take the labels of the
-/// IPs in them: malicious while any of their IPs is, otherwise benign, with the population of their
-/// IPs when they share one (an office's /24, a carrier's) and <c>shared_network</c> when they do not.
-/// An entity with no label at all (no simulation run or reviewer named it) is unlabelled, and
+/// The ground truth, indexed by entity: what an entity is at a time. With the attack activity read
+/// from the events (<see cref="AddActivity"/>), an entity is malicious at t when its campaign acted
+/// through it in the hour before t — a bot's address sent something, an account was tried or used
+/// from a bot's address — not merely because t falls in the campaign's window: an account targeted
+/// by a three-day spray is under attack in the minutes it is tried, and its owner's own mail the rest
+/// of the time is legitimate. The day after such activity is <see cref="Aftermath"/>. Without
+/// activity (labels from reviewers only) the campaign window decides. Networks take the labels of
+/// the IPs in them: malicious while any of their IPs is, otherwise benign, with the population of
+/// their IPs when they share one (an office's /24, a carrier's) and <c>shared_network</c> when they do
+/// not. An entity with no label at all (no simulation run or reviewer named it) is unlabelled, and
 /// evaluation leaves it out rather than calling it legitimate.
 /// </summary>
 public sealed class LabelIndex
@@ -46,6 +52,9 @@ public sealed class LabelIndex
 
     private readonly Dictionary<EntityRef, List<GroundTruth>> _byEntity = [];
     private readonly Dictionary<EntityRef, (string Variant, string Group)> _benign = [];
+    private readonly Dictionary<string, CampaignInfo> _campaigns = new(StringComparer.Ordinal);
+    private Dictionary<EntityRef, (DateTime Minute, string Campaign)[]>? _activity;
+    private readonly Dictionary<string, DateTime> _firstActivity = new(StringComparer.Ordinal);
 
     public LabelIndex(IEnumerable<GroundTruth> labels)
     {
@@ -95,7 +104,54 @@ public sealed class LabelIndex
                 c.Min(x => x.g.From ?? DateTime.MinValue), c.Max(x => x.g.To ?? DateTime.MaxValue), [.. c.Select(x => x.Key).Distinct()]))
             .OrderBy(c => c.Id, StringComparer.Ordinal)
             .ToList();
+        foreach (var c in Campaigns)
+        {
+            _campaigns[c.Id] = c;
+        }
     }
+
+    /// <summary>
+    /// The minutes each campaign acted through each entity (from the events: its addresses' events, and
+    /// the accounts those addresses named). Networks get the minutes of their addresses. From then on,
+    /// <see cref="LabelOf"/> labels by activity.
+    /// </summary>
+    public void AddActivity(IEnumerable<(EntityRef Entity, string Campaign, DateTime Minute)> activity)
+    {
+        var lists = new Dictionary<EntityRef, List<(DateTime, string)>>();
+        void Add(EntityRef e, DateTime m, string c)
+        {
+            if (!lists.TryGetValue(e, out var list))
+            {
+                lists[e] = list = [];
+            }
+
+            list.Add((m, c));
+        }
+
+        foreach (var (entity, campaign, minute) in activity)
+        {
+            if (!_campaigns.ContainsKey(campaign))
+            {
+                continue;
+            }
+
+            Add(entity, minute, campaign);
+            if (entity.Kind == EntityKind.Ip && TrainingSetBuilder.NetworkOf(entity.Name) is { } net)
+            {
+                Add(new EntityRef(EntityKind.Net, net), minute, campaign);
+            }
+
+            _firstActivity[campaign] = _firstActivity.TryGetValue(campaign, out var first) && first <= minute ? first : minute;
+        }
+
+        _activity = lists.ToDictionary(l => l.Key, l => l.Value.Distinct().OrderBy(x => x.Item1).ToArray());
+    }
+
+    /// <summary>The population an entity belongs to when it is not attacking (its benign label's variant).</summary>
+    public string PopulationOf(EntityRef entity) => _benign.TryGetValue(entity, out var b) ? b.Variant : "";
+
+    /// <summary>When each campaign first acted (its first minute of activity), once activity is known.</summary>
+    public IReadOnlyDictionary<string, DateTime> FirstActivity => _firstActivity;
 
     public IReadOnlyList<CampaignInfo> Campaigns { get; }
 
@@ -124,12 +180,53 @@ public sealed class LabelIndex
         return _benign[entity].Group;
     }
 
-    /// <summary>The class of an entity at <paramref name="t"/>: a malicious interval overlapping the hour before t wins.</summary>
+    /// <summary>
+    /// The class of an entity at <paramref name="t"/>: with activity known, malicious when its campaign
+    /// acted through it in the hour before t; otherwise when a malicious interval overlaps that hour.
+    /// </summary>
     public (ThreatClass Class, string Variant, string Campaign, DateTime? From) LabelOf(EntityRef entity, DateTime t)
     {
         if (!_byEntity.TryGetValue(entity, out var list))
         {
             return (ThreatClass.Benign, "", "", null);
+        }
+
+        if (_activity is not null)
+        {
+            if (_activity.TryGetValue(entity, out var minutes))
+            {
+                // The latest activity before t.
+                var lo = 0;
+                var hi = minutes.Length - 1;
+                var found = -1;
+                while (lo <= hi)
+                {
+                    var mid = (lo + hi) / 2;
+                    if (minutes[mid].Minute < t)
+                    {
+                        found = mid;
+                        lo = mid + 1;
+                    }
+                    else
+                    {
+                        hi = mid - 1;
+                    }
+                }
+
+                if (found >= 0 && minutes[found].Minute >= t.AddHours(-1))
+                {
+                    var c = _campaigns[minutes[found].Campaign];
+                    return (c.Family, c.Variant, c.Id, _firstActivity.GetValueOrDefault(c.Id, c.From));
+                }
+
+                if (found >= 0 && minutes[found].Minute >= t.AddHours(-25))
+                {
+                    return (ThreatClass.Benign, Aftermath, minutes[found].Campaign, null);
+                }
+            }
+
+            var (population, benignGroup) = _benign[entity];
+            return (ThreatClass.Benign, population, benignGroup, null);
         }
 
         string? after = null;
@@ -207,6 +304,41 @@ public sealed class TrainingSetBuilder
             r[5] as DateTime?, r[6] as DateTime?)).ToList();
     }
 
+    private const string ActivitySql = """
+        SELECT replaceOne(IPv6NumToString(e.client_ip), '::ffff:', '') AS ip, e.user AS user, l.campaign AS campaign, toStartOfMinute(e.ts) AS minute
+        FROM events AS e
+        INNER JOIN
+        (
+            SELECT ip, campaign, malicious_from, malicious_to FROM labels FINAL WHERE entity_kind = 'ip' AND class != 'benign'
+        ) AS l ON e.client_ip = l.ip
+        WHERE e.ts >= l.malicious_from AND e.ts <= l.malicious_to
+        GROUP BY ip, user, campaign, minute
+        """;
+
+    /// <summary>
+    /// The labels, with each campaign's activity from the events: the minutes its addresses acted, and
+    /// the accounts they named (tried, used) in those minutes.
+    /// </summary>
+    public async Task<LabelIndex> ReadLabelIndexAsync(CancellationToken cancellationToken = default)
+    {
+        var index = new LabelIndex(await ReadLabelsAsync(cancellationToken));
+        var result = await _store.QueryAsync(ActivitySql, null, cancellationToken);
+        var activity = new List<(EntityRef, string, DateTime)>(result.Rows.Count * 2);
+        foreach (var r in result.Rows)
+        {
+            var campaign = (string)r[2]!;
+            var minute = DateTime.SpecifyKind((DateTime)r[3]!, DateTimeKind.Utc);
+            activity.Add((new EntityRef(EntityKind.Ip, (string)r[0]!), campaign, minute));
+            if (r[1] is string user && user.Length > 0)
+            {
+                activity.Add((EntityRef.User(user), campaign, minute));
+            }
+        }
+
+        index.AddActivity(activity);
+        return index;
+    }
+
     /// <summary>The span of recorded activity (first and last minute), or null when there is none.</summary>
     public async Task<(DateTime First, DateTime Last)?> ActivitySpanAsync(CancellationToken cancellationToken = default)
     {
@@ -228,7 +360,7 @@ public sealed class TrainingSetBuilder
     {
         var span = await ActivitySpanAsync(cancellationToken) ?? throw new InvalidOperationException(
             "The store holds no activity: record traffic first (./analytics simulate --scenario train).");
-        var truth = new LabelIndex(await ReadLabelsAsync(cancellationToken));
+        var truth = await ReadLabelIndexAsync(cancellationToken);
         var rows = new List<LabelledRow>();
         var first = Ceiling(from ?? span.First + step, TimeSpan.FromMinutes(1));
         var last = to ?? span.Last.AddMinutes(1) + step;

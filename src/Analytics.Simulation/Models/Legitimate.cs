@@ -232,7 +232,7 @@ internal sealed class StalePhone : Entity
 
 /// <summary>
 /// Legitimate bulk mail through submission from one server address: a newsletter (one personalised
-/// message per subscriber, a dozen a minute over a kept-open connection, one to three sends a day),
+/// message per subscriber, about twelve a minute over a kept-open connection, one to three sends a day),
 /// a ticket system (one message to a team and customers every 15–60 minutes on working hours), or a
 /// mailing list (posts in bursts, each expanded to every member). Each list has 50–500 members, many
 /// of them local, and keeps 1–5 % stale local addresses that no longer exist: every send hits them.
@@ -320,7 +320,7 @@ internal sealed class BulkSender : Entity
         output.Add(Script(random, _ip, ListenerRole.Submission, start, steps, recipients.All(r => !IsLocal(world, r) || world.MailboxSet.Contains(r))));
     }
 
-    // A newsletter: one message per subscriber, 10–15 a minute, 60 messages per connection.
+    // A newsletter: one message per subscriber, about 12 a minute (never past 14), 60 messages per connection.
     private void Personal(DateTimeOffset start, Random random, List<SessionScript> output, DateTimeOffset end)
     {
         var t = start;
@@ -332,7 +332,7 @@ internal sealed class BulkSender : Entity
             var chunk = _members.Skip(i).Take(60).ToList();
             foreach (var member in chunk)
             {
-                steps.Add(new Step(StepKind.Mail, TimeSpan.FromMilliseconds(3500 + random.Next(2500)), _account.Name, Size: 20_000));
+                steps.Add(new Step(StepKind.Mail, TimeSpan.FromMilliseconds(4200 + random.Next(1600)), _account.Name, Size: 20_000));
                 steps.Add(new Step(StepKind.Rcpt, Ms(random, 1, 5), member));
                 steps.Add(new Step(StepKind.Data, Ms(random, 1, 5), Size: 20_000 + random.Next(4000)));
             }
