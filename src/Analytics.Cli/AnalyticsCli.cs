@@ -48,6 +48,7 @@ internal static class AnalyticsCli
         root.Subcommands.Add(ServeCommand.Create(context));
         root.Subcommands.Add(SqlCommand.Create(context));
         root.Subcommands.Add(BenchCommand.Create(context));
+        root.Subcommands.Add(ChaosCommand.Create(context));
         root.Subcommands.Add(UsersCommand.Create(context));
         root.Subcommands.Add(RecipientsCommand.Create(context));
         root.Subcommands.Add(SimulateCommand.Create(context));
@@ -56,6 +57,7 @@ internal static class AnalyticsCli
         root.Subcommands.Add(DetectionCommands.Score(context));
         root.Subcommands.Add(ReviewersCommand.Create(context));
         root.Subcommands.Add(LimitsCommand.Create(context));
+        root.Subcommands.Add(QueueCommand.Create(context));
         root.Subcommands.Add(ConfigCommand.Create(context));
         root.Subcommands.Add(SchemaCommand.Create(context));
         root.Subcommands.Add(ScenarioCommand.Create(context));

@@ -33,7 +33,7 @@ internal sealed class CommandContext
 
     public ServerContext? Server { get; }
 
-    public AnalyticsSettings Settings(ParseResult parse) =>
+    public static AnalyticsSettings Settings(ParseResult parse) =>
         AnalyticsSettings.Load(parse.GetValue(GlobalOptions.Data), parse.GetValue(GlobalOptions.Config));
 
     /// <summary>
@@ -108,6 +108,12 @@ internal sealed class AnalyticsSettings
     public IReadOnlyList<(string Old, string New)> Renamed { get; }
 
     public StoreOptions Store { get; }
+
+    /// <summary>Where the listener keeps its spool and keys: <c>Submission:DataDirectory</c>, unless --data was given or it is unset.</summary>
+    public string SubmissionDataDirectory =>
+        DataGiven || string.IsNullOrWhiteSpace(Configuration[$"{Submission.SubmissionOptions.SectionName}:{nameof(Submission.SubmissionOptions.DataDirectory)}"])
+            ? DataDirectory
+            : Path.GetFullPath(Configuration[$"{Submission.SubmissionOptions.SectionName}:{nameof(Submission.SubmissionOptions.DataDirectory)}"]!);
 
     public static AnalyticsSettings Load(string? dataOption, string? configFile, IEnumerable<KeyValuePair<string, string?>>? overrides = null)
     {

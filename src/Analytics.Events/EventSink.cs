@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
+using System.Globalization;
 using System.Threading.Channels;
 using Analytics.Store;
 using Microsoft.Extensions.Logging;
@@ -9,8 +10,12 @@ namespace Analytics.Events;
 /// <summary>
 /// From "an event happened" to "it is in ClickHouse". Producers write into a bounded single-reader
 /// channel and never wait: when it is full they spill to the disk spool. One background loop batches
-/// by size or time, encodes each batch as one ClickHouse Native block and inserts it with an idempotent token per batch; while the store fails, batches go
-/// to the spool and are replayed in order, with backoff, once it answers again. Disposal flushes.
+/// by size or time, encodes each batch once (the events block and the batch's detection aggregates,
+/// <see cref="EventBatch"/>) and inserts it with an idempotent token per batch; while the store fails,
+/// batches go to the spool and are replayed in order, with backoff, once it answers again. While the
+/// disk refuses the spool too, batches are held in memory (two at most) and retried; the loop stops
+/// reading, the queue fills, and only then are new events refused. The loop never ends on an error:
+/// it records it (<see cref="Stats"/>), backs off and goes on. Disposal flushes.
 /// Modelled on Serilog's BatchingSink.
 /// </summary>
 public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
@@ -27,22 +32,34 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
     private readonly string _tokenPrefix = "ev-" + Guid.NewGuid().ToString("N")[..12];
     private readonly Task _loop;
     private readonly CancellationTokenSource _stopping = new();
+    // Batches neither the store nor the disk took. At most two: the loop stops collecting while any
+    // is held, so only the batch in flight can join the one held.
+    private readonly Queue<HeldBatch> _held = new();
     private TimeSpan _backoff;
-    private long _nextReplayAt;
+    private long _nextRetryAt;
+    private long _nextSealAt;
 
     // Counters: written with Interlocked by whichever side owns the event at that moment.
     private long _published;
+    private long _queued;
+    private long _settled;
+    private long _refused;
     private long _inserted;
     private long _spooled;
     private long _spilled;
     private long _replayed;
-    private long _quarantined;
     private long _batches;
     private long _insertFailures;
+    private long _spoolFailures;
+    private long _heldEvents;
+    private long _loopErrors;
     private long _oldestPendingTicks;
     private volatile bool _storeHealthy = true;
+    private volatile bool _spoolHealthy = true;
+    private volatile string? _lastError;
     private volatile TaskCompletionSource _flushRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _lastSpillWarning;
+    private long _lastRefusalWarning;
     private int _disposed;
 
     public EventSink(IClickHouseStore store, EventSinkOptions options, string spoolDirectory, ILogger logger, TimeProvider? time = null)
@@ -59,6 +76,11 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
             FullMode = BoundedChannelFullMode.Wait,
             AllowSynchronousContinuations = false,
         });
+        if (_spool.RecoveredEvents > 0 || _spool.QuarantinedFiles > 0)
+        {
+            LogRecoveredSpill(_logger, _spool.RecoveredEvents, _spool.QuarantinedFiles, _spool.QuarantinedEvents, _spool.SpoolDirectory);
+        }
+
         var pending = _spool.Pending();
         if (pending.Count > 0)
         {
@@ -72,29 +94,73 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
 
     public bool Publish(SmtpEvent smtpEvent)
     {
-        if (Volatile.Read(ref _disposed) != 0)
+        try
         {
-            return false;
+            if (Volatile.Read(ref _disposed) != 0 || !IsWellFormed(smtpEvent))
+            {
+                Interlocked.Increment(ref _refused);
+                return false;
+            }
+
+            if (_channel.Writer.TryWrite(smtpEvent))
+            {
+                Interlocked.Increment(ref _queued);
+                Interlocked.Increment(ref _published);
+                return true;
+            }
+
+            // Memory is full: the store is slower than the listener. Keep the event on disk instead of
+            // blocking the SMTP session or dropping it.
+            if (_spool.Spill(smtpEvent))
+            {
+                if (!_spoolHealthy && Interlocked.Read(ref _heldEvents) == 0)
+                {
+                    _spoolHealthy = true;
+                }
+
+                Interlocked.Increment(ref _published);
+                var spilled = Interlocked.Increment(ref _spilled);
+                if (Due(ref _lastSpillWarning))
+                {
+                    LogSpilling(_logger, _options.Capacity, spilled);
+                }
+
+                return true;
+            }
+        }
+        catch (Exception ex)
+        {
+            // Nothing on this path may reach an SMTP session; a logger that throws included.
+            _lastError = ex.Message;
         }
 
-        Interlocked.Increment(ref _published);
-        if (_channel.Writer.TryWrite(smtpEvent))
+        _spoolHealthy = false;
+        var refused = Interlocked.Increment(ref _refused);
+        if (Due(ref _lastRefusalWarning))
         {
-            return true;
+            try
+            {
+                LogRefusing(_logger, refused, _spool.SpoolDirectory);
+            }
+            catch (Exception)
+            {
+                // See above.
+            }
         }
 
-        // Memory is full: the store is slower than the listener. Keep the event on disk instead of
-        // blocking the SMTP session or dropping it.
-        _spool.Spill(smtpEvent);
-        Interlocked.Increment(ref _spilled);
+        return false;
+    }
+
+    // The encoder writes these fields without checks; a record built with `null!` is refused here.
+    private static bool IsWellFormed(SmtpEvent? e) =>
+        e is { Node: not null, ClientIp: not null, User: not null, Mechanism: not null, Status: not null, Sender: not null, Recipient: not null, RecipientDomain: not null, Detail: not null };
+
+    // One warning per 10 s per kind, whichever producer gets there first.
+    private static bool Due(ref long last)
+    {
         var now = Stopwatch.GetTimestamp();
-        var last = Interlocked.Read(ref _lastSpillWarning);
-        if (Stopwatch.GetElapsedTime(last, now) > TimeSpan.FromSeconds(10) && Interlocked.CompareExchange(ref _lastSpillWarning, now, last) == last)
-        {
-            LogSpilling(_logger, _options.Capacity, Interlocked.Read(ref _spilled));
-        }
-
-        return true;
+        var seen = Interlocked.Read(ref last);
+        return (seen == 0 || Stopwatch.GetElapsedTime(seen, now) > TimeSpan.FromSeconds(10)) && Interlocked.CompareExchange(ref last, now, seen) == seen;
     }
 
     public EventSinkStats Stats
@@ -102,27 +168,37 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         get
         {
             var oldest = Interlocked.Read(ref _oldestPendingTicks);
+            var health = !_spoolHealthy ? EventSinkHealth.SpoolFailing : _storeHealthy ? EventSinkHealth.Healthy : EventSinkHealth.StoreDown;
             return new EventSinkStats(
                 Interlocked.Read(ref _published), Interlocked.Read(ref _inserted), Interlocked.Read(ref _spooled),
-                Interlocked.Read(ref _spilled), Interlocked.Read(ref _replayed), Interlocked.Read(ref _quarantined),
+                Interlocked.Read(ref _spilled), Interlocked.Read(ref _replayed), _spool.QuarantinedEvents,
                 Interlocked.Read(ref _batches), Interlocked.Read(ref _insertFailures), _spool.Count, _storeHealthy,
-                oldest == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(oldest));
+                oldest == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(oldest))
+            {
+                Refused = Interlocked.Read(ref _refused),
+                SpoolFailures = Interlocked.Read(ref _spoolFailures),
+                Held = Interlocked.Read(ref _heldEvents),
+                Recovered = _spool.RecoveredEvents,
+                QuarantinedFiles = _spool.QuarantinedFiles,
+                LoopErrors = Interlocked.Read(ref _loopErrors),
+                Health = health,
+                LastError = health == EventSinkHealth.Healthy ? null : _lastError,
+            };
         }
     }
 
     /// <summary>
-    /// Waits until every event published before the call is in the store (or, while the store is down,
-    /// in the spool). Returns true when all of them reached the store.
+    /// Waits until every event published before the call is in the store or durably in the spool.
+    /// Returns true when all of them reached the store.
     /// </summary>
     public async Task<bool> FlushAsync(CancellationToken cancellationToken = default)
     {
-        var target = Interlocked.Read(ref _published);
+        var target = Interlocked.Read(ref _queued);
         while (!cancellationToken.IsCancellationRequested)
         {
-            var handled = Interlocked.Read(ref _inserted) + Interlocked.Read(ref _quarantined) + SpooledNotReplayed();
-            if (handled >= target && !_spool.HasOpenSpill)
+            if (Interlocked.Read(ref _settled) >= target && Interlocked.Read(ref _heldEvents) == 0 && !_spool.HasOpenSpill)
             {
-                return _spool.Count == 0 && Interlocked.Read(ref _inserted) + Interlocked.Read(ref _quarantined) >= target;
+                return _spool.Count == 0 && Interlocked.Read(ref _heldEvents) == 0;
             }
 
             _flushRequested.TrySetResult();
@@ -133,131 +209,204 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         return false;
     }
 
-    private long SpooledNotReplayed() => Interlocked.Read(ref _spooled) + Interlocked.Read(ref _spilled) - Interlocked.Read(ref _replayed) - Interlocked.Read(ref _quarantined);
-
     private async Task RunAsync()
     {
-        // Two encoders and buffers: one batch is inserted while the next is encoded.
-        var encoders = new[] { new EventBlockEncoder(_options.BatchSize), new EventBlockEncoder(_options.BatchSize) };
+        // One batch being collected, two encoded buffers: one is inserted while the next is encoded.
+        var batch = new EventBatch(_options.BatchSize);
         var buffers = new[] { new ArrayBufferWriter<byte>(1 << 20), new ArrayBufferWriter<byte>(1 << 20) };
         var current = 0;
         Task inflight = Task.CompletedTask;
-        var reader = _channel.Reader;
         var completed = false;
         while (!completed)
         {
-            var encoder = encoders[current];
-            var buffer = buffers[current];
-            encoder.Reset();
-            buffer.ResetWrittenCount();
-            var count = 0;
-            var started = _time.GetTimestamp();
-            while (count < _options.BatchSize)
+            try
             {
-                while (count < _options.BatchSize && reader.TryRead(out var e))
+                // Batches nobody took come first; while they stay, the queue is not read (it fills,
+                // producers spill, and once the disk refuses that too they are refused).
+                if (_held.Count > 0)
                 {
-                    if (count == 0)
+                    await inflight;
+                    if (_time.GetTimestamp() >= _nextRetryAt)
                     {
-                        Interlocked.Exchange(ref _oldestPendingTicks, Stopwatch.GetTimestamp());
+                        // The spool first: replaying it is what frees the disk a held batch needs (and
+                        // probes the store); then the held batches, to the store or to the spool.
+                        await ReplayIfDueAsync(force: true);
+                        await RetryHeldAsync();
                     }
 
-                    encoder.Add(e);
-                    count++;
+                    if (_held.Count > 0)
+                    {
+                        await WaitForRetryAsync();
+                        continue;
+                    }
                 }
 
-                if (count >= _options.BatchSize)
+                if (batch.Count == 0)
                 {
-                    break;
+                    completed = await CollectAsync(batch);
                 }
 
-                var remaining = _options.FlushInterval - _time.GetElapsedTime(started);
-                if (remaining <= TimeSpan.Zero)
+                // One insert in flight while the next batch is collected and encoded (into the other buffer).
+                if (batch.Count > 0)
                 {
-                    break;
+                    var buffer = buffers[current];
+                    buffer.ResetWrittenCount();
+                    batch.WriteTo(buffer);
+                    var count = batch.Count;
+                    await inflight;
+                    batch.Reset();
+                    inflight = ShipAsync(buffer.WrittenMemory, count);
+                    current ^= 1;
+                }
+                else
+                {
+                    await inflight;
+                    Interlocked.Exchange(ref _oldestPendingTicks, 0);
                 }
 
-                var flush = _flushRequested;
-                if (flush.Task.IsCompleted)
+                if (_spool.HasOpenSpill)
                 {
-                    _flushRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
-                    break;
+                    await inflight;
+                    SealSpill();
                 }
 
-                var wait = reader.WaitToReadAsync().AsTask();
-                using var delayCancel = new CancellationTokenSource();
-                var delay = Task.Delay(remaining, _time, delayCancel.Token);
-                var winner = await Task.WhenAny(wait, delay, flush.Task);
-                await delayCancel.CancelAsync();
-                if (winner == wait && !await wait)
+                if (ReplayDue())
                 {
-                    completed = true;
-                    break;
-                }
-
-                if (winner != wait)
-                {
-                    break;
+                    await inflight;
+                    await ReplayIfDueAsync(force: false);
                 }
             }
-
-            // One insert in flight while the next batch is encoded.
-            await inflight;
-            if (count > 0)
+            catch (Exception ex)
             {
-                encoder.WriteTo(buffer);
-                var rows = buffer.WrittenMemory;
-                var n = count;
-                inflight = ShipAsync(rows, n);
-                current ^= 1;
-            }
-
-            if (_spool.HasOpenSpill)
-            {
-                await inflight;
-                _spool.SealSpill(NextToken(out _));
-            }
-
-            if (count == 0)
-            {
-                Interlocked.Exchange(ref _oldestPendingTicks, 0);
-            }
-
-            if (ReplayDue())
-            {
-                await inflight;
-                await ReplayIfDueAsync(force: false);
+                // A bug or a failure nobody foresaw: record it, back off, go on. Events stay where they
+                // were (the batch is only reset once its frame is written).
+                Interlocked.Increment(ref _loopErrors);
+                _lastError = ex.Message;
+                LogLoopError(_logger, ex);
+                await Backoff();
             }
         }
 
-        await inflight;
-        _spool.SealSpill(NextToken(out _));
-        await ReplayIfDueAsync(force: true);
+        await Finish(inflight);
+    }
+
+    private async Task Finish(Task inflight)
+    {
+        try
+        {
+            await inflight;
+            while (_held.Count > 0 && !_stopping.IsCancellationRequested)
+            {
+                await ReplayIfDueAsync(force: true);
+                if (!await RetryHeldAsync())
+                {
+                    await WaitForRetryAsync();
+                }
+            }
+
+            _nextSealAt = 0;
+            SealSpill();
+            await ReplayIfDueAsync(force: true);
+        }
+        catch (Exception ex)
+        {
+            Interlocked.Increment(ref _loopErrors);
+            LogLoopError(_logger, ex);
+        }
+
+        if (Interlocked.Read(ref _heldEvents) > 0)
+        {
+            LogLostAtShutdown(_logger, Interlocked.Read(ref _heldEvents), _spool.SpoolDirectory);
+        }
+    }
+
+    // Fills the batch from the queue until it is full, the flush interval passes or a flush is asked
+    // for. True when the queue is completed (disposal) and empty.
+    private async Task<bool> CollectAsync(EventBatch batch)
+    {
+        var reader = _channel.Reader;
+        var started = _time.GetTimestamp();
+        while (batch.Count < _options.BatchSize)
+        {
+            while (batch.Count < _options.BatchSize && reader.TryRead(out var e))
+            {
+                if (batch.Count == 0)
+                {
+                    Interlocked.Exchange(ref _oldestPendingTicks, Stopwatch.GetTimestamp());
+                }
+
+                batch.Add(e);
+            }
+
+            if (batch.Count >= _options.BatchSize)
+            {
+                return false;
+            }
+
+            var remaining = _options.FlushInterval - _time.GetElapsedTime(started);
+            if (remaining <= TimeSpan.Zero)
+            {
+                return false;
+            }
+
+            var flush = _flushRequested;
+            if (flush.Task.IsCompleted)
+            {
+                _flushRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
+                return false;
+            }
+
+            var wait = reader.WaitToReadAsync().AsTask();
+            using var delayCancel = new CancellationTokenSource();
+            var delay = Task.Delay(remaining, _time, delayCancel.Token);
+            var winner = await Task.WhenAny(wait, delay, flush.Task);
+            await delayCancel.CancelAsync();
+            if (winner == wait && !await wait)
+            {
+                return true;
+            }
+
+            if (winner != wait)
+            {
+                return false;
+            }
+        }
+
+        return false;
     }
 
     private string NextToken(out long sequence)
     {
         sequence = _spool.NextSequence();
-        return _tokenPrefix + "-" + sequence.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return _tokenPrefix + "-" + sequence.ToString(CultureInfo.InvariantCulture);
     }
 
-    private async Task ShipAsync(ReadOnlyMemory<byte> rows, int count)
+    // Never throws: the frame ends in the store, in the spool, or held in memory.
+    private async Task ShipAsync(ReadOnlyMemory<byte> frames, int count)
     {
         var token = NextToken(out var sequence);
         Interlocked.Increment(ref _batches);
 
         // Order is kept: while anything waits in the spool, new batches queue behind it.
-        if (_storeHealthy && _spool.Count == 0)
+        if (_storeHealthy && _spool.Count == 0 && _held.Count == 0)
         {
             try
             {
-                await _store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, rows, token, _stopping.Token);
+                await EventFrame.InsertAsync(_store, frames, token, _stopping.Token);
                 Interlocked.Add(ref _inserted, count);
+                Interlocked.Add(ref _settled, count);
+                if (!_spoolHealthy && !_spool.HasOpenSpill)
+                {
+                    // Nothing waits on the disk any more.
+                    MarkSpoolHealthy();
+                }
+
                 return;
             }
             catch (Exception ex) when (ex is not OperationCanceledException || !_stopping.IsCancellationRequested)
             {
                 Interlocked.Increment(ref _insertFailures);
-                MarkUnhealthy(ex);
+                MarkStoreDown(ex);
             }
             catch (OperationCanceledException)
             {
@@ -265,27 +414,177 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
             }
         }
 
-        _spool.Write(sequence, token, count, rows.Span);
-        Interlocked.Add(ref _spooled, count);
+        if (!TrySpool(sequence, token, count, frames.Span))
+        {
+            _held.Enqueue(new HeldBatch(frames.ToArray(), count, sequence, token));
+            Interlocked.Add(ref _heldEvents, count);
+        }
+
+        Interlocked.Add(ref _settled, count);
     }
 
-    private void MarkUnhealthy(Exception ex)
+    private bool TrySpool(long sequence, string token, int count, ReadOnlySpan<byte> frames)
     {
+        try
+        {
+            _spool.Write(sequence, token, count, frames);
+            Interlocked.Add(ref _spooled, count);
+            MarkSpoolHealthy();
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            Interlocked.Increment(ref _spoolFailures);
+            MarkSpoolFailing(ex);
+            return false;
+        }
+    }
+
+    // Held batches go to the store when it answers (nothing is spooled ahead of them then), else to
+    // the disk. True when none is left.
+    private async Task<bool> RetryHeldAsync()
+    {
+        while (_held.TryPeek(out var held))
+        {
+            var done = false;
+            if (_spool.Count == 0 && !_stopping.IsCancellationRequested)
+            {
+                try
+                {
+                    await EventFrame.InsertAsync(_store, held.Frames, held.Token, _stopping.Token);
+                    Interlocked.Add(ref _inserted, held.Count);
+                    MarkStoreHealthy();
+                    done = true;
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException || !_stopping.IsCancellationRequested)
+                {
+                    Interlocked.Increment(ref _insertFailures);
+                    MarkStoreDown(ex);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Shutdown: try the disk below.
+                }
+            }
+
+            if (!done && !TrySpool(held.Sequence, held.Token, held.Count, held.Frames))
+            {
+                ScheduleRetry();
+                return false;
+            }
+
+            _held.Dequeue();
+            Interlocked.Add(ref _heldEvents, -held.Count);
+        }
+
+        // Nothing waits on the disk any more.
+        MarkSpoolHealthy();
+        return true;
+    }
+
+    private void SealSpill()
+    {
+        // A disk that refused the last try is given the backoff before the next one.
+        if (_time.GetTimestamp() < _nextSealAt)
+        {
+            return;
+        }
+
+        if (_spool.SealSpill(NextToken(out _)))
+        {
+            _nextSealAt = 0;
+            if (!_spoolHealthy && _held.Count == 0)
+            {
+                MarkSpoolHealthy();
+            }
+
+            return;
+        }
+
+        Interlocked.Increment(ref _spoolFailures);
+        MarkSpoolFailing(new IOException("The disk refused to complete a spill segment of the event spool."));
+        _nextSealAt = _time.GetTimestamp() + (long)(Math.Max(0.1, _backoff.TotalSeconds) * _time.TimestampFrequency);
+    }
+
+    private async Task WaitForRetryAsync()
+    {
+        var wait = TimeSpan.FromSeconds(Math.Max(0, (_nextRetryAt - _time.GetTimestamp()) / (double)_time.TimestampFrequency));
+        if (wait <= TimeSpan.Zero || _stopping.IsCancellationRequested)
+        {
+            return;
+        }
+
+        // A flush request or disposal cuts the wait short; the retry time itself is not moved.
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+        await Task.WhenAny(Task.Delay(wait, _time, cancel.Token), _flushRequested.Task, _channel.Reader.Completion);
+        await cancel.CancelAsync();
+    }
+
+    private async Task Backoff()
+    {
+        ScheduleRetry();
+        try
+        {
+            await Task.Delay(_backoff, _time, _stopping.Token);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private void ScheduleRetry()
+    {
+        _backoff = _backoff == TimeSpan.Zero ? TimeSpan.FromMilliseconds(100) : TimeSpan.FromTicks(Math.Min(_backoff.Ticks * 2, _options.MaxBackoff.Ticks));
+        _nextRetryAt = _time.GetTimestamp() + (long)(_backoff.TotalSeconds * _time.TimestampFrequency);
+    }
+
+    private void MarkStoreDown(Exception ex)
+    {
+        _lastError = ex.Message;
         if (_storeHealthy)
         {
             LogStoreDown(_logger, ex, _spool.SpoolDirectory);
         }
 
         _storeHealthy = false;
-        _backoff = _backoff == TimeSpan.Zero ? TimeSpan.FromMilliseconds(100) : TimeSpan.FromTicks(Math.Min(_backoff.Ticks * 2, _options.MaxBackoff.Ticks));
-        _nextReplayAt = _time.GetTimestamp() + (long)(_backoff.TotalSeconds * _time.TimestampFrequency);
+        ScheduleRetry();
     }
 
-    private bool ReplayDue() => _storeHealthy ? _spool.Count > 0 : _time.GetTimestamp() >= _nextReplayAt;
+    private void MarkStoreHealthy()
+    {
+        _storeHealthy = true;
+        if (_spoolHealthy)
+        {
+            _backoff = TimeSpan.Zero;
+        }
+    }
+
+    private void MarkSpoolFailing(Exception ex)
+    {
+        _lastError = ex.Message;
+        if (_spoolHealthy)
+        {
+            LogSpoolFailing(_logger, ex, _spool.SpoolDirectory);
+        }
+
+        _spoolHealthy = false;
+    }
+
+    private void MarkSpoolHealthy()
+    {
+        if (!_spoolHealthy)
+        {
+            LogSpoolRecovered(_logger, _spool.SpoolDirectory);
+        }
+
+        _spoolHealthy = true;
+    }
+
+    private bool ReplayDue() => _storeHealthy ? _spool.Count > 0 : _time.GetTimestamp() >= _nextRetryAt;
 
     private async Task ReplayIfDueAsync(bool force)
     {
-        if (!force && !_storeHealthy && _time.GetTimestamp() < _nextReplayAt)
+        if (!force && !_storeHealthy && _time.GetTimestamp() < _nextRetryAt)
         {
             return;
         }
@@ -293,16 +592,22 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         var pending = _spool.Pending();
         if (pending.Count == 0)
         {
+            if (_held.Count == 0 && !_storeHealthy && !force)
+            {
+                // Nothing spooled to probe the store with: the next batch is the probe.
+                MarkStoreHealthy();
+            }
+
             return;
         }
 
         var replayedBatches = 0;
         foreach (var batch in pending)
         {
-            byte[] rows;
+            byte[] data;
             try
             {
-                rows = await File.ReadAllBytesAsync(batch.Path);
+                data = await File.ReadAllBytesAsync(batch.Path);
             }
             catch (FileNotFoundException)
             {
@@ -311,25 +616,42 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
 
             try
             {
-                await _store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, rows, batch.Token, _stopping.Token);
+                if (batch.Legacy)
+                {
+                    // Written before the sink computed aggregates: the events alone.
+                    await _store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, data, batch.Token, _stopping.Token);
+                }
+                else
+                {
+                    await EventFrame.InsertAsync(_store, data, batch.Token, _stopping.Token);
+                }
             }
             catch (Exception ex)
             {
-                if (ex is ClickHouseException chx && IsDataError(chx) && await StoreAnswersAsync())
+                if (ex is InvalidDataException || (ex is ClickHouseException chx && IsDataError(chx) && await StoreAnswersAsync()))
                 {
-                    // The store is up but refuses these bytes: keep them aside rather than block the queue.
+                    // The store is up but refuses these bytes (or they are torn): keep them aside rather
+                    // than block the queue.
                     var where = _spool.Quarantine(batch);
-                    Interlocked.Add(ref _quarantined, batch.Count);
                     LogQuarantined(_logger, ex, batch.Count, where);
                     continue;
                 }
 
                 Interlocked.Increment(ref _insertFailures);
-                MarkUnhealthy(ex);
+                MarkStoreDown(ex);
                 return;
             }
 
-            _spool.Remove(batch);
+            try
+            {
+                _spool.Remove(batch);
+            }
+            catch (IOException ex)
+            {
+                // Replayed but still on disk: a second replay is dropped by its token.
+                _lastError = ex.Message;
+            }
+
             Interlocked.Add(ref _replayed, batch.Count);
             Interlocked.Add(ref _inserted, batch.Count);
             replayedBatches++;
@@ -340,8 +662,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
             LogRecovered(_logger, replayedBatches);
         }
 
-        _storeHealthy = true;
-        _backoff = TimeSpan.Zero;
+        MarkStoreHealthy();
     }
 
     private static bool IsDataError(ClickHouseException ex) =>
@@ -387,11 +708,22 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         _stopping.Dispose();
     }
 
+    private sealed record HeldBatch(byte[] Frames, int Count, long Sequence, string Token);
+
     [LoggerMessage(Level = LogLevel.Warning, Message = "Event queue full ({Capacity} events): spilling to the disk spool; {Spilled} events spilled so far")]
     private static partial void LogSpilling(ILogger logger, int capacity, long spilled);
 
+    [LoggerMessage(Level = LogLevel.Error, Message = "Event queue full and the spool at {SpoolDirectory} refuses writes: events are being refused ({Refused} so far); SMTP sessions go on")]
+    private static partial void LogRefusing(ILogger logger, long refused, string spoolDirectory);
+
     [LoggerMessage(Level = LogLevel.Error, Message = "Event store unavailable; batches go to the spool at {SpoolDirectory} and will be replayed")]
     private static partial void LogStoreDown(ILogger logger, Exception exception, string spoolDirectory);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The event spool at {SpoolDirectory} refuses writes (disk full?); batches are held in memory and retried")]
+    private static partial void LogSpoolFailing(ILogger logger, Exception exception, string spoolDirectory);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "The event spool at {SpoolDirectory} takes writes again")]
+    private static partial void LogSpoolRecovered(ILogger logger, string spoolDirectory);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Event store available; replayed {Batches} spooled batches")]
     private static partial void LogRecovered(ILogger logger, int batches);
@@ -399,11 +731,20 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
     [LoggerMessage(Level = LogLevel.Warning, Message = "Found {Files} spooled batches ({Events} events) in {SpoolDirectory}; replaying them")]
     private static partial void LogSpoolFound(ILogger logger, int files, long events, string spoolDirectory);
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Recovered {Events} events from spill segments left open by a crash; {Files} torn pieces ({Quarantined} events) set aside in {SpoolDirectory}/quarantine")]
+    private static partial void LogRecoveredSpill(ILogger logger, long events, int files, long quarantined, string spoolDirectory);
+
     [LoggerMessage(Level = LogLevel.Error, Message = "The store refused a spooled batch of {Events} events as data; kept at {Path}")]
     private static partial void LogQuarantined(ILogger logger, Exception exception, int events, string path);
 
+    [LoggerMessage(Level = LogLevel.Error, Message = "The event loop hit an error; it backs off and goes on")]
+    private static partial void LogLoopError(ILogger logger, Exception exception);
+
     [LoggerMessage(Level = LogLevel.Critical, Message = "The event loop failed")]
     private static partial void LogLoopFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "Shutdown with {Events} events that neither the store nor the spool at {SpoolDirectory} would take: they are lost")]
+    private static partial void LogLostAtShutdown(ILogger logger, long events, string spoolDirectory);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Event sink stopped: {Published} published, {Inserted} inserted, {SpoolFiles} batches left in the spool")]
     private static partial void LogStopped(ILogger logger, long published, long inserted, int spoolFiles);

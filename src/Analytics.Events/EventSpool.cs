@@ -4,131 +4,267 @@ using System.Globalization;
 namespace Analytics.Events;
 
 /// <summary>
-/// The on-disk queue of batches the store did not take. Each batch is one file, written to a temp
-/// name, fsynced and renamed, so a crash leaves either the whole batch or nothing. File names carry
-/// an increasing sequence (replay order), the row count and the batch's deduplication token (the
-/// same token the failed insert used, so a batch that did land before the failure is not doubled).
+/// The on-disk queue of batches the store did not take. Each batch is one file of event frames
+/// (<see cref="EventFrame"/>), written to a temp name, fsynced, renamed and the directory fsynced, so
+/// a crash leaves either the whole batch or nothing. File names carry an increasing sequence (replay
+/// order), the event count and the batch's deduplication token (the same token the failed insert
+/// used, so a batch that did land before the failure is not doubled).
+/// Producers spill here when memory is full: frames of up to 4,096 events appended to an open
+/// <c>.partial</c> segment, sealed into a regular batch by the sink's loop. After a crash, recovery
+/// keeps every complete frame of a segment and quarantines (and counts) only a torn tail.
+/// Nothing here throws into a producer: a spill that cannot be written is refused, not raised.
 /// </summary>
 internal sealed class EventSpool : IDisposable
 {
-    // Each file holds Native blocks (one per batch, or one per event for a spill segment).
-    private const string Extension = ".native";
+    public const string Extension = ".frames";
+
+    // Spool files of the versions before 0030: one Native events block each, replayed into events only.
+    public const string LegacyExtension = ".native";
+
+    // Spilled events are grouped into frames of this many before they are written: one-row blocks
+    // would cost ClickHouse far more to parse on replay. At most this many wait in memory.
+    private const int SpillFrameSize = 4096;
+
     private readonly string _directory;
     private readonly string _quarantine;
     private readonly Lock _spillLock = new();
     private long _sequence;
 
-    // Spill state: owned by producers under _spillLock.
+    // Spill state: owned by producers under _spillLock (the loop seals under it too).
     private FileStream? _spill;
     private long _spillSequence;
-    private int _spillCount;
+    private int _segmentEvents;
+    private long _spillGoodLength;
+    private (string From, string To)? _sealing;
     private readonly ArrayBufferWriter<byte> _spillBuffer = new(1 << 16);
-    private readonly EventBlockEncoder _spillBlock = new(SpillBlockSize);
+    private readonly EventBatch _spillFrame = new(SpillFrameSize);
 
-    // Spilled events are grouped into blocks of this many before they are written: one-row blocks
-    // would cost ClickHouse far more to parse on replay. At most this many wait in memory.
-    private const int SpillBlockSize = 4096;
+    // Batches on disk, kept in memory: the sink asks before every batch, and listing the directory
+    // each time would put I/O on every insert. Only this class adds or removes spool files.
+    private int _count;
+    private long _quarantinedEvents;
+    private int _quarantinedFiles;
+    private long _recoveredEvents;
 
     public EventSpool(string directory)
     {
         _directory = Path.GetFullPath(directory);
         _quarantine = Path.Combine(_directory, "quarantine");
         Directory.CreateDirectory(_directory);
-        foreach (var partial in Directory.EnumerateFiles(_directory, "*.partial"))
-        {
-            // A spill segment that a crash left open: its complete rows are still good to replay,
-            // but a torn last row is not; keep it aside for an operator rather than guess.
-            Directory.CreateDirectory(_quarantine);
-            File.Move(partial, Path.Combine(_quarantine, Path.GetFileName(partial)), overwrite: true);
-        }
 
-        var pending = Pending();
-        _sequence = pending.Select(f => f.Sequence).DefaultIfEmpty(0).Max();
-        _count = pending.Count;
+        // Never reuse a sequence: not one that is pending, left open, or already set aside.
+        _sequence = Sequences(_directory).Concat(Directory.Exists(_quarantine) ? Sequences(_quarantine) : []).DefaultIfEmpty(0).Max();
+        Recover();
+        _count = Pending().Count;
     }
 
     public string SpoolDirectory => _directory;
 
-    internal sealed record SpooledBatch(string Path, long Sequence, int Count, string Token);
-
-    // Batches on disk, kept in memory: the sink asks before every batch, and listing the directory
-    // each time would put I/O on every insert. Only this class adds or removes spool files.
-    private int _count;
+    internal sealed record SpooledBatch(string Path, long Sequence, int Count, string Token)
+    {
+        public bool Legacy => Path.EndsWith(LegacyExtension, StringComparison.Ordinal);
+    }
 
     public int Count => Volatile.Read(ref _count);
 
+    /// <summary>Events set aside since this spool was opened (unreadable batches, torn spill tails).</summary>
+    public long QuarantinedEvents => Interlocked.Read(ref _quarantinedEvents);
+
+    public int QuarantinedFiles => Volatile.Read(ref _quarantinedFiles);
+
+    /// <summary>Events kept from <c>.partial</c> segments that a crash left open.</summary>
+    public long RecoveredEvents => Interlocked.Read(ref _recoveredEvents);
+
     public long NextSequence() => Interlocked.Increment(ref _sequence);
 
-    /// <summary>Writes a batch durably. Returns the spooled batch.</summary>
-    public SpooledBatch Write(long sequence, string token, int count, ReadOnlySpan<byte> rows)
+    /// <summary>Writes a batch durably. Throws (and leaves nothing behind) when the disk refuses it.</summary>
+    public SpooledBatch Write(long sequence, string token, int count, ReadOnlySpan<byte> frames)
     {
-        var name = FileName(sequence, count, token);
-        var final = Path.Combine(_directory, name);
+        var final = Path.Combine(_directory, FileName(sequence, count, token));
         var temp = final + ".tmp";
-        using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
+        try
         {
-            stream.Write(rows);
-            stream.Flush(flushToDisk: true);
+            using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
+            {
+                stream.Write(frames);
+                stream.Flush(flushToDisk: true);
+            }
+
+            Durable.Move(temp, final);
+        }
+        catch
+        {
+            TryDelete(temp);
+            throw;
         }
 
-        File.Move(temp, final, overwrite: true);
         Interlocked.Increment(ref _count);
         return new SpooledBatch(final, sequence, count, token);
     }
 
-    /// <summary>Appends one event to the current spill segment (producers, when memory is full).</summary>
-    public void Spill(SmtpEvent smtpEvent)
+    /// <summary>
+    /// Appends one event to the current spill segment (producers, when memory is full). False when the
+    /// disk refuses it: the event was not taken. Never throws.
+    /// </summary>
+    public bool Spill(SmtpEvent smtpEvent)
     {
         lock (_spillLock)
         {
-            if (_spill is null)
+            // A full frame that could not be written before is written first; while that fails,
+            // nothing more is taken (memory stays bounded).
+            if (_spillFrame.Count >= SpillFrameSize && !TryWriteSpillFrame())
             {
-                _spillSequence = NextSequence();
-                _spill = new FileStream(Path.Combine(_directory, _spillSequence.ToString("D16", CultureInfo.InvariantCulture) + ".partial"),
-                    FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16);
-                _spillCount = 0;
+                return false;
             }
 
-            _spillBlock.Add(smtpEvent);
-            _spillCount++;
-            if (_spillBlock.Count >= SpillBlockSize)
+            _spillFrame.Add(smtpEvent);
+            if (_spillFrame.Count >= SpillFrameSize)
             {
-                WriteSpillBlock();
+                // Taken either way: written now, or kept in memory and written by the next try.
+                TryWriteSpillFrame();
             }
+
+            return true;
         }
     }
 
-    private void WriteSpillBlock()
+    private bool OpenSegment()
     {
-        if (_spillBlock.Count == 0)
+        if (_spill is not null)
         {
-            return;
+            return true;
+        }
+
+        try
+        {
+            var sequence = NextSequence();
+
+            // Unbuffered: whole frames are written, and a failed write leaves no bytes behind in a buffer.
+            _spill = new FileStream(Path.Combine(_directory, sequence.ToString("D16", CultureInfo.InvariantCulture) + ".partial"),
+                FileMode.CreateNew, FileAccess.Write, FileShare.Read, bufferSize: 0);
+            _spillSequence = sequence;
+            _segmentEvents = 0;
+            _spillGoodLength = 0;
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    private bool TryWriteSpillFrame()
+    {
+        if (_spillFrame.Count == 0)
+        {
+            return true;
+        }
+
+        if (!OpenSegment())
+        {
+            return false;
         }
 
         _spillBuffer.ResetWrittenCount();
-        _spillBlock.WriteTo(_spillBuffer);
-        _spill!.Write(_spillBuffer.WrittenSpan);
-        _spillBlock.Reset();
+        _spillFrame.WriteTo(_spillBuffer);
+        try
+        {
+            _spill!.Write(_spillBuffer.WrittenSpan);
+        }
+        catch (IOException)
+        {
+            // A short write leaves a torn frame: the next frame goes where it began, and the segment is
+            // cut back to its last whole frame (now, or when it is sealed).
+            try
+            {
+                _spill!.Position = _spillGoodLength;
+                _spill.SetLength(_spillGoodLength);
+            }
+            catch (IOException)
+            {
+            }
+
+            return false;
+        }
+
+        _spillGoodLength = _spill.Position;
+        _segmentEvents += _spillFrame.Count;
+        _spillFrame.Reset();
+        return true;
     }
 
-    /// <summary>Closes the current spill segment, if any, and makes it a regular spooled batch.</summary>
-    public void SealSpill(string token)
+    /// <summary>
+    /// Closes the current spill segment, if any, and makes it a regular spooled batch of the frames it
+    /// holds. A frame the disk refuses stays in memory for the next segment: the segment is sealed
+    /// without it, so a full disk cannot keep what is already on it from being replayed (which is what
+    /// frees the disk). True when nothing spilled is left outside a sealed batch.
+    /// </summary>
+    public bool SealSpill(string token)
     {
         lock (_spillLock)
         {
-            if (_spill is null)
+            try
             {
-                return;
+                if (!FinishSeal())
+                {
+                    return false;
+                }
+
+                TryWriteSpillFrame();
+                if (_spill is null)
+                {
+                    return _spillFrame.Count == 0;
+                }
+
+                var path = _spill.Name;
+                if (_segmentEvents == 0)
+                {
+                    _spill.Dispose();
+                    _spill = null;
+                    File.Delete(path);
+                    return _spillFrame.Count == 0;
+                }
+
+                _spill.SetLength(_spillGoodLength);
+                _spill.Flush(flushToDisk: true);
+                _spill.Dispose();
+                _spill = null;
+                _sealing = (path, Path.Combine(_directory, FileName(_spillSequence, _segmentEvents, token)));
+                return FinishSeal() && _spillFrame.Count == 0;
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                return false;
+            }
+        }
+    }
+
+    // The rename of a closed segment, retried until the disk takes it: until then the segment counts
+    // as open, so a flush waits for it and nothing is left behind unreplayed.
+    private bool FinishSeal()
+    {
+        if (_sealing is not { } sealing)
+        {
+            return true;
+        }
+
+        try
+        {
+            if (File.Exists(sealing.From))
+            {
+                File.Move(sealing.From, sealing.To, overwrite: false);
             }
 
-            var path = _spill.Name;
-            WriteSpillBlock();
-            _spill.Flush(flushToDisk: true);
-            _spill.Dispose();
-            _spill = null;
-            File.Move(path, Path.Combine(_directory, FileName(_spillSequence, _spillCount, token)), overwrite: true);
-            Interlocked.Increment(ref _count);
+            Durable.FsyncDirectory(_directory);
         }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+
+        _sealing = null;
+        Interlocked.Increment(ref _count);
+        return true;
     }
 
     public bool HasOpenSpill
@@ -137,7 +273,67 @@ internal sealed class EventSpool : IDisposable
         {
             lock (_spillLock)
             {
-                return _spill is not null;
+                return _spill is not null || _sealing is not null || _spillFrame.Count > 0;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Segments a crash left open: each becomes a regular batch of its complete frames; a torn tail
+    /// (and a segment with no complete frame) goes to quarantine, counted. Temp files of batch writes
+    /// are kept when whole (the fsync came before the crash) and dropped when not (the batch was still
+    /// in memory, never reported as spooled).
+    /// </summary>
+    private void Recover()
+    {
+        foreach (var partial in Directory.EnumerateFiles(_directory, "*.partial").Order(StringComparer.Ordinal).ToList())
+        {
+            if (!long.TryParse(Path.GetFileNameWithoutExtension(partial), NumberStyles.None, CultureInfo.InvariantCulture, out var sequence))
+            {
+                QuarantineFile(partial, 0);
+                continue;
+            }
+
+            var data = File.ReadAllBytes(partial);
+            var frames = EventFrame.Read(data, out var valid);
+            if (valid < data.Length)
+            {
+                var tail = data.AsSpan(valid);
+                var tailEvents = EventFrame.ClaimedCount(tail);
+                WriteQuarantine(Path.GetFileName(partial) + ".tail", tail, tailEvents);
+            }
+
+            if (frames.Count == 0)
+            {
+                File.Delete(partial);
+                continue;
+            }
+
+            var events = frames.Sum(f => f.Count);
+            using (var stream = new FileStream(partial, FileMode.Open, FileAccess.Write))
+            {
+                stream.SetLength(valid);
+                stream.Flush(flushToDisk: true);
+            }
+
+            // The token is made from the segment itself, so a recovery interrupted and run again names
+            // the same batch the same way and ClickHouse drops a second copy.
+            var token = string.Create(CultureInfo.InvariantCulture, $"rc-{sequence}-{valid}");
+            Durable.Move(partial, Path.Combine(_directory, FileName(sequence, events, token)));
+            Interlocked.Add(ref _recoveredEvents, events);
+        }
+
+        foreach (var temp in Directory.EnumerateFiles(_directory, "*" + Extension + ".tmp").ToList())
+        {
+            var data = File.ReadAllBytes(temp);
+            EventFrame.Read(data, out var valid);
+            if (data.Length > 0 && valid == data.Length)
+            {
+                Durable.Move(temp, temp[..^4]);
+            }
+            else
+            {
+                File.Delete(temp);
             }
         }
     }
@@ -146,8 +342,13 @@ internal sealed class EventSpool : IDisposable
     public List<SpooledBatch> Pending()
     {
         var list = new List<SpooledBatch>();
-        foreach (var path in Directory.EnumerateFiles(_directory, "*" + Extension))
+        foreach (var path in Directory.EnumerateFiles(_directory))
         {
+            if (!path.EndsWith(Extension, StringComparison.Ordinal) && !path.EndsWith(LegacyExtension, StringComparison.Ordinal))
+            {
+                continue;
+            }
+
             var parts = Path.GetFileNameWithoutExtension(path).Split('_', 3);
             if (parts.Length == 3
                 && long.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var sequence)
@@ -170,21 +371,98 @@ internal sealed class EventSpool : IDisposable
     /// <summary>Moves a batch the store refuses as data (not as an outage) aside, still on disk.</summary>
     public string Quarantine(SpooledBatch batch)
     {
-        Directory.CreateDirectory(_quarantine);
-        var target = Path.Combine(_quarantine, Path.GetFileName(batch.Path));
-        File.Move(batch.Path, target, overwrite: true);
+        var target = QuarantineFile(batch.Path, batch.Count);
         Interlocked.Decrement(ref _count);
         return target;
+    }
+
+    private string QuarantineFile(string path, int events)
+    {
+        Directory.CreateDirectory(_quarantine);
+        var target = Unique(Path.Combine(_quarantine, Path.GetFileName(path)));
+        Durable.Move(path, target);
+        Counted(events);
+        return target;
+    }
+
+    private void WriteQuarantine(string name, ReadOnlySpan<byte> data, int events)
+    {
+        Directory.CreateDirectory(_quarantine);
+        var target = Unique(Path.Combine(_quarantine, name));
+        using (var stream = new FileStream(target, FileMode.CreateNew, FileAccess.Write))
+        {
+            stream.Write(data);
+            stream.Flush(flushToDisk: true);
+        }
+
+        Durable.FsyncDirectory(_quarantine);
+        Counted(events);
+    }
+
+    private void Counted(int events)
+    {
+        Interlocked.Add(ref _quarantinedEvents, events);
+        Interlocked.Increment(ref _quarantinedFiles);
+    }
+
+    // Quarantine never overwrites: a second file of the same name gets a numbered suffix.
+    private static string Unique(string path)
+    {
+        var candidate = path;
+        for (var n = 1; File.Exists(candidate); n++)
+        {
+            candidate = path + "." + n.ToString(CultureInfo.InvariantCulture);
+        }
+
+        return candidate;
+    }
+
+    private static IEnumerable<long> Sequences(string directory)
+    {
+        foreach (var path in Directory.EnumerateFiles(directory))
+        {
+            var name = Path.GetFileName(path);
+            var end = 0;
+            while (end < name.Length && char.IsAsciiDigit(name[end]))
+            {
+                end++;
+            }
+
+            if (end > 0 && long.TryParse(name.AsSpan(0, end), NumberStyles.None, CultureInfo.InvariantCulture, out var sequence))
+            {
+                yield return sequence;
+            }
+        }
     }
 
     private static string FileName(long sequence, int count, string token) =>
         string.Create(CultureInfo.InvariantCulture, $"{sequence:D16}_{count}_{token}{Extension}");
 
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
     public void Dispose()
     {
         lock (_spillLock)
         {
-            _spill?.Dispose();
+            try
+            {
+                _spill?.Dispose();
+            }
+            catch (IOException)
+            {
+                // The disk refused the last buffered bytes: recovery keeps the frames before them.
+            }
+
+            _spill = null;
         }
     }
 }

@@ -1,9 +1,13 @@
 namespace Analytics.Events;
 
-/// <summary>Where the SMTP hot path hands events over. Never blocks and never throws for load.</summary>
+/// <summary>Where the SMTP hot path hands events over. Never blocks and never throws.</summary>
 public interface IEventPublisher
 {
-    /// <summary>Queues the event for the store. Returns false only after the sink has been disposed.</summary>
+    /// <summary>
+    /// Queues the event for the store. True when it was accepted (in memory or on disk); false when it
+    /// was refused: malformed, after disposal, or memory full while the disk refuses the spool. Never
+    /// throws: an SMTP session must not fail because the event path does.
+    /// </summary>
     bool Publish(SmtpEvent smtpEvent);
 }
 

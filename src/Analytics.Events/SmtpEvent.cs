@@ -27,6 +27,9 @@ public enum EventKind : byte
 
     /// <summary>The server acted on the session: a limit, a tarpit, a lock.</summary>
     Throttle = 11,
+
+    /// <summary>An attempt to hand an accepted message to its next hop, one per recipient (the queue's, not the session's).</summary>
+    Delivery = 12,
 }
 
 public enum EventOutcome : byte

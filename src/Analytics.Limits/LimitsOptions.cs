@@ -80,13 +80,31 @@ public sealed class SessionLimitOptions
     [Range(typeof(TimeSpan), "00:00:00.100", "01:00:00")]
     public TimeSpan CommandTimeout { get; set; } = TimeSpan.FromMinutes(5);
 
-    /// <summary>Concurrent sessions over all endpoints (421 past it). Default 2000.</summary>
-    [Range(1, 1_000_000)]
-    public int MaxSessions { get; set; } = 2000;
+    /// <summary>
+    /// Longest wait for a command before a session has authenticated (submission) or started a
+    /// transaction (MX): a connection that does nothing gives its slot back soon. Default 30 s.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00.100", "01:00:00")]
+    public TimeSpan PreAuthTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>Concurrent sessions from one client IP (421 past it). Default 20.</summary>
+    /// <summary>Longest TLS handshake (STARTTLS or implicit TLS). Default 10 s.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.100", "00:10:00")]
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Concurrent sessions of one role (submission, MX) over its endpoints (421 past it); each role has
+    /// its own. Past 80 % of it, idle sessions before AUTH are closed after 5 s. Default 5000.
+    /// </summary>
     [Range(1, 1_000_000)]
-    public int MaxSessionsPerIp { get; set; } = 20;
+    public int MaxSessions { get; set; } = 5000;
+
+    /// <summary>Concurrent sessions of one role from one client address (421 past it). Default 50, as Postfix's smtpd_client_connection_count_limit.</summary>
+    [Range(1, 1_000_000)]
+    public int MaxSessionsPerIp { get; set; } = 50;
+
+    /// <summary>Concurrent sessions of one role from one network, IPv4 /24 or IPv6 /64 (421 past it). Default 200.</summary>
+    [Range(1, 1_000_000)]
+    public int MaxSessionsPerNetwork { get; set; } = 200;
 
     /// <summary>On shutdown, how long transactions in flight may take to finish. Default 30 s.</summary>
     [Range(typeof(TimeSpan), "00:00:00", "00:10:00")]
@@ -153,10 +171,9 @@ public sealed class FastPathOptions
     public int AuthFailuresPerIp { get; set; } = 10;
 
     /// <summary>
-    /// Distinct wrong passwords (compared as keyed hashes in memory) against one account within
-    /// <see cref="AuthFailureWindow"/> that lock the account — a client retrying one stale password is
-    /// not guessing. The lock spares the networks the account logged in from in the last week, so a
-    /// guesser never locks the owner out. Default 5.
+    /// Distinct wrong passwords (compared as keyed hashes in memory) against one account from one network
+    /// (/24, /64) within <see cref="AuthFailureWindow"/> that lock AUTH to that account from that network —
+    /// never from its owner's networks. A client retrying one stale password is not guessing. Default 5.
     /// </summary>
     [Range(1, 100_000)]
     public int AuthFailuresPerUser { get; set; } = 5;
@@ -168,6 +185,18 @@ public sealed class FastPathOptions
     /// </summary>
     [Range(0.0, 1.0)]
     public double AuthFailureShare { get; set; } = 0.5;
+
+    /// <summary>
+    /// AUTH failures against one account, over all networks, within <see cref="AuthFailureWindow"/> that
+    /// lock the account everywhere except the networks its owner logged in from recently
+    /// (<see cref="KnownNetworkTtl"/>): distributed guessing. Default 20.
+    /// </summary>
+    [Range(2, 1_000_000)]
+    public int AuthFailuresPerUserAcrossNetworks { get; set; } = 20;
+
+    /// <summary>How long a network an account logged in from counts as its owner's. Default 30 days.</summary>
+    [Range(typeof(TimeSpan), "00:01:00", "365.00:00:00")]
+    public TimeSpan KnownNetworkTtl { get; set; } = TimeSpan.FromDays(30);
 
     /// <summary>Window the failures are counted in. Default 10 minutes.</summary>
     [Range(typeof(TimeSpan), "00:00:01", "7.00:00:00")]

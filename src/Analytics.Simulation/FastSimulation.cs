@@ -120,7 +120,7 @@ public static class FastSimulation
         {
             await foreach (var block in blocks.Reader.ReadAllAsync(cancellationToken))
             {
-                await store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, block.WrittenMemory, null, cancellationToken);
+                await EventFrame.InsertAsync(store, block.WrittenMemory, null, cancellationToken);
             }
         }, cancellationToken);
 
@@ -130,7 +130,7 @@ public static class FastSimulation
         {
             counts = await Task.Run(() =>
             {
-                var encoder = new EventBlockEncoder(BlockEvents);
+                var encoder = new EventBatch(BlockEvents);
                 void Flush()
                 {
                     if (encoder.Count == 0)

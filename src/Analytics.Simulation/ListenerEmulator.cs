@@ -15,7 +15,7 @@ namespace Analytics.Simulation;
 /// becomes, and how a session ends. Sessions must be played in start order, as locks and holds depend
 /// on it. Not thread-safe: one emulator per run.
 /// </summary>
-public sealed class ListenerEmulator
+internal sealed class ListenerEmulator
 {
     private readonly World _world;
     private readonly LimitsOptions _options;
@@ -47,10 +47,10 @@ public sealed class ListenerEmulator
     {
         private readonly HashSet<string> _domains = new(world.Domains, StringComparer.Ordinal);
 
-        public CredentialCheck Verify(string user, string password) =>
-            !world.AccountsByName.TryGetValue(user, out var account) ? CredentialCheck.UnknownUser
-            : account.Password == password ? CredentialCheck.Ok
-            : CredentialCheck.BadPassword;
+        public ValueTask<CredentialCheck> VerifyAsync(string user, string password, bool ownersNetwork, CancellationToken cancellationToken) =>
+            ValueTask.FromResult(!world.AccountsByName.TryGetValue(user, out var account) ? CredentialCheck.UnknownUser
+                : account.Password == password ? CredentialCheck.Ok
+                : CredentialCheck.BadPassword);
 
         public bool IsLocalDomain(string domain) => _domains.Contains(domain);
 
@@ -202,7 +202,8 @@ public sealed class ListenerEmulator
 
         private bool Auth(in Step step)
         {
-            var result = _e._rules.Auth(this, step.Text, step.Secret ?? "");
+            // The world's verifier answers at once: the task is always complete here.
+            var result = _e._rules.AuthAsync(this, step.Text, step.Secret ?? "").AsTask().GetAwaiter().GetResult();
             if (result.Accepted)
             {
                 User = AuthUser;

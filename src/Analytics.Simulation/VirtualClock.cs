@@ -1,7 +1,7 @@
 namespace Analytics.Simulation;
 
 /// <summary>Simulated time, set by whoever plays the sessions; timestamps count 100 ns ticks of that time.</summary>
-public sealed class VirtualClock : TimeProvider
+internal sealed class VirtualClock : TimeProvider
 {
     private DateTimeOffset _now;
 

@@ -83,13 +83,29 @@ public sealed class DirectoryOptions
     [Range(1, 10_000_000)]
     public int Pbkdf2Iterations { get; set; } = Analytics.Store.PasswordHasher.DefaultIterations;
 
+    /// <summary>Password hashes computed at once (AUTH waits for a slot beyond that). Default 0: one per core.</summary>
+    [Range(0, 1024)]
+    public int HashConcurrency { get; set; }
+
+    /// <summary>AUTH attempts that may wait for a hashing slot; past it they get 454 at once. Default 256.</summary>
+    [Range(0, 1_000_000)]
+    public int AuthQueue { get; set; } = 256;
+
+    /// <summary>Longest wait for a hashing slot before 454. Default 5 s.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.010", "00:01:00")]
+    public TimeSpan AuthQueueWait { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long a verified credential is recognised without hashing again (0: never). Default 5 minutes.</summary>
+    [Range(typeof(TimeSpan), "00:00:00", "1.00:00:00")]
+    public TimeSpan AuthCacheTtl { get; set; } = TimeSpan.FromMinutes(5);
+
     /// <summary>How often the in-memory snapshots are reloaded from the store (changes made by other nodes). Default 30 s.</summary>
     [Range(typeof(TimeSpan), "00:00:00.100", "1.00:00:00")]
     public TimeSpan RefreshInterval { get; set; } = TimeSpan.FromSeconds(30);
 }
 
 /// <summary>Cross-field rules that attributes cannot say; failures name the setting and the bad value.</summary>
-public sealed class SubmissionOptionsValidator : IValidateOptions<SubmissionOptions>
+internal sealed class SubmissionOptionsValidator : IValidateOptions<SubmissionOptions>
 {
     public ValidateOptionsResult Validate(string? name, SubmissionOptions options)
     {

@@ -21,21 +21,8 @@ public sealed class FeatureTests
         return store;
     }
 
-    private static async Task InsertAsync(IClickHouseStore store, IEnumerable<SmtpEvent> events)
-    {
-        var encoder = new EventBlockEncoder();
-        foreach (var e in events)
-        {
-            encoder.Add(e);
-        }
-
-        if (encoder.Count == 0)
-        {
-            return;
-        }
-
-        await store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, encoder.ToArray(), null);
-    }
+    // The path every writer takes: the events and the batch's aggregates (the sink's own encoding).
+    private static Task InsertAsync(IClickHouseStore store, IEnumerable<SmtpEvent> events) => EventBatch.InsertAsync(store, events);
 
     private static SmtpEvent E(DateTime at, ulong session, EventKind kind, string ip, string user = "", EventOutcome outcome = EventOutcome.Ok,
         string status = "", string recipient = "", string detail = "", ListenerRole role = ListenerRole.Submission) => new()

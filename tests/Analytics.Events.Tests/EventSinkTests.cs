@@ -165,7 +165,7 @@ public sealed class EventSinkTests
             Assert.False(await sink.FlushAsync(ct));
         }
 
-        var files = Directory.GetFiles(spool, "*.native");
+        var files = Directory.GetFiles(spool, "*.frames");
         Assert.NotEmpty(files);
         await store.ExecuteAsync("ATTACH TABLE events", null, ct);
 
@@ -173,7 +173,7 @@ public sealed class EventSinkTests
         // with its token; the replay must not double it.
         var first = files.Order(StringComparer.Ordinal).First();
         var token = Path.GetFileNameWithoutExtension(first).Split('_', 3)[2];
-        await store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, await File.ReadAllBytesAsync(first, ct), token, ct);
+        await EventFrame.InsertAsync(store, await File.ReadAllBytesAsync(first, ct), token, ct);
 
         await using (var sink = new EventSink(store, Fast, spool, NullLogger.Instance))
         {
@@ -188,6 +188,10 @@ public sealed class EventSinkTests
 
         Assert.Equal(1500UL, (await store.QueryAsync("SELECT count() FROM events", null, ct)).Scalar<ulong>());
         Assert.Equal(1500UL, (await store.QueryAsync("SELECT uniqExact(session_id) FROM events", null, ct)).Scalar<ulong>());
+
+        // The aggregates of the batch inserted by hand are not doubled either.
+        Assert.Equal(1500UL, (await store.QueryAsync("SELECT sum(events) FROM activity WHERE entity_kind = 'ip'", null, ct)).Scalar<ulong>());
+        Assert.Equal(1500UL, (await store.QueryAsync("SELECT sum(events) FROM activity_hourly WHERE entity_kind = 'net'", null, ct)).Scalar<ulong>());
     }
 
     [Fact]

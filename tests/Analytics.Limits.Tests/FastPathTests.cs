@@ -72,14 +72,24 @@ public sealed class FastPathTests
 
         Assert.Equal(LimitAction.Allow, book.CheckAuth(S("127.5.5.5", user)).Action);
 
-        // Five different wrong passwords from five networks far away lock the account for them, not for Alice at home.
+        // Five different wrong passwords from one network far away lock the account for that network, not for Alice at home.
         time.Advance(TimeSpan.FromMinutes(11));
         for (var i = 0; i < 5; i++)
         {
-            book.RecordAuthFailure(S($"127.{130 + i}.0.1", user, tag: (ulong)(100 + i)));
+            book.RecordAuthFailure(S("127.140.0.1", user, tag: (ulong)(100 + i)));
         }
 
-        Assert.Equal(LimitAction.Lock, book.CheckAuth(S("127.140.0.1", user)).Action);
+        Assert.Equal(LimitAction.Lock, book.CheckAuth(S("127.140.0.9", user)).Action);
+        Assert.Equal(LimitAction.Allow, book.CheckAuth(S("127.5.5.9", user)).Action);
+
+        // Guessing spread over many networks locks it everywhere but Alice's own network.
+        time.Advance(TimeSpan.FromMinutes(11));
+        for (var i = 0; i < 20; i++)
+        {
+            book.RecordAuthFailure(S($"127.{150 + i}.0.1", user, tag: (ulong)(200 + i)));
+        }
+
+        Assert.Equal(LimitAction.Lock, book.CheckAuth(S("127.199.0.1", user)).Action);
         Assert.Equal(LimitAction.Allow, book.CheckAuth(S("127.5.5.9", user)).Action);
     }
 

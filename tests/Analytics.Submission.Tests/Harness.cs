@@ -33,6 +33,9 @@ public sealed class Harness : IAsyncDisposable
 
     public SubmissionListener Listener { get; }
 
+    /// <summary>The listener's limit book (dynamic limits can be put in it as the policy would).</summary>
+    public LimitBook Book { get; private init; } = null!;
+
     public UserStore Users { get; }
 
     public RecipientStore Recipients { get; }
@@ -49,8 +52,12 @@ public sealed class Harness : IAsyncDisposable
 
     public IPEndPoint Mx => Listener.Endpoints.First(e => e.Role == ListenerRole.Mx).EndPoint;
 
+    /// <summary>The delivery queue on the listener's spool, when the harness was started with one.</summary>
+    public Delivery.DeliveryQueue? Queue { get; private set; }
+
+    /// <param name="delivery">Delivery settings: a queue on the listener's spool is started with them (and stopped with the harness).</param>
     public static async Task<Harness> StartAsync(StoreFixture fixture, Action<SubmissionOptions>? configure = null, IEventPublisher? events = null,
-        Action<LimitsOptions>? limits = null)
+        Action<LimitsOptions>? limits = null, Delivery.DeliveryOptions? delivery = null)
     {
         var tag = Guid.NewGuid().ToString("N")[..10];
         var options = new SubmissionOptions
@@ -74,12 +81,21 @@ public sealed class Harness : IAsyncDisposable
         var recipients = new RecipientStore(fixture.Store);
         var userDirectory = new UserDirectory(users, hasher, NullLogger<UserDirectory>.Instance);
         var recipientDirectory = new RecipientDirectory(recipients, NullLogger<RecipientDirectory>.Instance);
+        var book = new LimitBook(limitOptions, TimeProvider.System);
+        var queue = delivery is null ? null : new Delivery.DeliveryQueue(delivery, options.SpoolDirectory, options.ServerName, options.NodeName,
+            events ?? fixture.Sink, recipientDirectory.IsLocalDomain, NullLogger<Delivery.DeliveryQueue>.Instance);
         var harness = new Harness(fixture, options,
             new SubmissionListener(options, limitOptions, userDirectory, recipientDirectory,
-                new LimitBook(limitOptions, TimeProvider.System),
+                book,
                 events ?? fixture.Sink,
-                NullLogger<SubmissionListener>.Instance),
-            users, recipients, tag, userDirectory, recipientDirectory);
+                NullLogger<SubmissionListener>.Instance,
+                queue: queue),
+            users, recipients, tag, userDirectory, recipientDirectory) { Book = book, Queue = queue };
+        if (queue is not null)
+        {
+            await queue.StartAsync(deliver: true, TestContext.Current.CancellationToken);
+        }
+
         return await harness.InitAsync();
     }
 
@@ -156,6 +172,10 @@ public sealed class Harness : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await Listener.DisposeAsync();
+        if (Queue is not null)
+        {
+            await Queue.DisposeAsync();
+        }
     }
 }
 

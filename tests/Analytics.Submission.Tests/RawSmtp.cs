@@ -24,9 +24,12 @@ public sealed class RawSmtp : IAsyncDisposable
     /// <summary>Every line of the last reply read.</summary>
     public List<string> LastReplyLines { get; } = [];
 
-    public static async Task<RawSmtp> ConnectAsync(IPEndPoint endPoint, bool readGreeting = true)
+    /// <param name="from">A loopback source address (127.0.0.0/8) to connect from; default the kernel's choice.</param>
+    public static async Task<RawSmtp> ConnectAsync(IPEndPoint endPoint, bool readGreeting = true, IPAddress? from = null)
     {
-        var client = new TcpClient { ReceiveTimeout = 10_000, SendTimeout = 10_000 };
+        var client = from is null ? new TcpClient() : new TcpClient(new IPEndPoint(from, 0));
+        client.ReceiveTimeout = 10_000;
+        client.SendTimeout = 10_000;
         await client.ConnectAsync(endPoint, TestContext.Current.CancellationToken);
         var raw = new RawSmtp(client);
         if (readGreeting)

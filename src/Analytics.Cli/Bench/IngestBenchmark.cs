@@ -13,9 +13,10 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Analytics.Cli.Bench;
 
 /// <summary>
-/// <c>bench ingest</c>: events/s through the sink into the embedded engine, against the raw engine
-/// rate for the same rows inserted directly (the sink's overhead is the ratio), bytes per event on
-/// disk, and the producer's cost per publish.
+/// <c>bench ingest</c>: events/s through the sink into the embedded engine (events and their detection
+/// aggregates), against the raw engine rate for the same rows inserted directly into events (the
+/// sink's overhead, aggregation included, is the ratio); the schema before 0030, where views computed
+/// the aggregates on insert, for comparison; bytes per event on disk; the producer's cost per publish.
 /// </summary>
 internal static class IngestBenchmark
 {
@@ -23,29 +24,32 @@ internal static class IngestBenchmark
     {
         var events = new Option<int>("--events") { Description = "Events per run (default 2,000,000)", DefaultValueFactory = _ => 2_000_000 };
         var runs = new Option<int>("--runs") { Description = "Runs of each measurement; the median is reported (default 3)", DefaultValueFactory = _ => 3 };
+        var batch = new Option<int>("--batch") { Description = "Events per batch (default: the sink's Events:BatchSize default)", DefaultValueFactory = _ => new EventSinkOptions().BatchSize };
         var command = new Command("ingest", "Sustained events/s through the event sink vs. raw INSERT into the embedded engine")
         {
             events,
             runs,
+            batch,
             BenchCommand.Json,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var n = parse.GetValue(events);
             var r = parse.GetValue(runs);
-            if (n < 1000 || r < 1)
+            var b = parse.GetValue(batch);
+            if (n < 1000 || r < 1 || b < 1000 || b > 1_000_000)
             {
-                throw new CliException("--events must be at least 1000 and --runs at least 1.");
+                throw new CliException("--events must be at least 1000, --runs at least 1 and --batch within 1,000..1,000,000.");
             }
 
-            var report = await RunAsync(n, r, parse.GetValue(GlobalOptions.Data), context.IO, parse.GetValue(BenchCommand.Json), cancellationToken);
+            var report = await RunAsync(n, r, b, parse.GetValue(GlobalOptions.Data), context.IO, parse.GetValue(BenchCommand.Json), cancellationToken);
             await report.WriteAsync(context.IO.Out, parse.GetValue(BenchCommand.Json));
             return 0;
         });
         return command;
     }
 
-    private static async Task<BenchReport> RunAsync(int count, int runs, string? dataOption, CliIO io, bool quiet, CancellationToken cancellationToken)
+    private static async Task<BenchReport> RunAsync(int count, int runs, int batchSize, string? dataOption, CliIO io, bool quiet, CancellationToken cancellationToken)
     {
         var temp = dataOption is null;
         var data = dataOption ?? Path.Combine(Path.GetTempPath(), "analytics-bench-" + Guid.NewGuid().ToString("N")[..8]);
@@ -53,6 +57,7 @@ internal static class IngestBenchmark
         var report = new BenchReport("ingest");
         report.Context("events_per_run", count.ToString(CultureInfo.InvariantCulture));
         report.Context("runs", runs.ToString(CultureInfo.InvariantCulture));
+        report.Context("batch_size", batchSize.ToString(CultureInfo.InvariantCulture));
         report.Context("engine", "chDB " + ChdbLibrary.Version);
         report.Context("cores", Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture));
         try
@@ -60,9 +65,9 @@ internal static class IngestBenchmark
             await using var store = EmbeddedStore.Open(data);
             await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
 
-            // Raw engine: the same rows, pre-encoded as Native blocks of the sink's batch size, inserted directly.
-            var batchSize = new EventSinkOptions().BatchSize;
-            var encoded = new List<(byte[] Rows, int Count)>();
+            // Raw engine: the same rows, pre-encoded as Native blocks of the sink's batch size, inserted
+            // directly into events (which has no views since 0030): the engine alone, nothing computed.
+            var encoded = new List<byte[]>();
             for (var i = 0; i < count; i += batchSize)
             {
                 var encoder = new EventBlockEncoder(batchSize);
@@ -72,41 +77,55 @@ internal static class IngestBenchmark
                     encoder.Add(sample[i + j]);
                 }
 
-                encoded.Add((encoder.ToArray(), n));
+                encoded.Add(encoder.ToArray());
             }
 
-            // The same table without the detection views hanging off it: what the aggregates cost on insert.
-            await store.ExecuteAsync("CREATE TABLE IF NOT EXISTS events_plain AS events", null, cancellationToken);
-            var plain = new List<double>();
+            // The schema as it was before 0030 (views on events feeding the aggregates), in a database of
+            // its own: what the same rows cost when ClickHouse computed the aggregates on every insert.
+            await store.ExecuteAsync("CREATE DATABASE IF NOT EXISTS bench_views", null, cancellationToken);
+            await store.ExecuteAsync("USE bench_views", null, cancellationToken);
+            try
+            {
+                foreach (var statement in Migrator.Embedded.Where(m => m.Version < 30).SelectMany(m => m.Statements(new SchemaSettings())))
+                {
+                    await store.ExecuteAsync(statement, null, cancellationToken);
+                }
+            }
+            finally
+            {
+                await store.ExecuteAsync("USE default", null, cancellationToken);
+            }
+
             var raw = new List<double>();
+            var views = new List<double>();
             var sinkRates = new List<double>();
             var publishNs = new List<double>();
             for (var run = 0; run < runs; run++)
             {
-                Progress(io, quiet, $"run {run + 1}/{runs}: raw insert");
-                await store.ExecuteAsync("TRUNCATE TABLE events", null, cancellationToken);
+                Progress(io, quiet, $"run {run + 1}/{runs}: raw insert into events");
+                await TruncateAsync(store, "", cancellationToken);
                 var sw = Stopwatch.StartNew();
-                foreach (var (rows, _) in encoded)
+                foreach (var rows in encoded)
                 {
                     await store.InsertAsync(EventBlockEncoder.Table, null, InsertFormat.Native, rows, null, cancellationToken);
                 }
 
                 raw.Add(count / sw.Elapsed.TotalSeconds);
 
-                Progress(io, quiet, $"run {run + 1}/{runs}: raw insert, no views");
-                await store.ExecuteAsync("TRUNCATE TABLE events_plain", null, cancellationToken);
+                Progress(io, quiet, $"run {run + 1}/{runs}: raw insert, aggregates by views (schema before 0030)");
+                await TruncateAsync(store, "bench_views.", cancellationToken);
                 sw.Restart();
-                foreach (var (rows, _) in encoded)
+                foreach (var rows in encoded)
                 {
-                    await store.InsertAsync("events_plain", null, InsertFormat.Native, rows, null, cancellationToken);
+                    await store.InsertAsync("bench_views.events", null, InsertFormat.Native, rows, null, cancellationToken);
                 }
 
-                plain.Add(count / sw.Elapsed.TotalSeconds);
+                views.Add(count / sw.Elapsed.TotalSeconds);
 
-                Progress(io, quiet, $"run {run + 1}/{runs}: through the sink");
-                await store.ExecuteAsync("TRUNCATE TABLE events", null, cancellationToken);
+                Progress(io, quiet, $"run {run + 1}/{runs}: through the sink (events and aggregates)");
+                await TruncateAsync(store, "", cancellationToken);
                 var spool = Path.Combine(data, "spool-bench-" + run.ToString(CultureInfo.InvariantCulture));
-                var options = new EventSinkOptions { Capacity = Math.Max(count, 1024) };
+                var options = new EventSinkOptions { Capacity = Math.Max(count, 1024), BatchSize = batchSize };
                 await using (var sink = new EventSink(store, options, spool, NullLogger.Instance))
                 {
                     sw.Restart();
@@ -133,9 +152,10 @@ internal static class IngestBenchmark
                 }
 
                 var stored = (await store.QueryAsync("SELECT count() FROM events", null, cancellationToken)).Scalar<ulong>();
-                if (stored != (ulong)count)
+                var aggregated = (await store.QueryAsync("SELECT sum(events) FROM activity WHERE entity_kind = 'ip'", null, cancellationToken)).Scalar<ulong>();
+                if (stored != (ulong)count || aggregated != (ulong)count)
                 {
-                    throw new CliException($"Expected {count} rows after the sink run, found {stored}.");
+                    throw new CliException($"Expected {count} events and aggregates after the sink run, found {stored} and {aggregated}.");
                 }
             }
 
@@ -145,10 +165,10 @@ internal static class IngestBenchmark
 
             var rawMedian = Median(raw);
             var sinkMedian = Median(sinkRates);
-            report.Add("sink_events_per_s", sinkMedian, "events/s", "sustained through the sink (median)");
-            report.Add("raw_events_per_s", rawMedian, "events/s", "raw INSERT of the same rows (median)");
+            report.Add("sink_events_per_s", sinkMedian, "events/s", "sustained through the sink, aggregates included (median)");
+            report.Add("raw_events_per_s", rawMedian, "events/s", "raw INSERT of the same rows into events alone (median)");
             report.Add("sink_to_raw_ratio", sinkMedian / rawMedian, "", "sink / raw");
-            report.Add("raw_no_views_events_per_s", Median(plain), "events/s", "raw INSERT, events table alone (no detection views)");
+            report.Add("views_events_per_s", Median(views), "events/s", "raw INSERT into the schema before 0030 (aggregates by views on events)");
             report.Add("bytes_per_event", (double)bytes / count, "bytes", "on disk per event (compressed)");
             report.Add("publish_ns_per_event", Median(publishNs), "ns", "producer cost per Publish (median)");
             return report;
@@ -159,6 +179,14 @@ internal static class IngestBenchmark
             {
                 TryDelete(data);
             }
+        }
+    }
+
+    private static async Task TruncateAsync(IClickHouseStore store, string database, CancellationToken cancellationToken)
+    {
+        foreach (var table in new[] { "events", "activity", "activity_hourly", "active_entities", "first_seen" })
+        {
+            await store.ExecuteAsync($"TRUNCATE TABLE {database}{table}", null, cancellationToken);
         }
     }
 

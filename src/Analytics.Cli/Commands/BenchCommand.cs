@@ -13,9 +13,11 @@ internal static class BenchCommand
         var command = new Command("bench", "Benchmarks that print figures (run on an idle machine; compare ratios within one run)");
         command.Subcommands.Add(IngestBenchmark.Create(context));
         command.Subcommands.Add(SmtpBenchmark.Create(context));
+        command.Subcommands.Add(RelayBenchmark.Create(context));
         command.Subcommands.Add(SimulateBenchmark.Create(context));
         command.Subcommands.Add(ScoreBenchmark.Create(context));
         command.Subcommands.Add(LimitsBenchmark.Create(context));
+        command.Subcommands.Add(AuthBenchmark.Create(context));
         return command;
     }
 }

@@ -110,6 +110,13 @@ internal static partial class ConfigCommand
             // order): the options class's own validators, the ones serve runs at start.
             errors.AddRange(CrossFieldFailures(type, options).Where(f => !f.Contains(": The field ", StringComparison.Ordinal)));
 
+            if (options is Analytics.Submission.Delivery.DeliveryOptions delivery)
+            {
+                // Next hops, routes, backoff order, AUTH without TLS: rules no attribute can say.
+                var cross = new Analytics.Submission.Delivery.DeliveryOptionsValidator().Validate(null, delivery).Failures ?? [];
+                errors.AddRange(cross.Where(f => !f.Contains(": The field ", StringComparison.Ordinal)));
+            }
+
             if (options is DetectionOptions detection && !string.IsNullOrWhiteSpace(detection.ModelDirectory) && !Directory.Exists(detection.ModelDirectory))
             {
                 warnings.Add($"Detection:ModelDirectory: '{detection.ModelDirectory}' does not exist; the scorer uses the rule baseline until a model is there.");

@@ -250,7 +250,7 @@ internal static class DetectionCommands
     private static string ModelDirectory(CommandContext context, ParseResult parse) =>
         parse.GetValue(ModelOption) is { } dir
             ? Path.GetFullPath(dir)
-            : (context.Settings(parse).Configuration.GetSection("Detection").Get<DetectionOptions>() ?? new DetectionOptions()).ResolveModelDirectory();
+            : (CommandContext.Settings(parse).Configuration.GetSection("Detection").Get<DetectionOptions>() ?? new DetectionOptions()).ResolveModelDirectory();
 
     private static DetectionModel LoadModel(string directory)
     {
@@ -300,12 +300,14 @@ internal static class DetectionCommands
 
     private static async Task<string> DescribeWorldAsync(IClickHouseStore store, CancellationToken cancellationToken)
     {
-        var r = await store.QueryAsync(
-            "SELECT count(), min(ts), max(ts), (SELECT count() FROM labels FINAL), (SELECT groupUniqArray(run_id) FROM labels) FROM events", null, cancellationToken);
-        var row = r.Rows[0];
+        var d = await store.QueryFirstOrDefaultAsync<DataDescription>(
+            "SELECT count() AS events, min(ts) AS first, max(ts) AS last, (SELECT count() FROM labels FINAL) AS labels, (SELECT groupUniqArray(run_id) FROM labels) AS runs FROM events",
+            null, cancellationToken) ?? throw new CliException("The store answered nothing.");
         return string.Create(CultureInfo.InvariantCulture,
-            $"{(ulong)row[0]!:N0} events from {row[1]:yyyy-MM-dd HH:mm} to {row[2]:yyyy-MM-dd HH:mm}; {(ulong)row[3]!} labelled entities (runs: {string.Join(", ", (object?[])row[4]!)})");
+            $"{d.Events:N0} events from {d.First:yyyy-MM-dd HH:mm} to {d.Last:yyyy-MM-dd HH:mm}; {d.Labels} labelled entities (runs: {string.Join(", ", d.Runs)})");
     }
+
+    private sealed record DataDescription(ulong Events, DateTime First, DateTime Last, ulong Labels, string[] Runs);
 
     private static void Status(CliIO io, string text) => io.Error.WriteLine(text);
 }

@@ -117,7 +117,7 @@ internal static class ReviewersCommand
             return inServer;
         }
 
-        var options = ReviewOptions.FromConfiguration(context.Settings(parse).Configuration);
+        var options = ReviewOptions.FromConfiguration(CommandContext.Settings(parse).Configuration);
         if (options.Pbkdf2Iterations < 1)
         {
             throw new CliException("Review:Pbkdf2Iterations must be at least 1.", 2);

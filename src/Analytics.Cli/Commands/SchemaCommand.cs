@@ -24,7 +24,7 @@ internal static class SchemaCommand
         var apply = new Command("apply", "Apply the schema migrations that are missing (ON CLUSTER with --cluster)") { cluster, print };
         apply.SetAction(async (parse, cancellationToken) =>
         {
-            var settings = context.Settings(parse);
+            var settings = CommandContext.Settings(parse);
             var schema = new SchemaSettings { RetentionDays = settings.Store.RetentionDays, Cluster = parse.GetValue(cluster) };
             IReadOnlyList<string> script;
             try

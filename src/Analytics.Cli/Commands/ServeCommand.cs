@@ -43,7 +43,7 @@ internal static class ServeCommand
                 throw new CliException("serve cannot be run through a running server.");
             }
 
-            var settings = context.Settings(parse);
+            var settings = CommandContext.Settings(parse);
             var overrides = new ServeOverrides(parse.GetValue(submission) ?? [], parse.GetValue(mx) ?? [], parse.GetValue(http), parse.GetValue(demo));
             return await ServerHost.RunAsync(settings, overrides, cancellationToken);
         });

@@ -78,7 +78,7 @@ internal static class SimulateCommand
 
     private static async Task<int> FastAsync(CommandContext context, ParseResult parse, World world, CancellationToken cancellationToken)
     {
-        var options = context.Settings(parse).Configuration.GetSection(LimitsOptions.SectionName).Get<LimitsOptions>() ?? new LimitsOptions();
+        var options = CommandContext.Settings(parse).Configuration.GetSection(LimitsOptions.SectionName).Get<LimitsOptions>() ?? new LimitsOptions();
         return await context.WithStoreAsync(parse, async store =>
         {
             var result = await WithProgressAsync(context, $"simulate {world.Scenario.Name} (fast)", world.Scenario.Days,

@@ -100,7 +100,7 @@ internal static class UsersCommand
             return (server.Services.GetRequiredService<UserStore>(), server.Services.GetRequiredService<UserDirectory>());
         }
 
-        var iterations = context.Settings(parse).Configuration.GetValue<int?>("Submission:Directory:Pbkdf2Iterations") ?? PasswordHasher.DefaultIterations;
+        var iterations = CommandContext.Settings(parse).Configuration.GetValue<int?>("Submission:Directory:Pbkdf2Iterations") ?? PasswordHasher.DefaultIterations;
         if (iterations < 1)
         {
             throw new CliException("Submission:Directory:Pbkdf2Iterations must be at least 1.", 2);

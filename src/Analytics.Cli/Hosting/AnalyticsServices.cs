@@ -112,6 +112,7 @@ internal static class AnalyticsServices
         services.AddLimits();
         services.AddSubmission();
         services.PostConfigure<SubmissionOptions>(overrides.ApplyEndpoints);
+        services.AddDelivery(discardWhenUnconfigured: overrides.Demo);
         services.AddDetection(Environment.MachineName);
         services.AddReviewConsole(builder.Configuration);
         if (overrides.Demo)
@@ -177,11 +178,10 @@ internal static class AnalyticsServices
     // Submission:DataDirectory when given (or when that is unset); --http is Review:Http.
     private static Dictionary<string, string?> CommandLineSettings(AnalyticsSettings settings, ServeOverrides overrides)
     {
-        var values = new Dictionary<string, string?>();
-        if (settings.DataGiven || string.IsNullOrWhiteSpace(settings.Configuration[$"{SubmissionOptions.SectionName}:{nameof(SubmissionOptions.DataDirectory)}"]))
+        var values = new Dictionary<string, string?>
         {
-            values[$"{SubmissionOptions.SectionName}:{nameof(SubmissionOptions.DataDirectory)}"] = settings.DataDirectory;
-        }
+            [$"{SubmissionOptions.SectionName}:{nameof(SubmissionOptions.DataDirectory)}"] = settings.SubmissionDataDirectory,
+        };
 
         if (overrides.Http is { } http)
         {

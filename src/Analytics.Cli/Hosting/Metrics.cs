@@ -13,7 +13,7 @@ using Microsoft.Extensions.Options;
 namespace Analytics.Cli.Hosting;
 
 /// <summary>Section <c>Metrics</c>.</summary>
-public sealed class MetricsOptions
+internal sealed class MetricsOptions
 {
     public const string SectionName = "Metrics";
 
@@ -77,6 +77,7 @@ public static class Metrics
         services.GetRequiredService<FlagMetrics>();
         AddSinkCollector(registry, services.GetService<EventSink>());
         AddScorerCollector(registry, services);
+        AddQueueCollector(registry, services.GetService<Analytics.Submission.Delivery.DeliveryQueue>());
         AddLimitsCollector(registry, services.GetService<IClickHouseStore>(), options, services.GetService<TimeProvider>() ?? TimeProvider.System);
 
         var token = string.IsNullOrEmpty(options.BearerToken) ? null : Encoding.UTF8.GetBytes("Bearer " + options.BearerToken);
@@ -119,6 +120,13 @@ public static class Metrics
         registry.Collected("analytics_events_spool_files", "gauge", "Batches waiting in the spool.");
         registry.Collected("analytics_events_lag_seconds", "gauge", "Age of the oldest event not yet in ClickHouse.");
         registry.Collected("analytics_store_healthy", "gauge", "1 when the last insert succeeded.");
+        registry.Collected("analytics_events_refused_total", "counter", "Events refused: the queue was full and the disk refused the spool (or malformed).");
+        registry.Collected("analytics_events_spool_failures_total", "counter", "Spool writes the disk refused (each retried).");
+        registry.Collected("analytics_events_held", "gauge", "Events in batches neither the store nor the disk took yet, held in memory.");
+        registry.Collected("analytics_events_recovered_total", "counter", "Events kept from spill segments a crash left open.");
+        registry.Collected("analytics_events_quarantined_files", "gauge", "Files this sink set aside in the spool's quarantine folder.");
+        registry.Collected("analytics_event_loop_errors_total", "counter", "Errors the event loop caught and survived.");
+        registry.Collected("analytics_event_sink_health", "gauge", "0 healthy, 1 store down (spooling), 2 spool failing (holding in memory, then refusing).");
         registry.AddCollector(_ =>
         {
             var s = sink.Stats;
@@ -134,6 +142,50 @@ public static class Metrics
                 Sample.Of("analytics_events_spool_files", s.SpoolFiles),
                 Sample.Of("analytics_events_lag_seconds", s.Lag.TotalSeconds),
                 Sample.Of("analytics_store_healthy", s.StoreHealthy ? 1 : 0),
+                Sample.Of("analytics_events_refused_total", s.Refused),
+                Sample.Of("analytics_events_spool_failures_total", s.SpoolFailures),
+                Sample.Of("analytics_events_held", s.Held),
+                Sample.Of("analytics_events_recovered_total", s.Recovered),
+                Sample.Of("analytics_events_quarantined_files", s.QuarantinedFiles),
+                Sample.Of("analytics_event_loop_errors_total", s.LoopErrors),
+                Sample.Of("analytics_event_sink_health", (int)s.Health),
+            ]);
+        });
+    }
+
+    // The queue keeps its own counts in memory (read here, never copied on a timer), like the sink.
+    private static void AddQueueCollector(MetricsRegistry registry, Analytics.Submission.Delivery.DeliveryQueue? queue)
+    {
+        if (queue is null)
+        {
+            return;
+        }
+
+        registry.Collected("analytics_queue_messages", "gauge", "Messages in the delivery queue, by state (active: being or about to be tried; deferred: waiting for a retry; held).");
+        registry.Collected("analytics_queue_bytes", "gauge", "Bytes of queued mail.");
+        registry.Collected("analytics_queue_oldest_seconds", "gauge", "Age of the oldest queued message.");
+        registry.Collected("analytics_delivery_recipients_total", "counter", "Recipient delivery attempts since start, by outcome (delivered, bounced, deferred, expired, discarded).");
+        registry.Collected("analytics_delivery_deferrals_total", "counter", "Message attempts that ended with a recipient still owed (a retry scheduled).");
+        registry.Collected("analytics_delivery_dsn_total", "counter", "Delivery status notifications queued to senders.");
+        registry.Collected("analytics_queue_refused_total", "counter", "MAIL or DATA refused with 452 4.3.1 because the spool was at its quota or short of free space.");
+        registry.AddCollector(_ =>
+        {
+            var s = queue.Stats();
+            return Task.FromResult<IEnumerable<Sample>>(
+            [
+                Sample.Of("analytics_queue_messages", s.Active, ("state", "active")),
+                Sample.Of("analytics_queue_messages", s.Deferred, ("state", "deferred")),
+                Sample.Of("analytics_queue_messages", s.Held, ("state", "held")),
+                Sample.Of("analytics_queue_bytes", s.Bytes),
+                Sample.Of("analytics_queue_oldest_seconds", s.OldestAge.TotalSeconds),
+                Sample.Of("analytics_delivery_recipients_total", s.Delivered, ("outcome", "delivered")),
+                Sample.Of("analytics_delivery_recipients_total", s.Bounced, ("outcome", "bounced")),
+                Sample.Of("analytics_delivery_recipients_total", s.TempFailures, ("outcome", "deferred")),
+                Sample.Of("analytics_delivery_recipients_total", s.Expired, ("outcome", "expired")),
+                Sample.Of("analytics_delivery_recipients_total", s.Discarded, ("outcome", "discarded")),
+                Sample.Of("analytics_delivery_deferrals_total", s.Deferrals),
+                Sample.Of("analytics_delivery_dsn_total", s.DsnQueued),
+                Sample.Of("analytics_queue_refused_total", s.Refused),
             ]);
         });
     }
@@ -175,8 +227,10 @@ public static class Metrics
     // Limits in force are what every node pulls from the shared `limits` table, so the count comes
     // from there: the same answer on every node of a cluster. Cached: a scrape every few seconds must
     // not turn into a FINAL scan every few seconds.
+    private sealed record LimitsCount(string Kind, string Level, double Limits);
+
     private const string LimitsInForce = """
-        SELECT toString(entity_kind) AS kind, toString(level) AS level, count() AS n
+        SELECT toString(entity_kind) AS kind, toString(level) AS level, count() AS limits
         FROM limits FINAL
         WHERE (level != 'normal' OR blocked OR auth_locked) AND (expires_at IS NULL OR expires_at > now64(3))
         GROUP BY kind, level
@@ -210,9 +264,11 @@ public static class Metrics
                 {
                     using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                     timeout.CancelAfter(TimeSpan.FromSeconds(5));
-                    var result = await store.QueryAsync(LimitsInForce, null, timeout.Token);
-                    samples.AddRange(result.Rows.Select(r => Sample.Of("analytics_limits_in_force", Convert.ToDouble(r[2], System.Globalization.CultureInfo.InvariantCulture),
-                        ("kind", (string)r[0]!), ("level", (string)r[1]!))));
+                    await foreach (var row in store.QueryAsync<LimitsCount>(LimitsInForce, null, timeout.Token))
+                    {
+                        samples.Add(Sample.Of("analytics_limits_in_force", row.Limits, ("kind", row.Kind), ("level", row.Level)));
+                    }
+
                     samples.Add(Sample.Of("analytics_limits_query_ok", 1));
                 }
                 catch (Exception ex) when (ex is ClickHouseException or OperationCanceledException or StoreUnavailableException && !cancellationToken.IsCancellationRequested)

@@ -68,6 +68,7 @@ internal sealed class SmtpMetrics
         EventKind.Invalid => "invalid",
         EventKind.Close => "close",
         EventKind.Throttle => "throttle",
+        EventKind.Delivery => "delivery",
         _ => "other",
     };
 

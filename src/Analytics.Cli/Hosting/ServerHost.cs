@@ -13,7 +13,7 @@ using Serilog;
 namespace Analytics.Cli.Hosting;
 
 /// <summary><c>serve</c>: the whole system in one process, until SIGINT/SIGTERM.</summary>
-internal static class ServerHost
+internal static partial class ServerHost
 {
     public static async Task<int> RunAsync(AnalyticsSettings settings, ServeOverrides overrides, CancellationToken cancellationToken)
     {
@@ -38,7 +38,7 @@ internal static class ServerHost
             throw new CliException(ex.Message, 2);
         }
 
-        log.LogInformation("analytics stopped");
+        LogStopped(log);
         return 0;
     }
 
@@ -48,11 +48,18 @@ internal static class ServerHost
         string Role(ListenerRole role, bool implicitTls) =>
             string.Join(", ", endpoints.Where(e => e.Role == role && e.ImplicitTls == implicitTls).Select(e => e.EndPoint.ToString())) is { Length: > 0 } list ? list : "none";
         var store = services.GetRequiredService<IClickHouseStore>();
-        log.LogInformation("analytics {Version} serving; submission {Submission}; submission implicit TLS {ImplicitTls}; mx {Mx}",
-            AnalyticsCli.Version, Role(ListenerRole.Submission, false), Role(ListenerRole.Submission, true), Role(ListenerRole.Mx, false));
-        log.LogInformation("data {DataDirectory}; store {Backend} at {Location}; admin socket {Socket}",
-            settings.DataDirectory, store.Backend, store.Location, AdminEndpoint.SocketPath(settings.DataDirectory));
+        LogServing(log, AnalyticsCli.Version, Role(ListenerRole.Submission, false), Role(ListenerRole.Submission, true), Role(ListenerRole.Mx, false));
+        LogWhere(log, settings.DataDirectory, store.Backend, store.Location, AdminEndpoint.SocketPath(settings.DataDirectory));
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "analytics {Version} serving; submission {Submission}; submission implicit TLS {ImplicitTls}; mx {Mx}")]
+    private static partial void LogServing(Microsoft.Extensions.Logging.ILogger logger, string version, string submission, string implicitTls, string mx);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "data {DataDirectory}; store {Backend} at {Location}; admin socket {Socket}")]
+    private static partial void LogWhere(Microsoft.Extensions.Logging.ILogger logger, string dataDirectory, string backend, string location, string socket);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "analytics stopped")]
+    private static partial void LogStopped(Microsoft.Extensions.Logging.ILogger logger);
 }
 
 internal static class Logging

@@ -9,7 +9,7 @@ namespace Analytics.Detection.Model;
 /// rejections within 10 minutes), and a fixed per-account rate cap (more than 100 messages or 500
 /// recipients in an hour, as policyd/Rspamd ratelimit setups commonly use).
 /// </summary>
-public static class BaselineRules
+internal static class BaselineRules
 {
     public const int Fail2BanMaxRetry = 5;
     public const int PostfixErrorLimit = 10;

@@ -11,8 +11,9 @@ namespace Analytics.Limits;
 /// <item>AUTH failures lock an IP or its network once there are enough of them in the window and they
 /// are at least a share of all its AUTH attempts (an office's or a carrier's handful of typos among
 /// hundreds of logins never do);</item>
-/// <item>an account is locked after enough distinct wrong passwords (a phone retrying one stale
-/// password is not guessing), and never for the networks its owner logged in from lately;</item>
+/// <item>an account is locked from a network after enough distinct wrong passwords from it (a phone
+/// retrying one stale password is not guessing, and counts nowhere), and from every network but its
+/// owner's after enough from many networks;</item>
 /// <item>a password failing against several accounts is refused everywhere (spraying);</item>
 /// <item>unknown recipients hold the IP, its network or the account once they are enough and a share
 /// of its recipients, the mail it delivered lately counting as known recipients up to a credit
@@ -30,7 +31,10 @@ internal sealed class FastPath
     private readonly FastPathOptions _options;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<AddressKey, RatioCounter> _hostFailures = new();
-    private readonly ConcurrentDictionary<string, UserAuth> _userFailures = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<(string User, AddressKey Network), FailureCounter> _userFailures = new();
+    private readonly ConcurrentDictionary<string, WrongPasswords> _wrongPasswords = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, AccountFailures> _accountFailures = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, KnownNetworks> _known = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<ulong, SprayCounter> _sprays = new();
 
     // Unknown-recipient counters (with the recipients delivered lately); a "hold" is the counter's
@@ -49,7 +53,7 @@ internal sealed class FastPath
     }
 
     /// <summary>Entries held in memory, over all maps (for metrics and the sweep test).</summary>
-    public int Entries => _hostFailures.Count + _userFailures.Count + _sprays.Count + _hostUnknowns.Count + _userUnknowns.Count;
+    public int Entries => _hostFailures.Count + _userFailures.Count + _accountFailures.Count + _wrongPasswords.Count + _sprays.Count + _hostUnknowns.Count + _userUnknowns.Count;
 
     /// <summary>Why AUTH from this subject is refused now, or null.</summary>
     public string? AuthRefusal(in LimitSubject subject, long now)
@@ -77,11 +81,28 @@ internal sealed class FastPath
             return "password sprayed over many accounts";
         }
 
-        return subject.User.Length > 0 && now < Volatile.Read(ref _locksUntil) && _userFailures.TryGetValue(subject.User, out var user)
-            && user.IsLocked(now) && !user.Trusts(subject.Address.Network())
-            ? "user locked after repeated AUTH failures"
+        if (subject.User.Length == 0 || now >= Volatile.Read(ref _locksUntil))
+        {
+            return null;
+        }
+
+        var network = subject.Address.Network();
+        if (_userFailures.TryGetValue((subject.User, network), out var fromHere) && fromHere.IsLocked(now))
+        {
+            return "user locked after repeated AUTH failures from this network";
+        }
+
+        // Guessing spread over many networks locks the account, but never against its owner.
+        return _accountFailures.TryGetValue(subject.User, out var account) && account.IsLocked(now) && !IsOwnersNetwork(subject.User, network, now)
+            ? "user locked after AUTH failures from many networks"
             : null;
     }
+
+    public bool IsOwnersNetwork(in LimitSubject subject) =>
+        subject.User.Length > 0 && IsOwnersNetwork(subject.User, subject.Address.Network(), _time.GetTimestamp());
+
+    private bool IsOwnersNetwork(string user, AddressKey network, long now) =>
+        _known.TryGetValue(user, out var known) && known.Contains(network, now, FailureCounter.Ticks(_options.KnownNetworkTtl, _time.TimestampFrequency));
 
     /// <summary>Why the client's IP or network is held (unknown-recipient probing), or null.</summary>
     public string? HostHeld(in LimitSubject subject, long now)
@@ -112,15 +133,32 @@ internal sealed class FastPath
         var frequency = _time.TimestampFrequency;
         Sweep(now);
         var userLock = TimeSpan.Zero;
+        var accountLock = TimeSpan.Zero;
         var burned = false;
-        var repeat = false;
+
+        // The same wrong password for the same account again (a client retrying a stale one) is no new
+        // evidence: it counts against nothing.
+        var repeat = subject.User.Length > 0 && subject.SecretTag != 0
+            && _wrongPasswords.GetOrAdd(subject.User, static _ => new WrongPasswords()).Repeats(subject.SecretTag, now, FailureCounter.Ticks(o.AuthFailureWindow, frequency));
+        if (repeat)
+        {
+            return default;
+        }
+
+        var ipRule = new RatioRule(o.AuthFailuresPerIp, o.AuthFailureShare, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, 0, TimeSpan.Zero);
+        var ipLock = _hostFailures.GetOrAdd(subject.Address, static _ => new RatioCounter()).Bad(now, ipRule, frequency);
+        var netLock = _hostFailures.GetOrAdd(subject.Address.Network(), static _ => new RatioCounter())
+            .Bad(now, ipRule with { Threshold = o.AuthFailuresPerNetwork }, frequency);
         if (subject.User.Length > 0)
         {
-            (userLock, repeat) = _userFailures.GetOrAdd(subject.User, static _ => new UserAuth())
-                .Record(subject.SecretTag, now, o.AuthFailuresPerUser, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
+            var network = subject.Address.Network();
+            userLock = _userFailures.GetOrAdd((subject.User, network), static _ => new FailureCounter())
+                .Record(now, o.AuthFailuresPerUser, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
+            accountLock = _accountFailures.GetOrAdd(subject.User, static _ => new AccountFailures())
+                .Record(now, network, o.AuthFailuresPerUserAcrossNetworks, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
             if (subject.SecretTag != 0)
             {
-                var window = RatioCounter.Ticks(o.AuthFailureWindow, frequency);
+                var window = FailureCounter.Ticks(o.AuthFailureWindow, frequency);
                 burned = _sprays.GetOrAdd(subject.SecretTag, static _ => new SprayCounter()).Record(subject.User, now, window, o.SprayAccountsPerPassword);
                 if (burned)
                 {
@@ -129,48 +167,65 @@ internal sealed class FastPath
             }
         }
 
-        // The same wrong password for the same account again (a client retrying a stale one) is no new evidence.
-        var ipLock = TimeSpan.Zero;
-        var netLock = TimeSpan.Zero;
-        if (!repeat)
-        {
-            var ipRule = new RatioRule(o.AuthFailuresPerIp, o.AuthFailureShare, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, 0, TimeSpan.Zero);
-            ipLock = _hostFailures.GetOrAdd(subject.Address, static _ => new RatioCounter()).Bad(now, ipRule, frequency);
-            netLock = _hostFailures.GetOrAdd(subject.Address.Network(), static _ => new RatioCounter())
-                .Bad(now, ipRule with { Threshold = o.AuthFailuresPerNetwork }, frequency);
-        }
-
-        var longest = Max(ipLock, Max(netLock, userLock));
+        var longest = Max(Max(ipLock, netLock), Max(userLock, accountLock));
         if (longest > TimeSpan.Zero)
         {
-            Extend(ref _locksUntil, now + RatioCounter.Ticks(longest, frequency));
+            Extend(ref _locksUntil, now + FailureCounter.Ticks(longest, frequency));
         }
 
-        return new AuthFailureOutcome(ipLock > TimeSpan.Zero, userLock > TimeSpan.Zero, longest) { NetworkLocked = netLock > TimeSpan.Zero, PasswordBurned = burned };
+        return new AuthFailureOutcome(ipLock > TimeSpan.Zero, userLock > TimeSpan.Zero, longest)
+        {
+            NetworkLocked = netLock > TimeSpan.Zero,
+            PasswordBurned = burned,
+            AccountLocked = accountLock > TimeSpan.Zero,
+        };
     }
 
     public void RecordAuthSuccess(in LimitSubject subject)
     {
-        var now = _time.GetTimestamp();
-        var window = RatioCounter.Ticks(_options.AuthFailureWindow, _time.TimestampFrequency);
-
-        // The IP and the network keep their failures, the success counts against their share: one good
+        // The IP and the network keep their failures; the success counts against their share: one good
         // account among many bad ones does not clear a spraying IP, hundreds of good logins keep a NAT open.
+        var now = _time.GetTimestamp();
+        var window = FailureCounter.Ticks(_options.AuthFailureWindow, _time.TimestampFrequency);
+        var network = subject.Address.Network();
         if (_hostFailures.TryGetValue(subject.Address, out var ip))
         {
             ip.Good(now, window);
         }
 
-        var network = subject.Address.Network();
         if (_hostFailures.TryGetValue(network, out var net))
         {
             net.Good(now, window);
         }
 
-        // The owner's networks: a locked account stays open to them.
-        if (subject.User.Length > 0)
+        if (_userFailures.TryGetValue((subject.User, network), out var state))
         {
-            _userFailures.GetOrAdd(subject.User, static _ => new UserAuth()).Succeeded(network, now, RatioCounter.Ticks(UserAuth.TrustFor, _time.TimestampFrequency));
+            state.ClearFailures();
+        }
+
+        Remember(subject.User, network, _time.GetTimestamp());
+    }
+
+    /// <summary>Networks accounts logged in from before this process started; the newest per account win.</summary>
+    public void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime At)> logins)
+    {
+        var now = _time.GetTimestamp();
+        var utcNow = _time.GetUtcNow().UtcDateTime;
+        foreach (var (user, network, at) in logins)
+        {
+            var age = utcNow - at;
+            if (age < _options.KnownNetworkTtl)
+            {
+                Remember(user, network, now - FailureCounter.Ticks(age < TimeSpan.Zero ? TimeSpan.Zero : age, _time.TimestampFrequency));
+            }
+        }
+    }
+
+    private void Remember(string user, AddressKey network, long at)
+    {
+        if (user.Length > 0)
+        {
+            _known.GetOrAdd(user, static _ => new KnownNetworks()).Add(network, at);
         }
     }
 
@@ -266,7 +321,7 @@ internal sealed class FastPath
         }
 
         var frequency = _time.TimestampFrequency;
-        var window = RatioCounter.Ticks(_options.AuthFailureWindow > _options.UnknownRecipientWindow ? _options.AuthFailureWindow : _options.UnknownRecipientWindow, frequency);
+        var window = FailureCounter.Ticks(_options.AuthFailureWindow > _options.UnknownRecipientWindow ? _options.AuthFailureWindow : _options.UnknownRecipientWindow, frequency);
         var last = Volatile.Read(ref _lastSweep);
         if (now - last < window / 10 || Interlocked.CompareExchange(ref _lastSweep, now, last) != last)
         {
@@ -275,15 +330,32 @@ internal sealed class FastPath
 
         var halfLife = RatioCounter.Ticks(HistoryHalfLife, frequency);
         SweepMap(_hostFailures, now, window, halfLife);
-        SweepMap(_hostUnknowns, now, window, halfLife);
-        SweepMap(_userUnknowns, now, window, halfLife);
-        foreach (var (user, state) in _userFailures)
+        foreach (var (key, counter) in _userFailures)
         {
-            if (state.IsStale(now, window))
+            if (counter.IsStale(now, window))
             {
-                _userFailures.TryRemove(new KeyValuePair<string, UserAuth>(user, state));
+                _userFailures.TryRemove(new KeyValuePair<(string, AddressKey), FailureCounter>(key, counter));
             }
         }
+
+        foreach (var (user, wrong) in _wrongPasswords)
+        {
+            if (wrong.IsStale(now, window))
+            {
+                _wrongPasswords.TryRemove(new KeyValuePair<string, WrongPasswords>(user, wrong));
+            }
+        }
+
+        foreach (var (user, account) in _accountFailures)
+        {
+            if (account.IsStale(now, window))
+            {
+                _accountFailures.TryRemove(new KeyValuePair<string, AccountFailures>(user, account));
+            }
+        }
+
+        SweepMap(_hostUnknowns, now, window, halfLife);
+        SweepMap(_userUnknowns, now, window, halfLife);
         foreach (var (tag, state) in _sprays)
         {
             if (state.IsStale(now, window))
@@ -325,86 +397,59 @@ internal sealed class FastPath
     /// <summary>How long delivered mail keeps vouching for a sender: it counts half after six hours.</summary>
     internal static readonly TimeSpan HistoryHalfLife = TimeSpan.FromHours(6);
 
-    /// <summary>
-    /// One account's AUTH record: the distinct wrong passwords (by keyed tag) tried against it in the
-    /// window, its lock, and the networks its owner logged in from lately, which its lock spares.
-    /// </summary>
-    private sealed class UserAuth
+    /// <summary>The wrong passwords (keyed tags) tried against one account in the window, to tell a retry from a guess.</summary>
+    private sealed class WrongPasswords
     {
-        public static readonly TimeSpan TrustFor = TimeSpan.FromDays(7);
-        private const int TrustedNetworks = 4;
+        private readonly List<(ulong Tag, long At)> _tags = [];
+        private long _last;
 
-        private readonly List<(ulong Tag, long At)> _wrong = [];
-        private readonly (AddressKey Network, long At)[] _trusted = new (AddressKey, long)[TrustedNetworks];
+        public bool IsStale(long now, long window) => now - Volatile.Read(ref _last) > window;
+
+        /// <summary>Records the tag; true when it was already on record in the window.</summary>
+        public bool Repeats(ulong tag, long now, long window)
+        {
+            lock (_tags)
+            {
+                Volatile.Write(ref _last, now);
+                _tags.RemoveAll(t => now - t.At > window);
+                var seen = _tags.RemoveAll(t => t.Tag == tag) > 0;
+                _tags.Add((tag, now));
+                return seen;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Failures against one account over all networks: locked once there are too many from more than
+    /// one network (one network alone is the per-network counter's business).
+    /// </summary>
+    private sealed class AccountFailures
+    {
+        private readonly Queue<(long At, AddressKey Network)> _failures = new();
         private long _lockedUntil;
         private long _lastLockEnd;
         private long _last;
-        private long _trustUntil;
         private int _level;
-        private long _untagged;
 
         public bool IsLocked(long now) => now < Volatile.Read(ref _lockedUntil);
 
-        public bool IsStale(long now, long window) =>
-            now - Volatile.Read(ref _last) > window && now - Volatile.Read(ref _lastLockEnd) > window && now > Volatile.Read(ref _trustUntil);
+        public bool IsStale(long now, long window) => now - Volatile.Read(ref _last) > window && now - Volatile.Read(ref _lastLockEnd) > window;
 
-        public bool Trusts(AddressKey network)
+        public TimeSpan Record(long now, AddressKey network, int threshold, TimeSpan windowSpan, TimeSpan lockBase, TimeSpan lockMax, long frequency)
         {
-            lock (_wrong)
-            {
-                foreach (var (n, at) in _trusted)
-                {
-                    if (at != 0 && n.Equals(network))
-                    {
-                        return true;
-                    }
-                }
-
-                return false;
-            }
-        }
-
-        public void Succeeded(AddressKey network, long now, long trust)
-        {
-            // The wrong passwords stay on record: the owner logging in does not excuse a guesser elsewhere.
-            lock (_wrong)
-            {
-                var slot = 0;
-                for (var i = 0; i < _trusted.Length; i++)
-                {
-                    if (_trusted[i].At != 0 && _trusted[i].Network.Equals(network))
-                    {
-                        slot = i;
-                        break;
-                    }
-
-                    if (_trusted[i].At < _trusted[slot].At)
-                    {
-                        slot = i;
-                    }
-                }
-
-                _trusted[slot] = (network, now);
-                Volatile.Write(ref _trustUntil, now + trust);
-            }
-        }
-
-        /// <summary>
-        /// Records a wrong password; returns the lock it set (zero when none) and whether it repeats one
-        /// already on record in the window (a repeated password counts once).
-        /// </summary>
-        public (TimeSpan Lock, bool Repeat) Record(ulong tag, long now, int threshold, TimeSpan windowSpan, TimeSpan lockBase, TimeSpan lockMax, long frequency)
-        {
-            lock (_wrong)
+            lock (_failures)
             {
                 Volatile.Write(ref _last, now);
-                var window = RatioCounter.Ticks(windowSpan, frequency);
-                _wrong.RemoveAll(w => now - w.At > window);
-                var repeat = tag != 0 && _wrong.RemoveAll(w => w.Tag == tag) > 0;
-                _wrong.Add((tag == 0 ? (ulong)++_untagged : tag, now));
-                if (_wrong.Count < threshold)
+                var window = FailureCounter.Ticks(windowSpan, frequency);
+                while (_failures.Count > 0 && now - _failures.Peek().At > window)
                 {
-                    return (TimeSpan.Zero, repeat);
+                    _failures.Dequeue();
+                }
+
+                _failures.Enqueue((now, network));
+                if (_failures.Count < threshold || _failures.All(f => f.Network == network))
+                {
+                    return TimeSpan.Zero;
                 }
 
                 if (_lastLockEnd != 0 && now - _lastLockEnd > window)
@@ -414,11 +459,50 @@ internal sealed class FastPath
 
                 var duration = TimeSpan.FromTicks(Math.Min(lockBase.Ticks * (1L << Math.Min(_level, 20)), lockMax.Ticks));
                 _level++;
-                _wrong.Clear();
-                var until = now + RatioCounter.Ticks(duration, frequency);
+                _failures.Clear();
+                var until = now + FailureCounter.Ticks(duration, frequency);
                 Volatile.Write(ref _lastLockEnd, until);
                 Volatile.Write(ref _lockedUntil, until);
-                return (duration, repeat);
+                return duration;
+            }
+        }
+    }
+
+    /// <summary>The networks an account logged in from, newest first; a handful per account (owners have few).</summary>
+    private sealed class KnownNetworks
+    {
+        private const int Max = 8;
+        private readonly List<(AddressKey Network, long At)> _networks = [];
+
+        public void Add(AddressKey network, long at)
+        {
+            lock (_networks)
+            {
+                var i = _networks.FindIndex(n => n.Network == network);
+                if (i >= 0)
+                {
+                    if (_networks[i].At >= at)
+                    {
+                        return;
+                    }
+
+                    _networks.RemoveAt(i);
+                }
+                else if (_networks.Count == Max)
+                {
+                    _networks.RemoveAt(_networks.Count - 1);
+                }
+
+                var position = _networks.FindIndex(n => n.At < at);
+                _networks.Insert(position < 0 ? _networks.Count : position, (network, at));
+            }
+        }
+
+        public bool Contains(AddressKey network, long now, long ttl)
+        {
+            lock (_networks)
+            {
+                return _networks.Exists(n => n.Network == network && now - n.At < ttl);
             }
         }
     }

@@ -55,6 +55,9 @@ public readonly record struct AuthFailureOutcome(bool IpLocked, bool UserLocked,
 
     /// <summary>The password tried has now failed against too many accounts: AUTH with it is refused.</summary>
     public bool PasswordBurned { get; init; }
+
+    /// <summary>The account is now locked from every network but its owner's (failures from many networks).</summary>
+    public bool AccountLocked { get; init; }
 }
 
 /// <summary>What recording an unknown recipient did: nothing, or a hold on the IP, its network or the user.</summary>
@@ -83,10 +86,10 @@ public interface ILimitBook
     /// <summary>At an acceptable RCPT TO, with the recipients already accepted in this message (consumes one from the rates).</summary>
     LimitDecision CheckRcpt(LimitSubject subject, int recipientsInMessage);
 
-    /// <summary>A failed AUTH; may lock the IP, its network and/or the account.</summary>
+    /// <summary>A failed AUTH; may lock the IP, its network, the account from this network, or the account from every network but its owner's.</summary>
     AuthFailureOutcome RecordAuthFailure(LimitSubject subject);
 
-    /// <summary>A successful AUTH; clears the account's failure count.</summary>
+    /// <summary>A successful AUTH: the account's failures from this network are cleared and the network is remembered as its owner's.</summary>
     void RecordAuthSuccess(LimitSubject subject);
 
     /// <summary>
@@ -101,4 +104,10 @@ public interface ILimitBook
 
     /// <summary>A message accepted (250 after DATA) for <paramref name="recipients"/> recipients: history that vouches for the sender.</summary>
     void RecordDelivery(LimitSubject subject, int recipients);
+
+    /// <summary>The subject's network is one its account logged in from lately (its owner's): such logins go ahead of others.</summary>
+    bool IsOwnersNetwork(LimitSubject subject) => false;
+
+    /// <summary>Networks accounts logged in from before this process started (from the store), so owners are recognised at once.</summary>
+    void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime At)> logins) { }
 }

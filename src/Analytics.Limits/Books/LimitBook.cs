@@ -227,6 +227,10 @@ public sealed class LimitBook : ILimitBook
 
     public void RecordDelivery(LimitSubject subject, int recipients) => _fastPath.RecordDelivery(subject, recipients);
 
+    public bool IsOwnersNetwork(LimitSubject subject) => _fastPath.IsOwnersNetwork(subject);
+
+    public void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime At)> logins) => _fastPath.RememberLogins(logins);
+
     private static readonly TimeSpan OneMinute = TimeSpan.FromMinutes(1);
     private static readonly TimeSpan OneHour = TimeSpan.FromHours(1);
 

@@ -10,7 +10,7 @@ public readonly record struct EntityStanding(EntityLimit? Current, int Strikes);
 /// a change to record (false: the same level renewed in memory only); <see cref="Strike"/> counts a
 /// new offence (the entity went from below throttle to throttle or block).
 /// </summary>
-public sealed record LimitChange(EntityLimit Limit, bool Recorded, bool Strike);
+internal sealed record LimitChange(EntityLimit Limit, bool Recorded, bool Strike);
 
 /// <summary>
 /// The policy as pure decisions: a verdict, the entity's standing and the time in, a limit change
@@ -20,7 +20,7 @@ public sealed record LimitChange(EntityLimit Limit, bool Recorded, bool Strike);
 /// entity limited before steps straight to block. Overrides win until they expire or are released.
 /// Limits carry version 0 here; the policy stamps versions when it records them.
 /// </summary>
-public sealed class LimitRules
+internal sealed class LimitRules
 {
     private readonly DynamicLimitOptions _options;
 

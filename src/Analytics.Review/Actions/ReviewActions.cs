@@ -7,7 +7,7 @@ using Microsoft.Extensions.Logging;
 namespace Analytics.Review.Actions;
 
 /// <summary>What a reviewer asks for. Rates apply to confirm (mode limit) and limit.</summary>
-public sealed record ActionRequest
+internal sealed record ActionRequest
 {
     /// <summary>confirm, dismiss, limit or release.</summary>
     public string Action { get; init; } = "";
@@ -41,10 +41,10 @@ public sealed record ActionRequest
     public int? Days { get; init; }
 }
 
-public sealed record ActionResult(Guid Id, string Action, string Kind, string Entity, string Status, string? LabelClass, Evidence.LimitView Limit);
+internal sealed record ActionResult(Guid Id, string Action, string Kind, string Entity, string Status, string? LabelClass, Evidence.LimitView Limit);
 
 /// <summary>A request that cannot be carried out as asked; the message is for the reviewer.</summary>
-public sealed class ActionRefusedException : Exception
+internal sealed class ActionRefusedException : Exception
 {
     public ActionRefusedException(string message) : base(message)
     {
@@ -66,7 +66,7 @@ public sealed class ActionRefusedException : Exception
 /// label: which of their IPs were bad is not known, and the trainer already spreads IP labels to
 /// their networks.
 /// </summary>
-public sealed partial class ReviewActions
+internal sealed partial class ReviewActions
 {
     public const string LabelSource = "review";
 

@@ -1,7 +1,7 @@
 namespace Analytics.Review.Evidence;
 
 /// <summary>Review status of an entity: its latest review action, or open when there is none.</summary>
-public static class ReviewStatus
+internal static class ReviewStatus
 {
     public const string Open = "open";
     public const string Confirmed = "confirmed";
@@ -12,33 +12,33 @@ public static class ReviewStatus
     public static IReadOnlyList<string> All { get; } = [Open, Confirmed, Dismissed, Limited, Released];
 }
 
-public sealed record QueueFilter(string? Class, string? Status, DateTime From, DateTime To, int Limit);
+internal sealed record QueueFilter(string? Class, string? Status, DateTime From, DateTime To, int Limit);
 
 /// <summary>One flagged entity in the queue: its latest flagged verdict and its review status.</summary>
-public sealed record QueueItem(
+internal sealed record QueueItem(
     string Kind, string Entity, string Class, double Score, double Anomaly, DateTime FirstSeen, DateTime LastSeen,
     long Verdicts, string Explanation, string Status, DateTime? ReviewedAt);
 
-public sealed record QueuePage(DateTime From, DateTime To, IReadOnlyDictionary<string, long> CountsByClass, IReadOnlyList<QueueItem> Items);
+internal sealed record QueuePage(DateTime From, DateTime To, IReadOnlyDictionary<string, long> CountsByClass, IReadOnlyList<QueueItem> Items);
 
-public sealed record VerdictRow(DateTime ScoredAt, string Class, double Score, double Anomaly, bool Flagged, IReadOnlyList<string> Reasons, string ModelVersion);
+internal sealed record VerdictRow(DateTime ScoredAt, string Class, double Score, double Anomaly, bool Flagged, IReadOnlyList<string> Reasons, string ModelVersion);
 
 /// <summary>One measure in the window before the latest verdict against the entity's own usual hour.</summary>
-public sealed record BaselineRow(string Measure, double LastHour, double UsualHour);
+internal sealed record BaselineRow(string Measure, double LastHour, double UsualHour);
 
-public sealed record MinutePoint(DateTime Minute, long Messages, long Recipients, long AuthFailures, long RejectedRcpts);
+internal sealed record MinutePoint(DateTime Minute, long Messages, long Recipients, long AuthFailures, long RejectedRcpts);
 
-public sealed record SessionEvent(DateTime Ts, string Kind, string Outcome, int ReplyCode, string Status, string User, string Sender, string Recipient, string Detail);
+internal sealed record SessionEvent(DateTime Ts, string Kind, string Outcome, int ReplyCode, string Status, string User, string Sender, string Recipient, string Detail);
 
-public sealed record SessionSummary(ulong SessionId, string Role, string ClientIp, string User, DateTime Start, DateTime End, IReadOnlyList<SessionEvent> Events);
+internal sealed record SessionSummary(ulong SessionId, string Role, string ClientIp, string User, DateTime Start, DateTime End, IReadOnlyList<SessionEvent> Events);
 
-public sealed record LimitView(
+internal sealed record LimitView(
     string Level, string Source, bool Blocked, bool AuthLocked, double? MessagesPerMinute, double? RecipientsPerHour,
     int? RecipientsPerMessage, double TarpitSeconds, string Reason, string SetBy, DateTime SetAt, DateTime? ExpiresAt);
 
-public sealed record ActionRow(Guid Id, DateTime At, string Reviewer, string Action, string Class, string Reason, string Details);
+internal sealed record ActionRow(Guid Id, DateTime At, string Reviewer, string Action, string Class, string Reason, string Details);
 
-public sealed record EntityEvidence(
+internal sealed record EntityEvidence(
     string Kind, string Entity, string Status, IReadOnlyList<VerdictRow> Verdicts, IReadOnlyList<BaselineRow> Baseline,
     DateTime TimelineFrom, DateTime TimelineTo, IReadOnlyList<MinutePoint> Timeline, IReadOnlyList<SessionSummary> Sessions,
     LimitView Limit, IReadOnlyList<LimitView> LimitHistory, IReadOnlyList<ActionRow> Actions);

@@ -8,7 +8,7 @@ namespace Analytics.Review.Evidence;
 /// reads either the small tables (verdicts, review_actions) or the per-minute aggregates; raw events
 /// are read only for the few recent sessions of one entity.
 /// </summary>
-public sealed class ReviewQueries
+internal sealed class ReviewQueries
 {
     // Latest flagged verdict per entity in the range, joined with its latest review action.
     private const string QueueSql = """

@@ -13,9 +13,9 @@ using Microsoft.Extensions.Options;
 
 namespace Analytics.Review.Web;
 
-public sealed record MeResponse(string Name, string Role);
+internal sealed record MeResponse(string Name, string Role);
 
-public sealed record ErrorResponse(string Error);
+internal sealed record ErrorResponse(string Error);
 
 /// <summary>
 /// The console's routes. Anonymous: <c>/login</c> and <c>/static/*</c>. Everything else needs a

@@ -12,7 +12,7 @@ namespace Analytics.Simulation.Attacks;
 /// clear (the scenario server allows AUTH before STARTTLS), which keeps them fast; the legitimate
 /// population goes through MailKit with STARTTLS.
 /// </summary>
-internal sealed class SmtpProbe : IAsyncDisposable
+public sealed class SmtpProbe : IAsyncDisposable
 {
     private readonly Socket _socket;
     private readonly NetworkStream _stream;

@@ -4,7 +4,7 @@ using System.Text;
 namespace Analytics.Simulation.Live;
 
 /// <summary>Reads SMTP replies (multi-line included) from a stream; code 0 when the connection ended. Shared by the live simulator and the scenario bots.</summary>
-public sealed class SmtpReplyReader
+internal sealed class SmtpReplyReader
 {
     private readonly Stream _stream;
     private readonly byte[] _buffer = new byte[8192];

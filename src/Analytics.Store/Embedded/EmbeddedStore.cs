@@ -232,29 +232,38 @@ public sealed class EmbeddedStore : IClickHouseStore
 
     private unsafe nint QueryWithParameters(byte* query, int queryLength, byte* format, int formatLength, QueryParameters parameters)
     {
+        // Heap arrays, pinned for the call: a statement may carry thousands of parameters, and a stack
+        // buffer sized by them would overflow the stack (which no handler can catch).
+        var count = parameters.Count;
         var names = parameters.Keys.Select(k => Encoding.UTF8.GetBytes(k)).ToArray();
         var values = parameters.Values.Select(v => Encoding.UTF8.GetBytes(QueryParameters.Format(v))).ToArray();
-        var handles = new List<GCHandle>(names.Length * 2);
+        var namePtrs = new nint[count];
+        var valuePtrs = new nint[count];
+        var nameLens = new nuint[count];
+        var valueLens = new nuint[count];
+        var handles = new List<GCHandle>(count * 2);
         try
         {
-            var namePtrs = stackalloc byte*[names.Length];
-            var valuePtrs = stackalloc byte*[names.Length];
-            var nameLens = stackalloc nuint[names.Length];
-            var valueLens = stackalloc nuint[names.Length];
-            for (var i = 0; i < names.Length; i++)
+            for (var i = 0; i < count; i++)
             {
                 var hn = GCHandle.Alloc(names[i], GCHandleType.Pinned);
-                var hv = GCHandle.Alloc(values[i], GCHandleType.Pinned);
                 handles.Add(hn);
+                var hv = GCHandle.Alloc(values[i], GCHandleType.Pinned);
                 handles.Add(hv);
-                namePtrs[i] = (byte*)hn.AddrOfPinnedObject();
-                valuePtrs[i] = (byte*)hv.AddrOfPinnedObject();
+                namePtrs[i] = hn.AddrOfPinnedObject();
+                valuePtrs[i] = hv.AddrOfPinnedObject();
                 nameLens[i] = (nuint)names[i].Length;
                 valueLens[i] = (nuint)values[i].Length;
             }
 
-            return ChdbNative.QueryWithParamsN(_connection, query, (nuint)queryLength, format, (nuint)formatLength,
-                namePtrs, nameLens, valuePtrs, valueLens, (nuint)names.Length);
+            fixed (nint* np = namePtrs)
+            fixed (nint* vp = valuePtrs)
+            fixed (nuint* nl = nameLens)
+            fixed (nuint* vl = valueLens)
+            {
+                return ChdbNative.QueryWithParamsN(_connection, query, (nuint)queryLength, format, (nuint)formatLength,
+                    (byte**)np, nl, (byte**)vp, vl, (nuint)count);
+            }
         }
         finally
         {

@@ -58,7 +58,7 @@ public static class SectionOptions
 }
 
 /// <summary>DataAnnotations on an options class and its nested options, with full key paths (see <see cref="SectionOptions"/>).</summary>
-public sealed class SectionValidator<TOptions>(string section) : IValidateOptions<TOptions>
+internal sealed class SectionValidator<TOptions>(string section) : IValidateOptions<TOptions>
     where TOptions : class
 {
     public string Section { get; } = section;

@@ -14,7 +14,7 @@ namespace Analytics.Store.Schema;
 /// Distributed tables merge the partial aggregates. Sharding by the sort key keeps every version of
 /// a ReplacingMergeTree row on one shard, which FINAL needs.
 /// </summary>
-public static partial class ClusterDdl
+internal static partial class ClusterDdl
 {
     public const string LocalSuffix = "_local";
 
@@ -42,6 +42,16 @@ public static partial class ClusterDdl
             var local = name + LocalSuffix;
             tables.Add(name);
             var body = table.Groups["body"].Value;
+            if (NullEngine().IsMatch(body))
+            {
+                // A table that keeps nothing and only feeds views: one per node, written through a
+                // Distributed front like every other table, its views writing the node's local tables.
+                var nullFront = singleNode
+                    ? $"CREATE TABLE IF NOT EXISTS {name} AS {local} ENGINE = Merge(currentDatabase(), '^{local}$')"
+                    : $"CREATE TABLE IF NOT EXISTS {name}{onCluster} AS {local} ENGINE = Distributed(`{cluster}`, currentDatabase(), {local}, rand())";
+                return [$"CREATE TABLE IF NOT EXISTS {local}{onCluster}{body}", nullFront];
+            }
+
             var engine = EngineClause().Match(body);
             if (!engine.Success)
             {
@@ -69,6 +79,12 @@ public static partial class ClusterDdl
             return [$"CREATE MATERIALIZED VIEW IF NOT EXISTS {view.Groups["name"].Value}{onCluster} TO {view.Groups["to"].Value}{LocalSuffix} AS{select}"];
         }
 
+        var drop = DropView().Match(sql);
+        if (drop.Success)
+        {
+            return [$"DROP VIEW IF EXISTS {drop.Groups["name"].Value}{onCluster}"];
+        }
+
         var alter = AlterTable().Match(sql);
         if (alter.Success && tables.Contains(alter.Groups["name"].Value))
         {
@@ -93,7 +109,7 @@ public static partial class ClusterDdl
             return [];
         }
 
-        throw new NotSupportedException($"The cluster form of this statement is not defined (only CREATE TABLE, CREATE MATERIALIZED VIEW … TO and ALTER TABLE are): {Abbreviate(sql)}");
+        throw new NotSupportedException($"The cluster form of this statement is not defined (only CREATE TABLE, CREATE MATERIALIZED VIEW … TO, DROP VIEW and ALTER TABLE are): {Abbreviate(sql)}");
     }
 
     /// <summary>cityHash64 of the sort key (minus time columns, which would scatter an entity), or rand() when there is none.</summary>
@@ -123,6 +139,12 @@ public static partial class ClusterDdl
     // The engine clause after the column list: ENGINE = XMergeTree or ENGINE = XMergeTree(args) (args without nested parentheses).
     [GeneratedRegex(@"\bENGINE\s*=\s*(?<family>\w*)MergeTree(\s*\((?<args>[^()]*)\))?", RegexOptions.IgnoreCase)]
     private static partial Regex EngineClause();
+
+    [GeneratedRegex(@"\bENGINE\s*=\s*Null\s*$", RegexOptions.IgnoreCase)]
+    private static partial Regex NullEngine();
+
+    [GeneratedRegex(@"^DROP\s+VIEW\s+IF\s+EXISTS\s+(?<name>\w+)$", RegexOptions.IgnoreCase)]
+    private static partial Regex DropView();
 
     [GeneratedRegex(@"\bORDER\s+BY\s+(?<key>\([^)]*\)|\w+)", RegexOptions.IgnoreCase)]
     private static partial Regex OrderBy();

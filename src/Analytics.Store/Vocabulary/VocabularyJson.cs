@@ -4,7 +4,7 @@ using System.Text.Json.Serialization;
 namespace Analytics;
 
 /// <summary>Threat classes in JSON as the tables write them: <c>"brute_force"</c>, not a number or <c>"BruteForce"</c>.</summary>
-public sealed class ThreatClassJsonConverter : JsonConverter<ThreatClass>
+internal sealed class ThreatClassJsonConverter : JsonConverter<ThreatClass>
 {
     public override ThreatClass Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
         ThreatClasses.Parse(reader.GetString() ?? "");
@@ -13,7 +13,7 @@ public sealed class ThreatClassJsonConverter : JsonConverter<ThreatClass>
 }
 
 /// <summary>Entity kinds in JSON as the tables write them: <c>"user"</c>, <c>"ip"</c>, <c>"net"</c>.</summary>
-public sealed class EntityKindJsonConverter : JsonConverter<EntityKind>
+internal sealed class EntityKindJsonConverter : JsonConverter<EntityKind>
 {
     public override EntityKind Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
         EntityKinds.Parse(reader.GetString() ?? "");

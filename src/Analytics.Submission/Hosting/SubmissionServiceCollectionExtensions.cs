@@ -26,7 +26,8 @@ public static class SubmissionServiceCollectionExtensions
         services.TryAddSingleton(sp => new PasswordHasher(sp.GetRequiredService<IOptions<SubmissionOptions>>().Value.Directory.Pbkdf2Iterations));
         services.TryAddSingleton(sp => new UserStore(sp.GetRequiredService<IClickHouseStore>(), sp.GetRequiredService<PasswordHasher>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton(sp => new RecipientStore(sp.GetRequiredService<IClickHouseStore>(), sp.GetRequiredService<TimeProvider>()));
-        services.TryAddSingleton<UserDirectory>();
+        services.TryAddSingleton(sp => new UserDirectory(sp.GetRequiredService<UserStore>(), sp.GetRequiredService<PasswordHasher>(),
+            sp.GetRequiredService<ILogger<UserDirectory>>(), sp.GetRequiredService<IOptions<SubmissionOptions>>().Value.Directory, sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<RecipientDirectory>();
         services.TryAddSingleton(sp => new SubmissionListener(
             sp.GetRequiredService<IOptions<SubmissionOptions>>().Value,
@@ -36,7 +37,8 @@ public static class SubmissionServiceCollectionExtensions
             sp.GetRequiredService<ILimitBook>(),
             sp.GetRequiredService<IEventPublisher>(),
             sp.GetRequiredService<ILogger<SubmissionListener>>(),
-            sp.GetRequiredService<TimeProvider>()));
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetService<Delivery.IMailQueue>()));
         services.AddHostedService<SubmissionHostedService>();
         return services;
     }
@@ -52,18 +54,24 @@ public sealed partial class SubmissionHostedService : IHostedLifecycleService, I
     private readonly SubmissionListener _listener;
     private readonly UserDirectory _users;
     private readonly RecipientDirectory _recipients;
+    private readonly UserStore _userStore;
+    private readonly ILimitBook _limits;
+    private readonly LimitsOptions _limitOptions;
     private readonly SubmissionOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stopping = new();
     private Task _refresh = Task.CompletedTask;
 
-    public SubmissionHostedService(SubmissionListener listener, UserDirectory users, RecipientDirectory recipients,
-        IOptions<SubmissionOptions> options, TimeProvider time, ILogger<SubmissionHostedService> logger)
+    public SubmissionHostedService(SubmissionListener listener, UserDirectory users, RecipientDirectory recipients, UserStore userStore, ILimitBook limits,
+        IOptions<SubmissionOptions> options, IOptions<LimitsOptions> limitOptions, TimeProvider time, ILogger<SubmissionHostedService> logger)
     {
         _listener = listener;
         _users = users;
         _recipients = recipients;
+        _userStore = userStore;
+        _limits = limits;
+        _limitOptions = limitOptions.Value;
         _options = options.Value;
         _time = time;
         _logger = logger;
@@ -77,6 +85,15 @@ public sealed partial class SubmissionHostedService : IHostedLifecycleService, I
         await _users.RefreshAsync(cancellationToken);
         await _recipients.RefreshAsync(cancellationToken);
         LogDirectories(_logger, _users.Count, _recipients.DomainCount, _recipients.MailboxCount);
+        try
+        {
+            _limits.RememberLogins(await _userStore.RecentLoginsAsync(_limitOptions.FastPath.KnownNetworkTtl, cancellationToken));
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // Owners are then learnt from their next login; nothing else depends on it.
+            LogLoginsNotLoaded(_logger, ex);
+        }
     }
 
     public async Task StartedAsync(CancellationToken cancellationToken)
@@ -113,6 +130,9 @@ public sealed partial class SubmissionHostedService : IHostedLifecycleService, I
     }
 
     public void Dispose() => _stopping.Dispose();
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not load the networks accounts logged in from lately; owners are learnt from their next login")]
+    private static partial void LogLoginsNotLoaded(ILogger logger, Exception exception);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Directories loaded: {Users} users, {Domains} local domains, {Mailboxes} mailboxes")]
     private static partial void LogDirectories(ILogger logger, int users, int domains, int mailboxes);

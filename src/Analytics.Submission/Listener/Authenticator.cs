@@ -7,15 +7,15 @@ namespace Analytics.Submission.Listener;
 internal sealed class Authenticator : IUserAuthenticator
 {
     public Task<bool> AuthenticateAsync(ISessionContext context, string user, string password, CancellationToken cancellationToken) =>
-        Task.FromResult(Authenticate(SessionState.From(context), user ?? "", password ?? ""));
+        AuthenticateAsync(SessionState.From(context), user ?? "", password ?? "", cancellationToken).AsTask();
 
-    private static bool Authenticate(SessionState session, string user, string password)
+    private static async ValueTask<bool> AuthenticateAsync(SessionState session, string user, string password, CancellationToken cancellationToken)
     {
         var rules = session.Listener.Rules;
         var malformedUser = user.StartsWith(GuardedReader.MalformedMarker, StringComparison.Ordinal);
         var result = malformedUser || password.StartsWith(GuardedReader.MalformedMarker, StringComparison.Ordinal)
             ? rules.MalformedAuth(session, malformedUser ? null : user)
-            : rules.Auth(session, user, password);
+            : await rules.AuthAsync(session, user, password, cancellationToken);
         session.AuthReason = result.Reason;
         if (result.Accepted)
         {

@@ -1,39 +1,55 @@
 using System.Collections.Concurrent;
-using System.Net;
+using Analytics.Events;
 using Analytics.Limits;
 
 namespace Analytics.Submission.Listener;
 
-/// <summary>Counts open sessions, in total and per client address, and refuses past the limits.</summary>
+/// <summary>
+/// Session slots. Each role has its own pool (<see cref="SessionLimitOptions.MaxSessions"/>), so a
+/// flood on the MX cannot take the slots submission users need; inside a pool one address
+/// (<see cref="SessionLimitOptions.MaxSessionsPerIp"/>) and one network — IPv4 /24, IPv6 /64, where
+/// a single host has millions of addresses — (<see cref="SessionLimitOptions.MaxSessionsPerNetwork"/>)
+/// may hold only so many. A slot is released the moment the connection closes.
+/// </summary>
 internal sealed class ConnectionGate
 {
     private readonly SessionLimitOptions _limits;
-    private readonly ConcurrentDictionary<IPAddress, int> _perIp = new();
+    private readonly Pool[] _pools = [new(), new(), new()];
     private readonly ConcurrentDictionary<SessionState, byte> _sessions = new();
-    private int _total;
 
     public ConnectionGate(SessionLimitOptions limits) => _limits = limits;
 
-    public int Count => Volatile.Read(ref _total);
+    /// <summary>Open sessions over every role.</summary>
+    public int Count => _sessions.Count;
 
     public IEnumerable<SessionState> Sessions => _sessions.Keys;
+
+    /// <summary>How full a role's pool is, 0 to 1.</summary>
+    public double Load(ListenerRole role) => Volatile.Read(ref PoolOf(role).Total) / (double)_limits.MaxSessions;
 
     /// <summary>Takes a slot; false (and nothing taken) when a limit is reached, with the reason.</summary>
     public bool TryEnter(SessionState session, out string reason)
     {
-        if (Interlocked.Increment(ref _total) > _limits.MaxSessions)
+        var pool = PoolOf(session.Role);
+        if (Interlocked.Increment(ref pool.Total) > _limits.MaxSessions)
         {
-            Interlocked.Decrement(ref _total);
+            Interlocked.Decrement(ref pool.Total);
             reason = "too many sessions";
             return false;
         }
 
-        var count = _perIp.AddOrUpdate(session.ClientIp, 1, static (_, n) => n + 1);
-        if (count > _limits.MaxSessionsPerIp)
+        if (!Take(pool.PerHost, session.Address, _limits.MaxSessionsPerIp))
         {
-            Leave(session.ClientIp);
-            Interlocked.Decrement(ref _total);
+            Interlocked.Decrement(ref pool.Total);
             reason = "too many sessions from this address";
+            return false;
+        }
+
+        if (!Take(pool.PerHost, session.Address.Network(), _limits.MaxSessionsPerNetwork))
+        {
+            Release(pool.PerHost, session.Address);
+            Interlocked.Decrement(ref pool.Total);
+            reason = "too many sessions from this network";
             return false;
         }
 
@@ -46,19 +62,53 @@ internal sealed class ConnectionGate
     {
         if (_sessions.TryRemove(session, out _))
         {
-            Leave(session.ClientIp);
-            Interlocked.Decrement(ref _total);
+            var pool = PoolOf(session.Role);
+            Release(pool.PerHost, session.Address);
+            Release(pool.PerHost, session.Address.Network());
+            Interlocked.Decrement(ref pool.Total);
         }
     }
 
-    private void Leave(IPAddress address)
+    private Pool PoolOf(ListenerRole role) => _pools[(int)role % _pools.Length];
+
+    private static bool Take(ConcurrentDictionary<AddressKey, int> counts, AddressKey key, int max)
     {
-        while (_perIp.TryGetValue(address, out var n))
+        while (true)
         {
-            if (n <= 1 ? _perIp.TryRemove(new KeyValuePair<IPAddress, int>(address, n)) : _perIp.TryUpdate(address, n - 1, n))
+            if (counts.TryGetValue(key, out var n))
+            {
+                if (n >= max)
+                {
+                    return false;
+                }
+
+                if (counts.TryUpdate(key, n + 1, n))
+                {
+                    return true;
+                }
+            }
+            else if (counts.TryAdd(key, 1))
+            {
+                return true;
+            }
+        }
+    }
+
+    private static void Release(ConcurrentDictionary<AddressKey, int> counts, AddressKey key)
+    {
+        while (counts.TryGetValue(key, out var n))
+        {
+            // An entry at zero is removed, so the map holds only addresses with a session open.
+            if (n <= 1 ? counts.TryRemove(new KeyValuePair<AddressKey, int>(key, n)) : counts.TryUpdate(key, n - 1, n))
             {
                 return;
             }
         }
+    }
+
+    private sealed class Pool
+    {
+        public readonly ConcurrentDictionary<AddressKey, int> PerHost = new();
+        public int Total;
     }
 }

@@ -79,7 +79,7 @@ internal sealed class GatedEndpointListener : IEndpointListener
                     mechanism: _endpoint.ImplicitTls ? "implicit-tls" : "")) is { } refusal)
             {
                 _listener.Gate.Exit(session);
-                Refuse(client, session, refusal.Code, refusal.StatusAndText, refusal.Reason);
+                Refuse(client, session, refusal.Code, refusal.StatusAndText, refusal.Reason, byLimit: true);
                 continue;
             }
 
@@ -93,13 +93,22 @@ internal sealed class GatedEndpointListener : IEndpointListener
         }
     }
 
-    private void Refuse(TcpClient client, SessionState session, int code, string text, string reason)
+    /// <summary>
+    /// Refuses a connection before the greeting: one connect event says why (and a throttle event when
+    /// a limit refused it — a detection signal), the refusal is counted, and no log line is written per
+    /// refusal: a flood of connections must not become a flood of log lines.
+    /// </summary>
+    private void Refuse(TcpClient client, SessionState session, int code, string text, string reason, bool byLimit = false)
     {
         var status = text[..5];
-        session.Emit(EventKind.Connect, code >= 500 ? EventOutcome.Reject : EventOutcome.TempFail, (ushort)code, status, reason);
-        session.EmitThrottle(code, status, "connection refused: " + reason, TimeSpan.Zero);
-        session.ServerCloses(reason);
-        session.Finish("server closed");
+        var outcome = code >= 500 ? EventOutcome.Reject : EventOutcome.TempFail;
+        session.Emit(EventKind.Connect, outcome, (ushort)code, status, reason);
+        if (byLimit)
+        {
+            session.Emit(EventKind.Throttle, outcome, (ushort)code, status, "connection refused: " + reason);
+        }
+
+        _listener.Refusals.Count(reason);
 
         // Off the accept loop: a slow client must not hold up the next connection.
         _ = Task.Run(async () =>

@@ -27,6 +27,10 @@ internal sealed partial class GuardedReader : PipeReader
     private readonly ReplyWriter _output;
 
     // When we hand out a replacement line, where the real one ends in the inner buffer.
+    // Past this share of a role's slots in use, idle sessions before AUTH get StressTimeout.
+    private const double StressLoad = 0.8;
+    private static readonly TimeSpan StressTimeout = TimeSpan.FromSeconds(5);
+
     private ReadOnlySequence<byte> _replacement;
     private SequencePosition _innerLineEnd;
     private bool _replaced;
@@ -69,7 +73,27 @@ internal sealed partial class GuardedReader : PipeReader
                 }
             }
 
-            var result = await _inner.ReadAsync(cancellationToken);
+            ReadResult result;
+            if (_session.Phase == SessionPhase.Command && !_session.PastGreetingStage)
+            {
+                // Before AUTH (submission) or a transaction (MX) an idle connection gives its slot back soon,
+                // and sooner still while its role's pool is nearly full (as Postfix does under stress).
+                using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                idle.CancelAfter(_session.Listener.Gate.Load(_session.Role) > StressLoad && limits.PreAuthTimeout > StressTimeout ? StressTimeout : limits.PreAuthTimeout);
+                try
+                {
+                    result = await _inner.ReadAsync(idle.Token);
+                }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                    return await CloseAsync(421, "4.4.2 Timeout, closing connection", "timeout: idle before authentication", cancellationToken);
+                }
+            }
+            else
+            {
+                result = await _inner.ReadAsync(cancellationToken);
+            }
+
             var buffer = result.Buffer;
             if (result.IsCanceled)
             {
@@ -98,7 +122,7 @@ internal sealed partial class GuardedReader : PipeReader
                         return await CloseAsync(500, "5.5.2 Line too long, closing connection", "line too long", cancellationToken);
                     }
 
-                    return result;
+                    return CheckCommandLine(result);
 
                 case SessionPhase.Auth:
                     var max = Math.Max(limits.MaxLineLength, AuthLineMinimum);
@@ -137,6 +161,72 @@ internal sealed partial class GuardedReader : PipeReader
 
             return result;
         }
+    }
+
+    /// <summary>
+    /// Two cases where SmtpServer's parser faults and drops the session without a reply, so the line
+    /// reaches it in a shape it handles: MAIL or RCPT with an ESMTP parameter given twice
+    /// (<c>BODY=7BIT BODY=8BITMIME</c>, a syntax error by RFC 5321 §4.1.2) arrives as a bare
+    /// <c>MAIL FROM:</c>, which it answers 501 like any syntax error; and a command line that spans two
+    /// buffer segments (its parameter parser handles one segment only) arrives as one contiguous copy.
+    /// </summary>
+    private ReadResult CheckCommandLine(ReadResult result)
+    {
+        var buffer = result.Buffer;
+        var lf = buffer.PositionOf((byte)'\n');
+        if (lf is null)
+        {
+            return result;
+        }
+
+        var lineEnd = buffer.GetPosition(1, lf.Value);
+        var line = buffer.Slice(buffer.Start, lineEnd);
+        Span<byte> head = stackalloc byte[4];
+        var verb = line.Length >= 4 ? line.Slice(0, 4) : default;
+        verb.CopyTo(head);
+        var mail = line.Length >= 4 && Ascii.EqualsIgnoreCase(head, "MAIL"u8);
+        var rcpt = line.Length >= 4 && Ascii.EqualsIgnoreCase(head, "RCPT"u8);
+        if ((mail || rcpt) && HasDuplicateParameter(Encoding.Latin1.GetString(line)))
+        {
+            _replacement = new ReadOnlySequence<byte>(mail ? BareMail : BareRcpt);
+        }
+        else if (!line.IsSingleSegment)
+        {
+            _replacement = new ReadOnlySequence<byte>(line.ToArray());
+        }
+        else
+        {
+            return result;
+        }
+
+        _innerLineEnd = lineEnd;
+        _replaced = true;
+        return new ReadResult(_replacement, isCanceled: false, isCompleted: false);
+    }
+
+    private static readonly byte[] BareMail = "MAIL FROM:\r\n"u8.ToArray();
+    private static readonly byte[] BareRcpt = "RCPT TO:\r\n"u8.ToArray();
+
+    /// <summary>Whether the parameters after the path (<c>KEY[=VALUE]</c>, space-separated) name one key twice.</summary>
+    internal static bool HasDuplicateParameter(string line)
+    {
+        var close = line.IndexOf('>', StringComparison.Ordinal);
+        if (close < 0)
+        {
+            return false;
+        }
+
+        var keys = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var token in line[(close + 1)..].Split([' ', '\t', '\r', '\n'], StringSplitOptions.RemoveEmptyEntries))
+        {
+            var equals = token.IndexOf('=', StringComparison.Ordinal);
+            if (!keys.Add(equals < 0 ? token : token[..equals]))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private ReadResult CheckAuthLine(ReadOnlySequence<byte> buffer, SequencePosition lineEnd)

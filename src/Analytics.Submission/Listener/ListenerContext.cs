@@ -30,6 +30,11 @@ internal sealed class ListenerContext
 
     public required ConnectionGate Gate { get; init; }
 
+    public required RefusalCounter Refusals { get; init; }
+
+    /// <summary>The delivery queue, when one is registered: it says whether the spool has room, and takes each accepted message.</summary>
+    public Delivery.IMailQueue? Queue { get; init; }
+
     /// <summary>Set once shutdown begins: sessions between transactions are closed with 421 4.3.2.</summary>
     public volatile bool Draining;
 }

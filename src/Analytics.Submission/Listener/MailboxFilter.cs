@@ -11,6 +11,12 @@ internal sealed class MailboxFilter : IMailboxFilter
     public Task<bool> CanAcceptFromAsync(ISessionContext context, IMailbox from, int size, CancellationToken cancellationToken)
     {
         var session = SessionState.From(context);
+        if (session.Listener.Queue is { } queue && !queue.HasRoomFor(Math.Max(0, size)))
+        {
+            // A full spool (disk or quota) refuses new mail for now rather than lose any.
+            throw new SmtpResponseException(Replies.Response(452, "4.3.1 Insufficient system storage"));
+        }
+
         if (session.Listener.Rules.Mail(session, size) is { } refusal)
         {
             throw session.Refuse(refusal, recordReason: false);

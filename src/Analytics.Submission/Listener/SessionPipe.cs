@@ -44,6 +44,10 @@ internal sealed class SessionPipe : ISecurableDuplexPipe
     public async Task UpgradeAsync(X509Certificate certificate, SslProtocols protocols, CancellationToken cancellationToken = default)
     {
         var ssl = new SslStream(_stream, leaveInnerStreamOpen: true);
+
+        // A handshake that never finishes would hold its slot for the whole session timeout.
+        using var handshake = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        handshake.CancelAfter(_session.Listener.LimitOptions.Session.HandshakeTimeout);
         try
         {
             await ssl.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
@@ -52,7 +56,13 @@ internal sealed class SessionPipe : ISecurableDuplexPipe
                 ClientCertificateRequired = false,
                 EnabledSslProtocols = protocols,
                 CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
-            }, cancellationToken);
+            }, handshake.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            await ssl.DisposeAsync();
+            _session.ServerCloses("TLS handshake timeout");
+            throw new AuthenticationException("The TLS handshake did not finish in time.");
         }
         catch
         {

@@ -98,6 +98,9 @@ internal sealed partial class SessionState : IRuleSession
 
     public bool InTransaction { get; private set; }
 
+    /// <summary>Authenticated (submission) or has started a transaction (MX): the short pre-AUTH timeout no longer applies.</summary>
+    public bool PastGreetingStage => User.Length > 0 || (Role == ListenerRole.Mx && (InTransaction || Sender.Length > 0));
+
     /// <summary>The message being received went past the size limit; the DATA reply is 552 and the session ends.</summary>
     public bool Oversize { get; set; }
 

@@ -24,6 +24,13 @@ internal sealed partial class SpoolMessageStore : IMessageStore
             return Replies.Response(552, "5.3.4 Message size exceeds fixed maximum message size");
         }
 
+        if (listener.Queue is { } queue && !queue.HasRoomFor(buffer.Length + 2))
+        {
+            // Postfix's answer when the queue file system is short of space: the client keeps the
+            // message and retries, so nothing is lost.
+            return Replies.Response(452, InsufficientStorage);
+        }
+
         var now = listener.Time.GetUtcNow();
         var id = listener.Spool.NewId(now, session.Id);
         var envelope = new SpoolEnvelope(
@@ -44,6 +51,11 @@ internal sealed partial class SpoolMessageStore : IMessageStore
         {
             await listener.Spool.WriteAsync(envelope, buffer, cancellationToken);
         }
+        catch (IOException ex) when (ex.HResult is ENOSPC or EDQUOT)
+        {
+            LogSpoolFull(listener.Logger, ex, listener.Spool.Directory);
+            return Replies.Response(452, InsufficientStorage);
+        }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             LogSpoolFailed(listener.Logger, ex, listener.Spool.Directory);
@@ -52,8 +64,18 @@ internal sealed partial class SpoolMessageStore : IMessageStore
 
         session.QueueId = id;
         listener.Rules.Delivered(session, envelope.Recipients.Count);
+        listener.Queue?.Enqueued(envelope);
         return Replies.Response(250, "2.0.0 OK: queued as " + id);
     }
+
+    private const string InsufficientStorage = "4.3.1 Insufficient system storage";
+
+    // What .NET puts in IOException.HResult on Unix for "no space left on device" and "quota exceeded".
+    private const int ENOSPC = 28;
+    private const int EDQUOT = 122;
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The spool {SpoolDirectory} is full; new mail is refused with 452 4.3.1 until there is room")]
+    private static partial void LogSpoolFull(ILogger logger, Exception exception, string spoolDirectory);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Could not write an accepted message to the spool {SpoolDirectory}; the client was told to retry")]
     private static partial void LogSpoolFailed(ILogger logger, Exception exception, string spoolDirectory);

@@ -40,7 +40,8 @@ public sealed partial class SubmissionListener : IAsyncDisposable
         ILimitBook limits,
         IEventPublisher events,
         ILogger<SubmissionListener> logger,
-        TimeProvider? time = null)
+        TimeProvider? time = null,
+        Delivery.IMailQueue? queue = null)
     {
         // Built by hand (tests, benchmarks) rather than from a host's validated options: bad
         // configuration fails here, before any port opens, with every problem listed.
@@ -61,6 +62,8 @@ public sealed partial class SubmissionListener : IAsyncDisposable
             Spool = new MailSpool(options.SpoolDirectory),
             Logger = logger,
             Gate = new ConnectionGate(limitOptions.Session),
+            Refusals = new RefusalCounter(time ?? TimeProvider.System, logger),
+            Queue = queue,
         };
     }
 
@@ -80,6 +83,9 @@ public sealed partial class SubmissionListener : IAsyncDisposable
     public IReadOnlyList<ListenerEndpoint> Endpoints => _endpoints;
 
     public int ActiveSessions => _context.Gate.Count;
+
+    /// <summary>Connections refused before the greeting since start, by reason.</summary>
+    public IReadOnlyDictionary<string, long> Refusals => _context.Refusals.Totals;
 
     public string SpoolDirectory => _context.Spool.Directory;
 

@@ -27,13 +27,17 @@ public enum CredentialCheck
     UnknownUser,
     BadPassword,
     Disabled,
+
+    /// <summary>No hashing slot in time (many AUTH attempts at once): try again later, not a failure.</summary>
+    Busy,
 }
 
 /// <summary>Checks a password against the accounts (the listener's directory; the simulated world's accounts).</summary>
 public interface ICredentialVerifier
 {
     /// <param name="user">The canonical account name (<see cref="AccountName"/>).</param>
-    CredentialCheck Verify(string user, string password);
+    /// <param name="ownersNetwork">The login comes from a network the account used lately: it may go ahead of others.</param>
+    ValueTask<CredentialCheck> VerifyAsync(string user, string password, bool ownersNetwork, CancellationToken cancellationToken);
 }
 
 /// <summary>The local domains and mailboxes (the listener's directory; the simulated world's).</summary>
@@ -144,7 +148,7 @@ public sealed class SessionRules
     /// account, a burned password: 454 without hashing anything), then the password, then the outcome
     /// back into the book, which may lock the address, its network or the account.
     /// </summary>
-    public AuthResult Auth(IRuleSession session, string user, string password)
+    public async ValueTask<AuthResult> AuthAsync(IRuleSession session, string user, string password, CancellationToken cancellationToken = default)
     {
         if (session.Role != ListenerRole.Submission)
         {
@@ -161,7 +165,13 @@ public sealed class SessionRules
             return new AuthResult(false, new RuleReply(454, "4.7.0", "Temporary authentication failure, try again later", decision.Reason), decision.Reason);
         }
 
-        var check = _credentials.Verify(session.AuthUser, password);
+        var check = await _credentials.VerifyAsync(session.AuthUser, password, _book.IsOwnersNetwork(subject), cancellationToken);
+        if (check == CredentialCheck.Busy)
+        {
+            session.Throttle(454, "4.7.0", "auth refused: busy hashing other attempts", TimeSpan.Zero, session.AuthUser);
+            return new AuthResult(false, new RuleReply(454, "4.7.0", "Temporary authentication failure, try again later", "busy"), "busy");
+        }
+
         if (check == CredentialCheck.Ok)
         {
             _book.RecordAuthSuccess(subject);
@@ -317,6 +327,11 @@ public sealed class SessionRules
         if (outcome.NetworkLocked)
         {
             session.Throttle(454, "4.7.0", $"lock network of {session.ClientIp} for {outcome.LockDuration}", TimeSpan.Zero, session.AuthUser);
+        }
+
+        if (outcome.AccountLocked)
+        {
+            session.Throttle(454, "4.7.0", $"lock user everywhere but its owner's networks for {outcome.LockDuration}", TimeSpan.Zero, session.AuthUser);
         }
 
         if (outcome.PasswordBurned)

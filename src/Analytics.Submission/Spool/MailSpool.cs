@@ -29,7 +29,7 @@ public sealed record SpoolEnvelope(
 /// returns (and only then is 250 sent) the message survives a crash or power loss. A message without
 /// its envelope is an interrupted write and is not mail.
 /// </summary>
-public sealed partial class MailSpool
+internal sealed partial class MailSpool
 {
     private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
     private static readonly ReadOnlyMemory<byte> Crlf = "\r\n"u8.ToArray();
@@ -71,9 +71,16 @@ public sealed partial class MailSpool
         FsyncDirectory(_directory);
     }
 
-    private static async Task WriteDurablyAsync(string path, Func<Stream, Task> write, CancellationToken cancellationToken)
+    /// <summary>Writes <paramref name="path"/> under a temporary name, fsyncs it and renames it into place (replacing it when <paramref name="overwrite"/>).</summary>
+    internal static async Task WriteDurablyAsync(string path, Func<Stream, Task> write, CancellationToken cancellationToken, bool overwrite = false)
     {
         var temp = path + ".tmp";
+        if (overwrite)
+        {
+            // A file rewritten in place (queue state) may have left its temporary behind in a crash.
+            TryDelete(temp);
+        }
+
         try
         {
             await using (var stream = new FileStream(temp, new FileStreamOptions
@@ -91,7 +98,7 @@ public sealed partial class MailSpool
                 stream.Flush(flushToDisk: true);
             }
 
-            File.Move(temp, path, overwrite: false);
+            File.Move(temp, path, overwrite);
         }
         catch
         {
@@ -100,7 +107,7 @@ public sealed partial class MailSpool
         }
     }
 
-    private static void TryDelete(string path)
+    internal static void TryDelete(string path)
     {
         try
         {
@@ -116,7 +123,7 @@ public sealed partial class MailSpool
 
     // A rename is durable only once the directory entry is: fsync the directory itself. .NET cannot
     // open a directory as a file, so this goes to libc.
-    private static void FsyncDirectory(string directory)
+    internal static void FsyncDirectory(string directory)
     {
         if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS() && !OperatingSystem.IsFreeBSD())
         {

@@ -8,7 +8,7 @@ namespace Analytics.Submission;
 /// The server certificate: from configuration (PFX or PEM), or self-signed, generated once and kept
 /// in <c>DATA/keys/smtp-self-signed.pfx</c> (mode 0600) so clients that pin it keep working.
 /// </summary>
-public static class CertificateProvider
+internal static class CertificateProvider
 {
     public const string SelfSignedFileName = "smtp-self-signed.pfx";
 

@@ -15,15 +15,31 @@ public sealed partial class UserDirectory : ICredentialVerifier
     private readonly UserStore _store;
     private readonly PasswordHasher _hasher;
     private readonly ILogger _logger;
+    private readonly DirectoryOptions _options;
+    private readonly TimeProvider _time;
+    private readonly HashGate _gate;
+    private readonly CredentialCache _cache;
     private FrozenDictionary<string, UserCredential> _snapshot = FrozenDictionary<string, UserCredential>.Empty;
 
-    public UserDirectory(UserStore store, PasswordHasher hasher, ILogger<UserDirectory> logger)
+    public UserDirectory(UserStore store, PasswordHasher hasher, ILogger<UserDirectory> logger, DirectoryOptions? options = null, TimeProvider? time = null)
     {
         _store = store;
         _hasher = hasher;
         _logger = logger;
+        _options = options ?? new DirectoryOptions();
+        _time = time ?? TimeProvider.System;
+        _gate = new HashGate(_options.HashConcurrency > 0 ? _options.HashConcurrency : Environment.ProcessorCount, _options.AuthQueue);
+        _cache = new CredentialCache(_options.AuthCacheTtl, _time);
         _store.Changed += (_, _) => _ = RefreshQuietlyAsync();
     }
+
+    /// <summary>Password checks waiting for a hashing slot.</summary>
+    public int HashesWaiting => _gate.Waiting;
+
+    /// <summary>Password hashes computed since start (cache hits and refusals before hashing cost none).</summary>
+    public long HashesComputed => Interlocked.Read(ref _hashes);
+
+    private long _hashes;
 
     public int Count => Volatile.Read(ref _snapshot).Count;
 
@@ -46,20 +62,50 @@ public sealed partial class UserDirectory : ICredentialVerifier
         }
     }
 
-    public CredentialCheck Verify(string user, string password)
+    /// <summary>
+    /// Checks a password. A credential verified within <see cref="DirectoryOptions.AuthCacheTtl"/> is
+    /// recognised from memory (a keyed hash of name and password, never the password) without hashing
+    /// again; otherwise the check waits for a hashing slot (<see cref="HashGate"/>), ahead of the queue
+    /// when <paramref name="ownersNetwork"/>, and answers <see cref="CredentialCheck.Busy"/> rather than
+    /// wait too long. Unknown names cost the same hash as known ones.
+    /// </summary>
+    public async ValueTask<CredentialCheck> VerifyAsync(string user, string password, bool ownersNetwork, CancellationToken cancellationToken = default)
     {
         var snapshot = Volatile.Read(ref _snapshot);
-        if (!snapshot.TryGetValue(AccountName.Normalize(user), out var credential))
+        var found = snapshot.TryGetValue(AccountName.Normalize(user), out var credential);
+        if (found && _cache.Contains(credential!.Name, password, credential.PasswordHash))
         {
-            _hasher.VerifyDummy(password);
-            return CredentialCheck.UnknownUser;
+            return credential.Enabled ? CredentialCheck.Ok : CredentialCheck.Disabled;
         }
 
-        if (!PasswordHasher.Verify(password, credential.PasswordHash))
+        if (!await _gate.EnterAsync(ownersNetwork, _options.AuthQueueWait, _time, cancellationToken))
+        {
+            return CredentialCheck.Busy;
+        }
+
+        bool matches;
+        Interlocked.Increment(ref _hashes);
+        try
+        {
+            if (!found)
+            {
+                _hasher.VerifyDummy(password);
+                return CredentialCheck.UnknownUser;
+            }
+
+            matches = PasswordHasher.Verify(password, credential!.PasswordHash);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+
+        if (!matches)
         {
             return CredentialCheck.BadPassword;
         }
 
+        _cache.Add(credential.Name, password, credential.PasswordHash);
         return credential.Enabled ? CredentialCheck.Ok : CredentialCheck.Disabled;
     }
 

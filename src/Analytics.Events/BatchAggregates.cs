@@ -1,0 +1,678 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
+
+namespace Analytics.Events;
+
+/// <summary>
+/// The per-minute detection aggregates of one batch, computed where the batch already is. This is what
+/// the materialized views on <c>events</c> used to compute for every insert (migration 0010), with the
+/// same definitions: one <c>activity</c> row per (user | client IP | network, minute) and one
+/// <c>first_seen</c> row per (user, IP | network | recipient | domain). ClickHouse still owns the
+/// distinct-count states: the rows go to <c>activity_in</c> (a Null table) with the distinct values as
+/// arrays, and one view turns them into <c>uniq</c> states. Not thread-safe; reused batch after batch.
+/// </summary>
+internal sealed class BatchAggregates
+{
+    public const string ActivityTable = "activity_in";
+    public const string HourlyTable = "activity_hourly_in";
+    public const string ActiveTable = "active_entities";
+    public const string FirstSeenTable = "first_seen";
+
+    private const string EntityKindType = "Enum8('user' = 1, 'ip' = 2, 'net' = 3)";
+    private const string SeenKindType = "Enum8('ip' = 1, 'net' = 2, 'recipient' = 3, 'domain' = 4)";
+    private const byte SeenIp = 1, SeenNet = 2, SeenRecipient = 3, SeenDomain = 4;
+
+    private static readonly string[] Counters =
+    [
+        "events", "auth_attempts", "auth_failures", "rcpt", "rcpt_rejected", "rcpt_unknown", "messages",
+        "message_rcpts", "max_message_rcpts", "invalid_commands", "throttled",
+    ];
+
+    private readonly Dictionary<(string User, uint Minute), Activity> _users = [];
+    private readonly Dictionary<(UInt128 Ip, uint Minute), Activity> _ips = [];
+    private readonly Dictionary<(UInt128 Net, uint Minute), Activity> _nets = [];
+    private readonly Dictionary<(string User, byte Kind, UInt128 Address), Seen> _seenAddresses = [];
+    private readonly Dictionary<(string User, byte Kind, string Value), Seen> _seenValues = [];
+
+    // Text of addresses, made once per distinct address of the batch.
+    private readonly Dictionary<UInt128, string> _ipText = [];
+    private readonly List<Activity> _pool = [];
+    private int _pooled;
+
+    // Column buffers and hourly rows, reused batch after batch: fresh ones were tens of MB of large
+    // objects per batch, and the full collections they caused cost more than the encoding itself.
+    private readonly List<NativeColumn> _columns = [];
+    private int _columnsUsed;
+    private readonly Dictionary<(byte Kind, string Entity, uint Hour), Hour> _hours = [];
+    private readonly List<Hour> _hourPool = [];
+    private int _hoursUsed;
+
+    private NativeColumn Column()
+    {
+        if (_columnsUsed == _columns.Count)
+        {
+            _columns.Add(new NativeColumn(1 << 16));
+        }
+
+        var column = _columns[_columnsUsed++];
+        column.Length = 0;
+        return column;
+    }
+
+    private ArraySet Set()
+    {
+        var set = new ArraySet(Column(), Column());
+        return set;
+    }
+
+    public int ActivityRows => _users.Count + _ips.Count + _nets.Count;
+
+    public int FirstSeenRows => _seenAddresses.Count + _seenValues.Count;
+
+    public void Reset()
+    {
+        _users.Clear();
+        _ips.Clear();
+        _nets.Clear();
+        _seenAddresses.Clear();
+        _seenValues.Clear();
+        _ipText.Clear();
+        _ipEntities.Clear();
+        _netEntities.Clear();
+        _pooled = 0;
+    }
+
+    public void Add(SmtpEvent e)
+    {
+        // Delivery attempts happen after the session, on the server's own schedule: they are not the
+        // client's activity (events per minute, burstiness), and bounce features read them apart.
+        if (e.Kind == EventKind.Delivery)
+        {
+            return;
+        }
+
+        var ms = e.Timestamp.ToUnixTimeMilliseconds();
+        var minute = (uint)Math.Max(0, Math.Floor(ms / 60_000.0) * 60);
+        var ip = IpText.ToUInt128(e.ClientIp);
+        var net = IpText.Network(ip);
+        var user = e.User.Length == 0 ? "" : NativeColumn.Stored(e.User);
+        var recipient = e.Kind == EventKind.Rcpt ? NativeColumn.Stored(e.Recipient) : "";
+        var domain = e.Kind == EventKind.Rcpt ? NativeColumn.Stored(e.RecipientDomain) : "";
+        var recipients = e.Kind == EventKind.Data && e.Outcome == EventOutcome.Ok ? MessageRecipients(e.Detail) : 0;
+
+        if (user.Length != 0)
+        {
+            Get(_users, (user, minute)).Add(e, ip, net, user, recipient, domain, recipients);
+        }
+
+        Get(_ips, (ip, minute)).Add(e, ip, net, user, recipient, domain, recipients);
+        Get(_nets, (net, minute)).Add(e, ip, net, user, recipient, domain, recipients);
+
+        if (user.Length == 0 || e.Outcome != EventOutcome.Ok)
+        {
+            return;
+        }
+
+        if (e.Kind == EventKind.Auth)
+        {
+            See(ref CollectionsMarshal.GetValueRefOrAddDefault(_seenAddresses, (user, SeenIp, ip), out _), ms);
+            See(ref CollectionsMarshal.GetValueRefOrAddDefault(_seenAddresses, (user, SeenNet, net), out _), ms);
+        }
+        else if (e.Kind == EventKind.Rcpt)
+        {
+            if (recipient.Length != 0)
+            {
+                See(ref CollectionsMarshal.GetValueRefOrAddDefault(_seenValues, (user, SeenRecipient, recipient), out _), ms);
+            }
+
+            if (domain.Length != 0)
+            {
+                See(ref CollectionsMarshal.GetValueRefOrAddDefault(_seenValues, (user, SeenDomain, domain), out _), ms);
+            }
+        }
+    }
+
+    private static void See(ref Seen seen, long ms)
+    {
+        if (seen.Count == 0)
+        {
+            seen = new Seen(ms, ms, 1);
+            return;
+        }
+
+        seen = new Seen(Math.Min(seen.First, ms), Math.Max(seen.Last, ms), seen.Count + 1);
+    }
+
+    private Activity Get<TKey>(Dictionary<TKey, Activity> map, TKey key) where TKey : notnull
+    {
+        ref var slot = ref CollectionsMarshal.GetValueRefOrAddDefault(map, key, out var exists);
+        if (!exists)
+        {
+            if (_pooled == _pool.Count)
+            {
+                _pool.Add(new Activity());
+            }
+
+            slot = _pool[_pooled++];
+            slot.Clear();
+        }
+
+        return slot!;
+    }
+
+    /// <summary><c>toUInt64OrZero(extract(detail, 'recipients=(\d+)'))</c>: the digits after the first <c>recipients=</c> followed by one.</summary>
+    internal static ulong MessageRecipients(string detail)
+    {
+        var span = detail.AsSpan();
+        while (true)
+        {
+            var at = span.IndexOf("recipients=", StringComparison.Ordinal);
+            if (at < 0)
+            {
+                return 0;
+            }
+
+            span = span[(at + 11)..];
+            var digits = 0;
+            while (digits < span.Length && char.IsAsciiDigit(span[digits]))
+            {
+                digits++;
+            }
+
+            if (digits > 0)
+            {
+                return ulong.TryParse(span[..digits], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var n) ? n : 0;
+            }
+        }
+    }
+
+    private string Text(UInt128 address)
+    {
+        ref var text = ref CollectionsMarshal.GetValueRefOrAddDefault(_ipText, address, out var exists);
+        if (!exists)
+        {
+            text = IpText.Format(address);
+        }
+
+        return text!;
+    }
+
+    /// <summary>The <c>activity_in</c> block: the counters and the distinct values of every row.</summary>
+    public void WriteActivity(IBufferWriter<byte> output)
+    {
+        _columnsUsed = 0;
+        var rows = ActivityRows;
+        var kind = Column();
+        var entity = Column();
+        var minute = Column();
+        var counters = new NativeColumn[Counters.Length];
+        for (var i = 0; i < counters.Length; i++)
+        {
+            counters[i] = Column();
+        }
+
+        var sets = new ArraySet[7];
+        for (var i = 0; i < sets.Length; i++)
+        {
+            sets[i] = Set();
+        }
+
+        void Row(byte entityKind, string name, uint at, Activity a)
+        {
+            kind.Byte(entityKind);
+            entity.String(name);
+            minute.UInt32(at);
+            counters[0].UInt64(a.Events);
+            counters[1].UInt64(a.AuthAttempts);
+            counters[2].UInt64(a.AuthFailures);
+            counters[3].UInt64(a.Rcpt);
+            counters[4].UInt64(a.RcptRejected);
+            counters[5].UInt64(a.RcptUnknown);
+            counters[6].UInt64(a.Messages);
+            counters[7].UInt64(a.MessageRcpts);
+            counters[8].UInt64(a.MaxMessageRcpts);
+            counters[9].UInt64(a.InvalidCommands);
+            counters[10].UInt64(a.Throttled);
+            foreach (var v in a.UsersTried)
+            {
+                sets[0].Values.String(v);
+            }
+
+            sets[0].EndRow(a.UsersTried.Count);
+            foreach (var v in a.Ips)
+            {
+                sets[1].Values.IPv6(v);
+            }
+
+            sets[1].EndRow(a.Ips.Count);
+            foreach (var v in a.Nets)
+            {
+                sets[2].Values.String(Text(v));
+            }
+
+            sets[2].EndRow(a.Nets.Count);
+            foreach (var v in a.Recipients)
+            {
+                sets[3].Values.String(v);
+            }
+
+            sets[3].EndRow(a.Recipients.Count);
+            foreach (var v in a.Domains)
+            {
+                sets[4].Values.String(v);
+            }
+
+            sets[4].EndRow(a.Domains.Count);
+            foreach (var v in a.Sessions)
+            {
+                sets[5].Values.UInt64(v);
+            }
+
+            sets[5].EndRow(a.Sessions.Count);
+            foreach (var v in a.DataSessions)
+            {
+                sets[6].Values.UInt64(v);
+            }
+
+            sets[6].EndRow(a.DataSessions.Count);
+        }
+
+        ForEachRow(Row);
+
+        NativeColumn.WriteBlockHeader(output, 3 + Counters.Length + sets.Length, rows);
+        NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
+        NativeColumn.WriteColumn(output, "entity", "String", entity.Written);
+        NativeColumn.WriteColumn(output, "minute", "DateTime('UTC')", minute.Written);
+        for (var i = 0; i < Counters.Length; i++)
+        {
+            NativeColumn.WriteColumn(output, Counters[i], "UInt64", counters[i].Written);
+        }
+
+        NativeColumn.WriteArrayColumn(output, "users_tried", "Array(String)", sets[0].Offsets, sets[0].Values);
+        NativeColumn.WriteArrayColumn(output, "ips", "Array(IPv6)", sets[1].Offsets, sets[1].Values);
+        NativeColumn.WriteArrayColumn(output, "nets", "Array(String)", sets[2].Offsets, sets[2].Values);
+        NativeColumn.WriteArrayColumn(output, "recipients", "Array(String)", sets[3].Offsets, sets[3].Values);
+        NativeColumn.WriteArrayColumn(output, "recipient_domains", "Array(String)", sets[4].Offsets, sets[4].Values);
+        NativeColumn.WriteArrayColumn(output, "sessions", "Array(UInt64)", sets[5].Offsets, sets[5].Values);
+        NativeColumn.WriteArrayColumn(output, "data_sessions", "Array(UInt64)", sets[6].Offsets, sets[6].Values);
+    }
+
+    /// <summary>
+    /// The <c>activity_hourly_in</c> block: the batch's minute rows rolled up per entity and hour, as
+    /// activity_hourly_mv (0014) did per inserted activity block; active_minutes is the number of
+    /// distinct minutes of the batch, as its uniqExact(minute) was.
+    /// </summary>
+    public void WriteHourly(IBufferWriter<byte> output)
+    {
+        _columnsUsed = 0;
+        var hours = _hours;
+        hours.Clear();
+        _hoursUsed = 0;
+        void Roll(byte kind, string entity, uint minute, Activity a)
+        {
+            ref var slot = ref CollectionsMarshal.GetValueRefOrAddDefault(hours, (kind, entity, minute - minute % 3600), out var exists);
+            if (!exists)
+            {
+                if (_hoursUsed == _hourPool.Count)
+                {
+                    _hourPool.Add(new Hour());
+                }
+
+                slot = _hourPool[_hoursUsed++];
+                slot.Clear();
+            }
+
+            var h = slot!;
+
+            h.Events += a.Events;
+            h.ActiveMinutes++;
+            h.AuthAttempts += a.AuthAttempts;
+            h.AuthFailures += a.AuthFailures;
+            h.Rcpt += a.Rcpt;
+            h.RcptUnknown += a.RcptUnknown;
+            h.Messages += a.Messages;
+            foreach (var v in a.UsersTried)
+            {
+                h.UsersTried.Add(v);
+            }
+
+            foreach (var v in a.Ips)
+            {
+                h.Ips.Add(v);
+            }
+
+            foreach (var v in a.Recipients)
+            {
+                h.Recipients.Add(v);
+            }
+        }
+
+        ForEachRow(Roll);
+        var rows = hours.Count;
+        var kind = Column();
+        var entity = Column();
+        var hour = Column();
+        var counters = new NativeColumn[7];
+        for (var i = 0; i < counters.Length; i++)
+        {
+            counters[i] = Column();
+        }
+
+        var users = Set();
+        var ips = Set();
+        var recipients = Set();
+        foreach (var ((k, e, at), h) in hours)
+        {
+            kind.Byte(k);
+            entity.String(e);
+            hour.UInt32(at);
+            counters[0].UInt64(h.Events);
+            counters[1].UInt64(h.ActiveMinutes);
+            counters[2].UInt64(h.AuthAttempts);
+            counters[3].UInt64(h.AuthFailures);
+            counters[4].UInt64(h.Rcpt);
+            counters[5].UInt64(h.RcptUnknown);
+            counters[6].UInt64(h.Messages);
+            foreach (var v in h.UsersTried)
+            {
+                users.Values.String(v);
+            }
+
+            users.EndRow(h.UsersTried.Count);
+            foreach (var v in h.Ips)
+            {
+                ips.Values.IPv6(v);
+            }
+
+            ips.EndRow(h.Ips.Count);
+            foreach (var v in h.Recipients)
+            {
+                recipients.Values.String(v);
+            }
+
+            recipients.EndRow(h.Recipients.Count);
+        }
+
+        string[] names = ["events", "active_minutes", "auth_attempts", "auth_failures", "rcpt", "rcpt_unknown", "messages"];
+        NativeColumn.WriteBlockHeader(output, 3 + names.Length + 3, rows);
+        NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
+        NativeColumn.WriteColumn(output, "entity", "String", entity.Written);
+        NativeColumn.WriteColumn(output, "hour", "DateTime('UTC')", hour.Written);
+        for (var i = 0; i < names.Length; i++)
+        {
+            NativeColumn.WriteColumn(output, names[i], "UInt64", counters[i].Written);
+        }
+
+        NativeColumn.WriteArrayColumn(output, "users_tried", "Array(String)", users.Offsets, users.Values);
+        NativeColumn.WriteArrayColumn(output, "ips", "Array(IPv6)", ips.Offsets, ips.Values);
+        NativeColumn.WriteArrayColumn(output, "recipients", "Array(String)", recipients.Offsets, recipients.Values);
+    }
+
+    /// <summary>The <c>active_entities</c> block: who was active in which minute (what active_entities_mv kept).</summary>
+    public void WriteActiveEntities(IBufferWriter<byte> output)
+    {
+        _columnsUsed = 0;
+        var rows = ActivityRows;
+        var minute = Column();
+        var kind = Column();
+        var entity = Column();
+        ForEachRow((k, e, at, _) =>
+        {
+            minute.UInt32(at);
+            kind.Byte(k);
+            entity.String(e);
+        });
+        NativeColumn.WriteBlockHeader(output, 3, rows);
+        NativeColumn.WriteColumn(output, "minute", "DateTime('UTC')", minute.Written);
+        NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
+        NativeColumn.WriteColumn(output, "entity", "String", entity.Written);
+    }
+
+    // Every minute row with its entity as the tables name it.
+    private void ForEachRow(Action<byte, string, uint, Activity> row)
+    {
+        foreach (var ((user, at), a) in _users)
+        {
+            row(1, user, at, a);
+        }
+
+        foreach (var ((ip, at), a) in _ips)
+        {
+            row(2, a.Name ??= IpEntity(ip), at, a);
+        }
+
+        foreach (var ((net, at), a) in _nets)
+        {
+            row(3, a.Name ??= NetEntity(net), at, a);
+        }
+    }
+
+    // Entity names, made once per distinct address of the batch (a row of each minute shares them).
+    private readonly Dictionary<UInt128, string> _ipEntities = [];
+    private readonly Dictionary<UInt128, string> _netEntities = [];
+
+    private string IpEntity(UInt128 ip)
+    {
+        ref var name = ref CollectionsMarshal.GetValueRefOrAddDefault(_ipEntities, ip, out var exists);
+        return exists ? name! : name = IpText.WithoutMappedPrefix(Text(ip));
+    }
+
+    private string NetEntity(UInt128 net)
+    {
+        ref var name = ref CollectionsMarshal.GetValueRefOrAddDefault(_netEntities, net, out var exists);
+        return exists ? name! : name = IpText.WithoutMappedPrefix(Text(net)) + (IpText.IsIPv4Mapped(net) ? "/24" : "/64");
+    }
+
+    private sealed class Hour
+    {
+        public ulong Events, ActiveMinutes, AuthAttempts, AuthFailures, Rcpt, RcptUnknown, Messages;
+        public SmallSet<string> UsersTried;
+        public SmallSet<UInt128> Ips;
+        public SmallSet<string> Recipients;
+
+        public void Clear()
+        {
+            Events = ActiveMinutes = AuthAttempts = AuthFailures = Rcpt = RcptUnknown = Messages = 0;
+            UsersTried.Clear();
+            Ips.Clear();
+            Recipients.Clear();
+        }
+    }
+
+    /// <summary>The <c>first_seen</c> block (its SimpleAggregateFunction columns take plain values).</summary>
+    public void WriteFirstSeen(IBufferWriter<byte> output)
+    {
+        _columnsUsed = 0;
+        var rows = FirstSeenRows;
+        var user = Column();
+        var kind = Column();
+        var value = Column();
+        var first = Column();
+        var last = Column();
+        foreach (var ((u, k, address), seen) in _seenAddresses)
+        {
+            user.String(u);
+            kind.Byte(k);
+            value.String(k == SeenIp ? IpEntity(address) : IpText.WithoutMappedPrefix(Text(address)));
+            first.Int64(seen.First);
+            last.Int64(seen.Last);
+        }
+
+        foreach (var ((u, k, v), seen) in _seenValues)
+        {
+            user.String(u);
+            kind.Byte(k);
+            value.String(v);
+            first.Int64(seen.First);
+            last.Int64(seen.Last);
+        }
+
+        NativeColumn.WriteBlockHeader(output, 5, rows);
+        NativeColumn.WriteColumn(output, "user", "String", user.Written);
+        NativeColumn.WriteColumn(output, "seen_kind", SeenKindType, kind.Written);
+        NativeColumn.WriteColumn(output, "value", "String", value.Written);
+        NativeColumn.WriteColumn(output, "first_seen", "DateTime64(3, 'UTC')", first.Written);
+        NativeColumn.WriteColumn(output, "last_seen", "DateTime64(3, 'UTC')", last.Written);
+    }
+
+    private readonly record struct Seen(long First, long Last, int Count);
+
+    private sealed class ArraySet(NativeColumn offsets, NativeColumn values)
+    {
+        private ulong _end;
+
+        public NativeColumn Offsets { get; } = offsets;
+
+        public NativeColumn Values { get; } = values;
+
+        public void EndRow(int count)
+        {
+            _end += (ulong)count;
+            Offsets.UInt64(_end);
+        }
+    }
+
+    /// <summary>One activity row in the making.</summary>
+    private sealed class Activity
+    {
+        // The entity's name as the tables spell it (IP and network rows), made on first use.
+        public string? Name;
+        public ulong Events, AuthAttempts, AuthFailures, Rcpt, RcptRejected, RcptUnknown, Messages, MessageRcpts, MaxMessageRcpts, InvalidCommands, Throttled;
+        public SmallSet<string> UsersTried;
+        public SmallSet<UInt128> Ips;
+        public SmallSet<UInt128> Nets;
+        public SmallSet<string> Recipients;
+        public SmallSet<string> Domains;
+        public SmallSet<ulong> Sessions;
+        public SmallSet<ulong> DataSessions;
+
+        public void Clear()
+        {
+            Name = null;
+            Events = AuthAttempts = AuthFailures = Rcpt = RcptRejected = RcptUnknown = Messages = MessageRcpts = MaxMessageRcpts = InvalidCommands = Throttled = 0;
+            UsersTried.Clear();
+            Ips.Clear();
+            Nets.Clear();
+            Recipients.Clear();
+            Domains.Clear();
+            Sessions.Clear();
+            DataSessions.Clear();
+        }
+
+        // The definitions of activity_mv (0010_activity.sql), event by event.
+        public void Add(SmtpEvent e, UInt128 ip, UInt128 net, string user, string recipient, string domain, ulong messageRecipients)
+        {
+            Events++;
+            Ips.Add(ip);
+            Nets.Add(net);
+            Sessions.Add(e.SessionId);
+            switch (e.Kind)
+            {
+                case EventKind.Auth:
+                    AuthAttempts++;
+                    if (e.Outcome != EventOutcome.Ok)
+                    {
+                        AuthFailures++;
+                    }
+
+                    if (user.Length != 0)
+                    {
+                        UsersTried.Add(user);
+                    }
+
+                    break;
+                case EventKind.Rcpt:
+                    Rcpt++;
+                    if (e.Outcome != EventOutcome.Ok)
+                    {
+                        RcptRejected++;
+                    }
+
+                    if (e.Status == "5.1.1")
+                    {
+                        RcptUnknown++;
+                    }
+
+                    Recipients.Add(recipient);
+                    if (domain.Length != 0)
+                    {
+                        Domains.Add(domain);
+                    }
+
+                    break;
+                case EventKind.Data when e.Outcome == EventOutcome.Ok:
+                    Messages++;
+                    MessageRcpts += messageRecipients;
+                    MaxMessageRcpts = Math.Max(MaxMessageRcpts, messageRecipients);
+                    DataSessions.Add(e.SessionId);
+                    break;
+                case EventKind.Invalid:
+                    InvalidCommands++;
+                    break;
+                case EventKind.Throttle:
+                    Throttled++;
+                    break;
+            }
+        }
+    }
+}
+
+/// <summary>A set that stays a short array while small (most per-minute sets hold one to a few values).</summary>
+internal struct SmallSet<T> where T : IEquatable<T>
+{
+    private const int ArrayLimit = 8;
+    private T[]? _items;
+    private int _count;
+    private HashSet<T>? _set;
+
+    public readonly int Count => _set?.Count ?? _count;
+
+    public void Add(T value)
+    {
+        if (_set is not null)
+        {
+            _set.Add(value);
+            return;
+        }
+
+        _items ??= new T[2];
+        for (var i = 0; i < _count; i++)
+        {
+            if (_items[i].Equals(value))
+            {
+                return;
+            }
+        }
+
+        if (_count == ArrayLimit)
+        {
+            _set = new HashSet<T>(_items.AsSpan(0, _count).ToArray()) { value };
+            return;
+        }
+
+        if (_count == _items.Length)
+        {
+            Array.Resize(ref _items, _count * 2);
+        }
+
+        _items[_count++] = value;
+    }
+
+    public void Clear()
+    {
+        _count = 0;
+        _set = null;
+    }
+
+    public readonly Enumerator GetEnumerator() => new(_items, _count, _set);
+
+    public struct Enumerator(T[]? items, int count, HashSet<T>? set)
+    {
+        private HashSet<T>.Enumerator _setEnumerator = set?.GetEnumerator() ?? default;
+        private int _index = -1;
+
+        public readonly T Current => set is not null ? _setEnumerator.Current : items![_index];
+
+        public bool MoveNext() => set is not null ? _setEnumerator.MoveNext() : ++_index < count;
+    }
+}

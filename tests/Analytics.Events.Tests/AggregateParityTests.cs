@@ -1,0 +1,156 @@
+using System.Net;
+using Analytics.Store;
+using Analytics.Store.Embedded;
+using Analytics.Store.Schema;
+using Microsoft.Extensions.Logging.Abstractions;
+using Xunit;
+
+namespace Analytics.Events.Tests;
+
+/// <summary>
+/// The aggregates the sink computes per batch (migration 0030) against the views they replace
+/// (0010, 0014), over the same events: every aggregate table must read the same.
+/// </summary>
+[Collection(EmbeddedCollection.Name)]
+public sealed class AggregateParityTests
+{
+    private static readonly DateTimeOffset T0 = new(2026, 11, 20, 11, 58, 30, TimeSpan.Zero);
+
+    // Addresses whose text form is easy to get wrong: IPv4, IPv4-compatible, loopback, a run of one
+    // zero group, two runs of equal length, and an IPv6 address with "::ffff:" inside it.
+    private static readonly string[] Addresses =
+    [
+        "127.9.9.9", "127.9.9.20", "10.1.2.3", "::1.2.3.4", "::1", "2001:db8:0:1:1:1:1:1", "2001:db8::1:0:0:1",
+        "2001:db8::ffff:1", "fe80::1:2:3:4", "2a02:6b8::11", "::", "1:0:0:2:0:0:0:3",
+    ];
+
+    private static List<SmtpEvent> Events(int count, int seed)
+    {
+        var random = new Random(seed);
+        var list = new List<SmtpEvent>(count);
+        EventKind[] kinds = [EventKind.Connect, EventKind.Ehlo, EventKind.Auth, EventKind.Mail, EventKind.Rcpt, EventKind.Rcpt, EventKind.Data, EventKind.Invalid, EventKind.Throttle, EventKind.Close];
+        for (var i = 0; i < count; i++)
+        {
+            var kind = kinds[random.Next(kinds.Length)];
+            var user = random.Next(4) == 0 ? "" : "user" + random.Next(12) + "@example.org";
+            var ok = random.Next(3) != 0;
+            var domain = random.Next(5) == 0 ? "" : "d" + random.Next(4) + ".test";
+            list.Add(new SmtpEvent
+            {
+                Timestamp = T0.AddMilliseconds(random.Next(0, 4 * 60_000)),
+                Node = "parity",
+                Role = random.Next(2) == 0 ? ListenerRole.Submission : ListenerRole.Mx,
+                SessionId = (ulong)random.Next(40),
+                Kind = kind,
+                ClientIp = IPAddress.Parse(Addresses[random.Next(Addresses.Length)]),
+                User = user,
+                Outcome = ok ? EventOutcome.Ok : random.Next(2) == 0 ? EventOutcome.Reject : EventOutcome.TempFail,
+                Status = kind == EventKind.Rcpt && !ok ? "5.1.1" : "2.0.0",
+                Recipient = kind == EventKind.Rcpt ? (random.Next(10) == 0 ? "" : "r" + random.Next(30) + "@" + domain) : "",
+                RecipientDomain = kind == EventKind.Rcpt ? domain : "",
+                Detail = kind == EventKind.Data ? random.Next(4) switch
+                {
+                    0 => "recipients=" + random.Next(1, 60),
+                    1 => "queued as X recipients=x recipients=" + random.Next(1, 9),
+                    2 => "recipients=99999999999999999999999",
+                    _ => "",
+                } : "",
+            });
+        }
+
+        return list;
+    }
+
+    private static readonly string[] Checks =
+    [
+        """
+        SELECT toString(entity_kind), entity, minute, sum(events), sum(auth_attempts), sum(auth_failures), sum(rcpt), sum(rcpt_rejected),
+               sum(rcpt_unknown), sum(messages), sum(message_rcpts), max(max_message_rcpts), sum(invalid_commands), sum(throttled),
+               uniqMerge(users_tried), uniqMerge(ips), uniqMerge(nets), uniqMerge(recipients), uniqMerge(recipient_domains),
+               uniqMerge(sessions), uniqMerge(data_sessions)
+        FROM {db}.activity GROUP BY entity_kind, entity, minute ORDER BY entity_kind, entity, minute
+        """,
+        """
+        SELECT toString(entity_kind), entity, hour, sum(events), sum(active_minutes), sum(auth_attempts), sum(auth_failures), sum(rcpt),
+               sum(rcpt_unknown), sum(messages), uniqMerge(users_tried), uniqMerge(ips), uniqMerge(recipients)
+        FROM {db}.activity_hourly GROUP BY entity_kind, entity, hour ORDER BY entity_kind, entity, hour
+        """,
+        "SELECT DISTINCT minute, toString(entity_kind), entity FROM {db}.active_entities ORDER BY 1, 2, 3",
+        """
+        SELECT user, toString(seen_kind), value, min(first_seen), max(last_seen)
+        FROM {db}.first_seen GROUP BY user, seen_kind, value ORDER BY user, seen_kind, value
+        """,
+    ];
+
+    [Fact]
+    public async Task SinkAggregates_ReadTheSameAsTheViewsTheyReplace()
+    {
+        using var dir = new TempDirectory();
+        await using var store = EmbeddedStore.Open(dir.Path);
+        var ct = TestContext.Current.CancellationToken;
+        await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), ct);
+
+        // The schema before 0030, in a database of its own.
+        await store.ExecuteAsync("CREATE DATABASE views", null, ct);
+        await store.ExecuteAsync("USE views", null, ct);
+        try
+        {
+            foreach (var statement in Migrator.Embedded.Where(m => m.Version < 30).SelectMany(m => m.Statements(new SchemaSettings())))
+            {
+                await store.ExecuteAsync(statement, null, ct);
+            }
+        }
+        finally
+        {
+            await store.ExecuteAsync("USE default", null, ct);
+        }
+
+        // Three batches, so that aggregates of one entity and minute are merged across inserts.
+        var all = Events(3000, seed: 7);
+        for (var b = 0; b < 3; b++)
+        {
+            var part = all.Skip(b * 1000).Take(1000).ToList();
+            var events = new EventBlockEncoder();
+            var batch = new EventBatch();
+            foreach (var e in part)
+            {
+                events.Add(e);
+                batch.Add(e);
+            }
+
+            await store.InsertAsync("views.events", null, InsertFormat.Native, events.ToArray(), null, ct);
+            await EventFrame.InsertAsync(store, batch.ToArray(), "parity-" + b, ct);
+        }
+
+        Assert.Equal(3000UL, (await store.QueryAsync("SELECT count() FROM events", null, ct)).Scalar<ulong>());
+        foreach (var check in Checks)
+        {
+            var expected = await store.QueryFormattedAsync(check.Replace("{db}", "views", StringComparison.Ordinal), "TSV", null, ct);
+            var actual = await store.QueryFormattedAsync(check.Replace("{db}", "default", StringComparison.Ordinal), "TSV", null, ct);
+            Assert.True(expected.Length > 0, check);
+            Assert.Equal(System.Text.Encoding.UTF8.GetString(expected), System.Text.Encoding.UTF8.GetString(actual));
+        }
+    }
+
+    [Theory]
+    [InlineData("127.0.0.1")]
+    [InlineData("::ffff:127.0.0.1")]
+    [InlineData("::1.2.3.4")]
+    [InlineData("::1")]
+    [InlineData("::")]
+    [InlineData("2001:db8:0:1:1:1:1:1")]
+    [InlineData("2001:db8::1:0:0:1")]
+    [InlineData("1:0:0:2:0:0:0:3")]
+    [InlineData("2001:db8::ffff:1")]
+    [InlineData("fe80::")]
+    public async Task IpText_FormatsAsClickHouse(string address)
+    {
+        using var dir = new TempDirectory();
+        await using var store = EmbeddedStore.Open(dir.Path);
+        var ip = IpText.ToUInt128(IPAddress.Parse(address));
+        var r = await store.QueryAsync("SELECT IPv6NumToString(toIPv6({a:String})), cutIPv6(toIPv6({a:String}), 8, 1)",
+            QueryParameters.Of(("a", address)), TestContext.Current.CancellationToken);
+        Assert.Equal((string)r.Rows[0][0]!, IpText.Format(ip));
+        Assert.Equal((string)r.Rows[0][1]!, IpText.Format(IpText.Network(ip)));
+    }
+}
