@@ -132,28 +132,59 @@ public sealed class FixedLimitOptions
 /// <summary>Defenses that need no model and act at once, inside a session and across sessions (<c>Limits:FastPath</c>).</summary>
 public sealed class FastPathOptions
 {
-    /// <summary>Unknown-recipient (550 5.1.1) rejections in one session after which every reply is tarpitted. Default 3.</summary>
+    /// <summary>
+    /// Unknown-recipient (550 5.1.1) rejections in one session after which every reply is tarpitted,
+    /// when they are also <see cref="UnknownRecipientShare"/> of the session's recipients. Default 3.
+    /// </summary>
     [Range(1, 10_000)]
     public int UnknownRecipientsBeforeTarpit { get; set; } = 3;
 
-    /// <summary>Unknown-recipient rejections in one session after which the server answers 421 4.7.0 and closes. Default 10.</summary>
+    /// <summary>Unknown-recipient rejections in one session after which the server answers 421 4.7.0 and closes (with the same share). Default 10.</summary>
     [Range(1, 10_000)]
     public int UnknownRecipientsBeforeDisconnect { get; set; } = 10;
+
+    /// <summary>
+    /// Share of the recipients tried that must be unknown mailboxes before unknown recipients tarpit or
+    /// close a session or hold an entity: a harvester's guesses are mostly unknown, a list server's
+    /// stale addresses are a few in a hundred. Within a session the share is of the session's
+    /// recipients; across sessions it is of the entity's recipients in <see cref="UnknownRecipientWindow"/>
+    /// plus its recent deliveries (<see cref="DeliveredHistoryCredit"/>). Default 0.5.
+    /// </summary>
+    [Range(0.0, 1.0)]
+    public double UnknownRecipientShare { get; set; } = 0.5;
+
+    /// <summary>
+    /// Recipients of the mail an IP, network or account delivered lately — a count that halves every six
+    /// hours — counted, up to this many, as known recipients when the share of its unknown ones is
+    /// judged: a sender with a record of real mail needs more unknown recipients to be held, a new one
+    /// is judged on what it does. 0 turns history off. Default 50.
+    /// </summary>
+    [Range(0, 1_000_000)]
+    public int DeliveredHistoryCredit { get; set; } = 50;
 
     /// <summary>Delay added to a tarpitted reply. Default 2 s.</summary>
     [Range(typeof(TimeSpan), "00:00:00", "00:05:00")]
     public TimeSpan TarpitDelay { get; set; } = TimeSpan.FromSeconds(2);
 
-    /// <summary>AUTH failures from one IP within <see cref="AuthFailureWindow"/> that lock the IP. Default 10.</summary>
+    /// <summary>AUTH failures from one IP within <see cref="AuthFailureWindow"/> that lock the IP, when they are also <see cref="AuthFailureShare"/> of its AUTH attempts. Default 10.</summary>
     [Range(1, 100_000)]
     public int AuthFailuresPerIp { get; set; } = 10;
 
     /// <summary>
-    /// AUTH failures against one account from one network (/24, /64) within <see cref="AuthFailureWindow"/>
-    /// that lock AUTH to that account from that network — not from its owner's networks. Default 5.
+    /// Distinct wrong passwords (compared as keyed hashes in memory) against one account from one network
+    /// (/24, /64) within <see cref="AuthFailureWindow"/> that lock AUTH to that account from that network —
+    /// never from its owner's networks. A client retrying one stale password is not guessing. Default 5.
     /// </summary>
     [Range(1, 100_000)]
     public int AuthFailuresPerUser { get; set; } = 5;
+
+    /// <summary>
+    /// Share of an IP's or network's AUTH attempts in the window that must have failed before its
+    /// failures lock it: an office or a carrier NAT where hundreds log in, a few with typos, stays open;
+    /// a guesser's attempts nearly all fail. Default 0.5.
+    /// </summary>
+    [Range(0.0, 1.0)]
+    public double AuthFailureShare { get; set; } = 0.5;
 
     /// <summary>
     /// AUTH failures against one account, over all networks, within <see cref="AuthFailureWindow"/> that
@@ -177,8 +208,8 @@ public sealed class FastPathOptions
 
     /// <summary>
     /// AUTH failures from one network (IPv4 /24, IPv6 /64) within <see cref="AuthFailureWindow"/> that
-    /// lock AUTH from the whole network: stuffing spreads a few attempts over many addresses of a
-    /// handful of networks, under every per-IP threshold. Default 10.
+    /// lock AUTH from the whole network (with the same share): stuffing spreads a few attempts over many
+    /// addresses of a handful of networks, under every per-IP threshold. Default 10.
     /// </summary>
     [Range(1, 100_000)]
     public int AuthFailuresPerNetwork { get; set; } = 10;
@@ -191,7 +222,7 @@ public sealed class FastPathOptions
     [Range(2, 100_000)]
     public int SprayAccountsPerPassword { get; set; } = 3;
 
-    /// <summary>Unknown-recipient rejections from one IP, over all its sessions within <see cref="UnknownRecipientWindow"/>, that hold the IP. Default 8.</summary>
+    /// <summary>Unknown-recipient rejections from one IP, over all its sessions within <see cref="UnknownRecipientWindow"/>, that hold the IP (with <see cref="UnknownRecipientShare"/>). Default 8.</summary>
     [Range(1, 100_000)]
     public int UnknownRecipientsPerIp { get; set; } = 8;
 

@@ -14,7 +14,17 @@ public sealed record SimulationProgress(int Day, int Days, long Sessions, long E
 public sealed record SimulationResult(string RunId, long Sessions, long Events, int Labels, TimeSpan Elapsed)
 {
     public double EventsPerSecond => Events / Math.Max(Elapsed.TotalSeconds, 1e-9);
+
+    /// <summary>Per population (benign label variant or attack variant): sessions, and sessions the server acted on.</summary>
+    public IReadOnlyDictionary<string, SessionHarm> Populations { get; init; } = new Dictionary<string, SessionHarm>();
 }
+
+/// <summary>
+/// What the server did to one population's sessions: how many it played, how many it acted on (any
+/// throttle event — a tarpit, a hold, a lock, a rate refusal — or a refused connection), and how many
+/// of those it refused outright (a 4xx/5xx throttle; tarpits only slow).
+/// </summary>
+public sealed record SessionHarm(string Class, long Sessions, long Throttled, long Refused);
 
 /// <summary>
 /// Fast mode: plans every entity's sessions day by day (in parallel; each entity-day has its own
@@ -53,27 +63,45 @@ public static class FastSimulation
     }
 
     /// <summary>Plays the whole run and hands every event to <paramref name="emit"/> (no store; for tests and tools).</summary>
-    public static (long Sessions, long Events) Play(World world, LimitsOptions? options, Action<SmtpEvent> emit, IProgress<SimulationProgress>? progress = null)
+    public static (long Sessions, long Events) Play(World world, LimitsOptions? options, Action<SmtpEvent> emit, IProgress<SimulationProgress>? progress = null) =>
+        Play(world, options, emit, progress, out _);
+
+    /// <summary>Plays the whole run; <paramref name="harm"/> says what the server did to each population.</summary>
+    public static (long Sessions, long Events) Play(World world, LimitsOptions? options, Action<SmtpEvent> emit, IProgress<SimulationProgress>? progress,
+        out IReadOnlyDictionary<string, SessionHarm> harm)
     {
         var emulator = new ListenerEmulator(world, options);
         long sessions = 0, events = 0;
+        bool throttled = false, refused = false;
         void Count(SmtpEvent e)
         {
             events++;
+            if (e.Kind == EventKind.Throttle)
+            {
+                throttled = true;
+                refused |= e.ReplyCode >= 400 && e.ReplyCode != 550;
+            }
+
             emit(e);
         }
 
+        var counts = new Dictionary<string, (string Class, long Sessions, long Throttled, long Refused)>(StringComparer.Ordinal);
         for (var day = 0; day < world.Scenario.Days; day++)
         {
             foreach (var script in PlanDay(world, day))
             {
+                throttled = refused = false;
                 emulator.Play(script, Count);
                 sessions++;
+                var key = script.Population.Length > 0 ? script.Population : script.Class;
+                var c = counts.GetValueOrDefault(key, (script.Class, 0, 0, 0));
+                counts[key] = (c.Class, c.Sessions + 1, c.Throttled + (throttled ? 1 : 0), c.Refused + (refused ? 1 : 0));
             }
 
             progress?.Report(new SimulationProgress(day + 1, world.Scenario.Days, sessions, events));
         }
 
+        harm = counts.ToDictionary(c => c.Key, c => new SessionHarm(c.Value.Class, c.Value.Sessions, c.Value.Throttled, c.Value.Refused), StringComparer.Ordinal);
         return (sessions, events);
     }
 
@@ -97,6 +125,7 @@ public static class FastSimulation
         }, cancellationToken);
 
         (long Sessions, long Events) counts;
+        IReadOnlyDictionary<string, SessionHarm>? harm = null;
         try
         {
             counts = await Task.Run(() =>
@@ -126,7 +155,7 @@ public static class FastSimulation
                     {
                         Flush();
                     }
-                }, progress);
+                }, progress, out harm);
                 Flush();
                 return result;
             }, cancellationToken);
@@ -137,6 +166,6 @@ public static class FastSimulation
         }
 
         await insert;
-        return new SimulationResult(runId, counts.Sessions, counts.Events, world.Labels.Count, Stopwatch.GetElapsedTime(started));
+        return new SimulationResult(runId, counts.Sessions, counts.Events, world.Labels.Count, Stopwatch.GetElapsedTime(started)) { Populations = harm! };
     }
 }

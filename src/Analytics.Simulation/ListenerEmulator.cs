@@ -93,6 +93,8 @@ internal sealed class ListenerEmulator
 
         public int UnknownRecipients { get; set; }
 
+        public int KnownRecipients { get; set; }
+
         public TimeSpan TarpitEachReply { get; set; }
 
         public void DelayNextReply(TimeSpan delay) => _pendingDelay += delay;
@@ -178,6 +180,7 @@ internal sealed class ListenerEmulator
                         $"{_now.UtcDateTime:yyyyMMddHHmmssfff}-{_script.SessionId:x16}-{++_e._queueSequence:x}");
                     Reply(EventKind.Data, 250, "2.0.0", string.Create(CultureInfo.InvariantCulture, $"recipients={AcceptedRecipients} queued={id}"),
                         sender: _sender, size: (ulong)step.Size + 2, work: TimeSpan.FromMilliseconds(1 + (step.Size / 1_000_000)));
+                    _e._rules.Delivered(this, AcceptedRecipients);
                     _inTransaction = false;
                     AcceptedRecipients = 0;
                     return true;

@@ -1,6 +1,107 @@
 namespace Analytics.Simulation;
 
-/// <summary>Word lists: mailbox names, the harvesters' dictionary, and the attackers' password lists.</summary>
+/// <summary>
+/// The word lists a world is generated from: people's names, role accounts, domain words, outside
+/// domains, the attackers' password list and the harvesters' dictionary, plus the style of mailbox
+/// names and users' passwords. Two vocabularies share no list, so a model trained on a world of one
+/// and tested on a world of the other never meets the names, domains, passwords or dictionary it was
+/// trained on (<see cref="Scenario.Vocabulary"/>).
+/// </summary>
+internal sealed class Vocabulary
+{
+    public required string Name { get; init; }
+
+    public required string[] First { get; init; }
+
+    public required string[] Last { get; init; }
+
+    /// <summary>Role accounts every harvester tries first.</summary>
+    public required string[] Roles { get; init; }
+
+    public required string[] Passwords { get; init; }
+
+    public required string[] ExternalDomains { get; init; }
+
+    public required string[] Words { get; init; }
+
+    /// <summary>TLD of the local domains.</summary>
+    public required string Tld { get; init; }
+
+    /// <summary>A mailbox local part for a person, in this vocabulary's house style.</summary>
+    public required Func<Random, string, string, string> LocalPart { get; init; }
+
+    /// <summary>An account's password, in this vocabulary's style.</summary>
+    public required Func<Random, Vocabulary, string> UserPassword { get; init; }
+
+    /// <summary>The harvesters' dictionary, in the order a bot walks it.</summary>
+    public required IReadOnlyList<string> Dictionary { get; init; }
+
+    /// <summary>A second dictionary, for harvest campaigns that are held out of training: other patterns, other order.</summary>
+    public required IReadOnlyList<string> AltDictionary { get; init; }
+
+    public static Vocabulary Get(string name) => name switch
+    {
+        "a" => A,
+        "b" => B,
+        _ => throw new ArgumentException($"vocabulary must be 'a' or 'b' (is '{name}')", nameof(name)),
+    };
+
+    public static Vocabulary A { get; } = BuildA();
+
+    public static Vocabulary B { get; } = BuildB();
+
+    private static Vocabulary BuildA()
+    {
+        var first = Names.First;
+        var last = Names.Last;
+        return new Vocabulary
+        {
+            Name = "a",
+            First = first,
+            Last = last,
+            Roles = Names.Roles,
+            Passwords = Names.Passwords,
+            ExternalDomains = Names.ExternalDomains,
+            Words = Names.Words,
+            Tld = ".test",
+            LocalPart = (random, f, l) => random.Next(4) switch { 0 => f, 1 => f[0] + l, _ => f + "." + l },
+            UserPassword = (random, v) => v.Words[random.Next(v.Words.Length)] + "-" + v.Words[random.Next(v.Words.Length)] + random.Next(10, 99).ToString(System.Globalization.CultureInfo.InvariantCulture),
+            Dictionary = Ordered([.. Names.Roles, .. first, .. first.Take(60).SelectMany(f => last.Take(20).SelectMany(l => new[] { f + "." + l, f[0] + l }))]),
+            AltDictionary = Shuffled([.. first.Take(90).SelectMany(f => last.Take(25).Select(l => f + l)), .. first.Select(f => f + "1")], 11),
+        };
+    }
+
+    private static Vocabulary BuildB()
+    {
+        var first = Names.FirstB;
+        var last = Names.LastB;
+        return new Vocabulary
+        {
+            Name = "b",
+            First = first,
+            Last = last,
+            Roles = Names.RolesB,
+            Passwords = Names.PasswordsB,
+            ExternalDomains = Names.ExternalDomainsB,
+            Words = Names.WordsB,
+            Tld = ".example",
+            LocalPart = (random, f, l) => random.Next(5) switch { 0 => f + "_" + l, 1 => f + l[0], 2 => f[0] + "." + l, _ => f + "-" + l },
+            UserPassword = (random, v) => new string([.. Enumerable.Range(0, 10 + random.Next(6)).Select(_ => "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789!#%"[random.Next(58)])]),
+            Dictionary = Shuffled([.. Names.RolesB, .. first, .. first.Take(70).SelectMany(f => last.Take(25).SelectMany(l => new[] { f + "_" + l, f + l[0], f[0] + "." + l, f + "-" + l }))], 5),
+            AltDictionary = Ordered([.. first.SelectMany(f => last.Take(30).Select(l => l + "." + f)), .. Names.RolesB.Select(r => r + "-team")]),
+        };
+    }
+
+    private static string[] Ordered(IEnumerable<string> names) => [.. names.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
+
+    private static string[] Shuffled(IEnumerable<string> names, int seed)
+    {
+        var random = new Random(seed);
+        return [.. names.Distinct(StringComparer.Ordinal).OrderBy(_ => random.Next())];
+    }
+}
+
+/// <summary>The raw word lists of both vocabularies.</summary>
 internal static class Names
 {
     public static readonly string[] First =
@@ -56,22 +157,50 @@ internal static class Names
         "kite", "lemon", "meadow", "north", "ocean", "pearl", "quartz", "raven", "silver", "thunder", "velvet", "willow", "zephyr",
     ];
 
-    /// <summary>The harvester's dictionary: role accounts, first names, first.last and initial+last, in the order a bot walks it.</summary>
-    public static IReadOnlyList<string> Dictionary { get; } = BuildDictionary();
 
-    private static string[] BuildDictionary()
-    {
-        var list = new List<string>(Roles);
-        list.AddRange(First);
-        foreach (var f in First.Take(60))
-        {
-            foreach (var l in Last.Take(20))
-            {
-                list.Add(f + "." + l);
-                list.Add(f[0] + l);
-            }
-        }
+    public static readonly string[] FirstB =
+    [
+        "ahmed", "aiko", "akira", "alejandro", "amara", "anders", "anika", "arjun", "astrid", "aylin", "bao", "beatriz", "bjorn", "bogdan", "camila",
+        "carmen", "chen", "chiara", "dagny", "dario", "deepa", "dmitri", "eero", "elif", "emre", "esra", "farah", "fatima", "felix", "freya", "goran",
+        "hana", "hamid", "haruto", "helga", "hiroshi", "ines", "ingrid", "irina", "ismael", "ivan", "jana", "javier", "jin", "joao", "jonas", "jorge",
+        "kaito", "kamila", "karim", "katarina", "kenji", "kiran", "klaus", "lars", "leila", "lena", "liam", "lina", "luca", "luis", "magnus", "mai",
+        "malik", "marco", "mariam", "mateo", "mei", "mikael", "milan", "mina", "miguel", "nadia", "naoko", "nils", "noor", "oksana", "olga", "omar",
+        "oskar", "paulo", "pavel", "priya", "rafael", "rania", "ravi", "rosa", "sakura", "samir", "sanjay", "sara", "sergei", "sigrid", "sofia",
+        "soren", "sun", "tariq", "tomas", "ulla", "valentina", "vera", "viktor", "wei", "yasmin", "yuki", "yusuf", "zainab", "zeynep", "zoran",
+    ];
 
-        return [.. list.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
-    }
+    public static readonly string[] LastB =
+    [
+        "andersen", "bauer", "becker", "costa", "demir", "dubois", "eriksson", "fernandes", "fischer", "garcia", "gonzalez", "hansen", "hoffmann",
+        "ivanova", "jensen", "kaya", "kim", "kowalski", "kumar", "larsen", "lindqvist", "lopez", "martins", "meyer", "moreau", "nakamura", "nguyen",
+        "nielsen", "novak", "ozturk", "patel", "petrov", "popescu", "rossi", "santos", "schmidt", "schneider", "sato", "silva", "singh", "suzuki",
+        "tanaka", "wagner", "wang", "weber", "yamamoto", "yilmaz", "zhang",
+    ];
+
+    public static readonly string[] RolesB =
+    [
+        "accounting", "careers", "compliance", "customer", "dev", "finance", "frontdesk", "it", "legal", "ops", "payroll", "purchasing", "reception",
+        "recruiting", "root", "sysadmin", "tech", "web", "enquiries", "feedback", "invoices", "partners", "service-desk", "team",
+    ];
+
+    public static readonly string[] PasswordsB =
+    [
+        "qwerty123", "iloveyou1", "Password123!", "Company2025", "letmein!", "admin123", "welcome2025", "Spring2026!", "Autumn2025", "passw0rd!",
+        "1q2w3e4r", "1q2w3e4r5t", "zaq12wsx", "asdf1234", "qazwsxedc", "changeme", "Changeme1", "abcd1234", "monday1", "Football1", "Liverpool1",
+        "chocolate", "Blink182", "pokemon1", "naruto", "samsung", "lovely", "Hello123", "secret1", "987654", "5201314", "a123456", "aa123456",
+        "q1w2e3r4", "p@ssword", "Qwerty1!", "Test1234", "Summer2026", "Office2025!", "Winter2025", "Temp1234", "Welcome!", "Admin@123",
+        "P@ssw0rd2025", "default", "guest", "user1234", "mypassword", "iloveu", "987654321a",
+    ];
+
+    public static readonly string[] ExternalDomainsB =
+    [
+        "mx.example.org", "mail.example.info", "users.example.net", "post.example.co", "home.example.org", "office.example.com", "customer.example",
+        "vendor.example.net", "shop.example.org", "school.example.edu",
+    ];
+
+    public static readonly string[] WordsB =
+    [
+        "acme", "birch", "cobalt", "dune", "fjord", "glacier", "heron", "indigo", "juniper", "kestrel", "lagoon", "mesa", "nimbus", "onyx", "prairie",
+        "quill", "rowan", "sable", "tundra", "umber", "vista", "wren", "yarrow", "zinc",
+    ];
 }

@@ -45,6 +45,9 @@ public sealed record SessionScript
     /// <summary>The class of the entity that runs it (for reports; the labels table is the ground truth).</summary>
     public required string Class { get; init; }
 
+    /// <summary>The population or attack variant of the entity (for reports of who the fast path refused).</summary>
+    public string Population { get; init; } = "";
+
     /// <summary>A standard client would run it as is (live mode uses MailKit then, raw sockets otherwise).</summary>
     public bool WellBehaved { get; init; }
 }

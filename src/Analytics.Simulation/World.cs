@@ -8,40 +8,84 @@ public sealed record Account(string Name, string Password);
 
 /// <summary>
 /// Hands out client addresses in 127.0.0.0/8 (so live mode can bind to them), never the same twice:
-/// 127.1-99.x.y for consumers and legitimate servers, 127.100-254.x.y for bots. Each call either stays
-/// in the current /24 or opens a new one, so "one network" and "many networks" both exist.
+/// 127.1-99.x.y for people, offices, mobile carriers and legitimate servers, 127.100-254.x.y for
+/// bot-only networks. A bot may also take a free address inside a network people use (a residential
+/// proxy), so "the /24 is clean" is not a given.
 /// </summary>
-internal sealed class AddressAllocator
+internal sealed class AddressSpace
 {
-    private int _next;
-    private readonly int _first;
-    private readonly int _last;
+    private const int PeopleFirst = 1;
+    private const int PeopleLast = 99;
+    private const int BotsFirst = 100;
+    private const int BotsLast = 254;
 
-    public AddressAllocator(int firstSecondOctet, int lastSecondOctet)
+    private readonly Dictionary<int, HashSet<int>> _used = [];
+    private readonly List<int> _peopleNetworks = [];
+    private int _nextPeople = PeopleFirst * 256;
+    private int _nextBots = BotsFirst * 256;
+
+    /// <summary>A fresh /24 (as second*256 + third octet) in the people's or the bots' range.</summary>
+    public int NewNetwork(bool bots)
     {
-        _first = firstSecondOctet;
-        _last = lastSecondOctet;
-        _next = 0;
-    }
-
-    /// <summary>The next address; <paramref name="newNetwork"/> skips to a fresh /24 first.</summary>
-    public IPAddress Next(bool newNetwork)
-    {
-        if (newNetwork && _next % 254 != 0)
-        {
-            _next += 254 - (_next % 254);
-        }
-
-        var n = _next++;
-        var host = (n % 254) + 1;
-        var network = n / 254;
-        var second = _first + (network / 256);
-        if (second > _last)
+        var network = bots ? _nextBots++ : _nextPeople++;
+        if (network / 256 > (bots ? BotsLast : PeopleLast))
         {
             throw new InvalidOperationException("The simulation ran out of loopback addresses; make the scenario smaller.");
         }
 
-        return new IPAddress([127, (byte)second, (byte)(network % 256), (byte)host]);
+        _used[network] = [];
+        if (!bots)
+        {
+            _peopleNetworks.Add(network);
+        }
+
+        return network;
+    }
+
+    /// <summary>An unused address in <paramref name="network"/>, the lowest free one unless a random source is given.</summary>
+    public IPAddress In(int network, Random? random = null)
+    {
+        var used = _used[network];
+        if (used.Count >= 254)
+        {
+            throw new InvalidOperationException("A simulated /24 is full.");
+        }
+
+        var host = random is null ? 1 : 1 + random.Next(254);
+        while (used.Contains(host))
+        {
+            host = host % 254 + 1;
+        }
+
+        used.Add(host);
+        return new IPAddress([127, (byte)(network / 256), (byte)(network % 256), (byte)host]);
+    }
+
+    /// <summary>The next address: in the last network handed out, or a fresh one.</summary>
+    public IPAddress Next(bool bots, bool newNetwork)
+    {
+        var last = bots ? _nextBots - 1 : _nextPeople - 1;
+        if (newNetwork || !_used.TryGetValue(last, out var used) || used.Count >= 254)
+        {
+            last = NewNetwork(bots);
+        }
+
+        return In(last);
+    }
+
+    /// <summary>A free address in a random network people already use (a residential proxy's exit).</summary>
+    public IPAddress AmongPeople(Random random)
+    {
+        for (var attempt = 0; attempt < 20 && _peopleNetworks.Count > 0; attempt++)
+        {
+            var network = _peopleNetworks[random.Next(_peopleNetworks.Count)];
+            if (_used[network].Count < 200)
+            {
+                return In(network, random);
+            }
+        }
+
+        return In(NewNetwork(bots: false), random);
     }
 }
 
@@ -73,6 +117,8 @@ public sealed class World
     public HashSet<string> MailboxSet { get; } = new(StringComparer.Ordinal);
 
     public List<Account> Accounts { get; } = [];
+
+    internal Vocabulary Vocabulary { get; init; } = Vocabulary.A;
 
     public Dictionary<string, Account> AccountsByName { get; } = new(StringComparer.Ordinal);
 

@@ -60,7 +60,7 @@ internal static class ScoreBenchmark
                 Progress(io, quiet, "no model: training one on synthetic rows");
                 sw.Restart();
                 var tmp = Path.Combine(data, "model");
-                model = ModelTrainer.Train(Synthetic(20_000), new TrainingOptions { HoldOutVariant = null, TrainEntityShare = 1, TrainTimeShare = 0.8 }, tmp).Model;
+                model = ModelTrainer.Train(Synthetic(20_000), new LabelIndex([]), new TrainingOptions { HoldOutVariant = null, TrainGroupShare = 1, TrainTimeShare = 0.8 }, tmp).Model;
                 report.Add("train_seconds_synthetic_20k_rows", sw.Elapsed.TotalSeconds, "s", "training, 20k synthetic rows");
                 report.Context("model", "synthetic");
             }

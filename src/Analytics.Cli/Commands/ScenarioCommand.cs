@@ -47,9 +47,10 @@ internal static class ScenarioCommand
             Description = "listener: serve's own SMTP listener (default); postfix: Postfix 3.7 and Dovecot 2.3 of the run's own with serve beside them (needs the Debian packages and root)",
             DefaultValueFactory = _ => ScenarioTarget.Listener,
         };
+        var runs = new Option<int>("--runs") { Description = "Run it this many times (seeds SEED, SEED+1, …) and report each figure's spread (default 1)", DefaultValueFactory = _ => 1 };
         var command = new Command("run", "Run one scenario: a fresh data directory, serve as a child process, the attack and the legitimate users; exit 0 when every target is met, 3 when one is missed")
         {
-            name, json, seed, keep, target,
+            name, json, seed, keep, target, runs,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -60,9 +61,29 @@ internal static class ScenarioCommand
 
             var scenario = All.First(s => s.Name == parse.GetRequiredValue(name));
             var asJson = parse.GetValue(json);
-            var report = await new ScenarioRunner(context.IO, asJson).RunAsync(scenario, parse.GetValue(seed), parse.GetValue(keep), parse.GetValue(target), cancellationToken);
-            await report.WriteAsync(context.IO.Out, asJson);
-            return report.AllPass ? 0 : 3;
+            var count = parse.GetValue(runs);
+            if (count < 1)
+            {
+                throw new CliException("--runs must be at least 1.");
+            }
+
+            if (count == 1)
+            {
+                var report = await new ScenarioRunner(context.IO, asJson).RunAsync(scenario, parse.GetValue(seed), parse.GetValue(keep), parse.GetValue(target), cancellationToken);
+                await report.WriteAsync(context.IO.Out, asJson);
+                return report.AllPass ? 0 : 3;
+            }
+
+            var reports = new List<ScenarioReport>();
+            var seeds = Enumerable.Range(parse.GetValue(seed), count).ToList();
+            foreach (var s in seeds)
+            {
+                reports.Add(await new ScenarioRunner(context.IO, asJson).RunAsync(scenario, s, parse.GetValue(keep), parse.GetValue(target), cancellationToken));
+            }
+
+            var spread = new ScenarioSpread(scenario.Name, reports, seeds);
+            await spread.WriteAsync(context.IO.Out, asJson);
+            return spread.AllPass ? 0 : 3;
         });
         return command;
     }

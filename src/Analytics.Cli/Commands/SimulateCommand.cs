@@ -85,6 +85,13 @@ internal static class SimulateCommand
                 progress => FastSimulation.RunAsync(store, world, options, TimeProvider.System, progress, cancellationToken));
             await context.IO.Out.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,
                 $"run {result.RunId}: {result.Sessions:N0} sessions, {result.Events:N0} events, {result.Labels:N0} labels from {world.Start:yyyy-MM-dd} to {world.End:yyyy-MM-dd} in {result.Elapsed.TotalSeconds:0.0} s ({result.EventsPerSecond:N0} events/s) into {store.Backend} store {store.Location}"));
+            await context.IO.Out.WriteLineAsync("sessions the fast path acted on (throttle events: tarpits, holds, locks, rate refusals), per population:");
+            foreach (var (population, harm) in result.Populations.OrderBy(p => p.Value.Class != "benign" && p.Value.Class != "heavy_sender").ThenBy(p => p.Key, StringComparer.Ordinal))
+            {
+                await context.IO.Out.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,
+                    $"  {population,-18} {harm.Class,-13} {harm.Sessions,9:N0} sessions {harm.Throttled,8:N0} acted on ({harm.Throttled / (double)Math.Max(1, harm.Sessions),6:P1}) {harm.Refused,8:N0} refused"));
+            }
+
             return 0;
         }, cancellationToken);
     }

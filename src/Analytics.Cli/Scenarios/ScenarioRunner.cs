@@ -362,6 +362,12 @@ internal sealed class ScenarioRunner
         var legitRecords = log.Of(Side.Legit).ToList();
         var sent = legitRecords.Count(r => r.Step == "data" && r.Code == 250);
         var refused = legitRecords.Count(r => r.Code >= 400 && !(r.Step == "auth" && r.Code == 535));
+        var clientFailures = legitRecords.Where(r => r.Code == ClientLog.ClientFailure).ToList();
+        report.Add("legit_client_failures", "legitimate sessions that failed on the client's side (TLS, timeouts)", clientFailures.Count);
+        if (clientFailures.Count > 0)
+        {
+            report.Context("legit_client_failures", string.Join(", ", clientFailures.GroupBy(r => r.Step + ": " + r.Subject).Select(g => $"{g.Key} x{g.Count()}")));
+        }
 
         report.Add("legit_messages_sent", "legitimate messages delivered", sent);
         report.Add("legit_refusals", "legitimate commands refused (4xx/5xx, typos aside)", refused);

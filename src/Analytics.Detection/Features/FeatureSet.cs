@@ -86,8 +86,8 @@ public static class FeatureSet
     public static string Describe(int index, float value) =>
         string.Format(CultureInfo.InvariantCulture, All[index].Describe, value);
 
-    /// <summary>Builds vectors from the rows of entity_features.sql.</summary>
-    public static List<EntityFeatures> FromRows(QueryResult result, DateTime asOf)
+    /// <summary>Builds vectors from the rows of entity_features.sql (as of <paramref name="asOf"/>) or of the batch query (as of each row's <c>t</c>).</summary>
+    public static List<EntityFeatures> FromRows(QueryResult result, DateTime? asOf)
     {
         var o = result.Columns.Select(c => c.Name).Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
         var list = new List<EntityFeatures>(result.Rows.Count);
@@ -103,6 +103,7 @@ public static class FeatureSet
             };
 
             var kind = EntityKinds.Parse((string)row[o["entity_kind"]]!);
+            var at = asOf ?? DateTime.SpecifyKind((DateTime)row[o["t"]]!, DateTimeKind.Utc);
             var v = new float[Count];
             void Set(string name, double value) => v[Indexes[name]] = (float)value;
             Set("is_user", kind == EntityKind.User ? 1 : 0);
@@ -153,7 +154,7 @@ public static class FeatureSet
             Set("has_baseline", hasBaseline ? 1 : 0);
             Set("age_hours", F("age_minutes") / 60.0);
             var baselineDays = baselineHours / 24.0;
-            list.Add(new EntityFeatures(new EntityRef(kind, (string)row[o["entity"]]!), asOf, v)
+            list.Add(new EntityFeatures(new EntityRef(kind, (string)row[o["entity"]]!), at, v)
             {
                 BaselineMessagesPerDay = hasBaseline ? F("baseline_messages") / baselineDays : double.NaN,
                 BaselineRecipientsPerDay = hasBaseline ? F("baseline_rcpt") / baselineDays : double.NaN,

@@ -1,14 +1,19 @@
 -- Features of every entity (user, client IP, network) active in [{since}, {t}), as of {t}.
--- Reads the per-minute aggregates only (activity, first_seen), never raw events. Windows: 5 min,
--- 1 h, 24 h, and a 7-day baseline that ends where the last hour begins (the entity's own normal).
+-- Reads the per-minute aggregates only (activity, first_seen), never raw events. Nothing at or after
+-- the scoring time is read: {t} is taken to the start of its minute (the caller truncates too), the
+-- minute table is read up to it, and the hourly rollup only for hours that ended before the hour of
+-- {t} begins — the current hour comes from the minute table. Windows: 5 min, 10 min, 1 h, 24 h (the
+-- 23 complete hours before this one and this one so far), and a 7-day baseline that ends where the
+-- last hour begins (the entity's own normal).
 WITH
-    {t:DateTime('UTC')} AS t,
+    toStartOfMinute({t:DateTime('UTC')}) AS t,
     t - INTERVAL 5 MINUTE AS t5m,
     t - INTERVAL 10 MINUTE AS t10m,
     t - INTERVAL 1 HOUR AS t1h,
-    toStartOfHour(t) - INTERVAL 23 HOUR AS t24h,
+    toStartOfHour(t) AS this_hour,
+    this_hour - INTERVAL 23 HOUR AS t24h,
     toStartOfHour(t1h) AS baseline_end,
-    toStartOfHour(t) - INTERVAL 7 DAY AS t7d
+    this_hour - INTERVAL 7 DAY AS t7d
 SELECT
     toString(entity_kind) AS entity_kind,
     entity,
@@ -39,12 +44,12 @@ SELECT
     ifNotFinite(stddevPopIf(events, minute >= t1h) / avgIf(events, minute >= t1h), 0) AS burstiness_1h,
     sumIf(invalid_commands, minute >= t1h) AS invalid_commands_1h,
     sumIf(throttled, minute >= t1h) AS throttled_1h,
-    any(h.auth_failures_24h) AS auth_failures_24h,
-    any(h.users_tried_24h) AS users_tried_24h,
-    any(h.ips_24h) AS ips_24h,
-    any(h.rcpt_unknown_24h) AS rcpt_unknown_24h,
-    any(h.recipients_24h) AS recipients_24h,
-    any(h.messages_24h) AS messages_24h,
+    sumIf(auth_failures, minute >= this_hour) + any(h.auth_failures_24h) AS auth_failures_24h,
+    arrayReduce('uniqMerge', [uniqMergeStateIf(users_tried, minute >= this_hour), any(h.users_tried_24h)]) AS users_tried_24h,
+    arrayReduce('uniqMerge', [uniqMergeStateIf(ips, minute >= this_hour), any(h.ips_24h)]) AS ips_24h,
+    sumIf(rcpt_unknown, minute >= this_hour) + any(h.rcpt_unknown_24h) AS rcpt_unknown_24h,
+    arrayReduce('uniqMerge', [uniqMergeStateIf(recipients, minute >= this_hour), any(h.recipients_24h)]) AS recipients_24h,
+    sumIf(messages, minute >= this_hour) + any(h.messages_24h) AS messages_24h,
     any(h.baseline_messages) AS baseline_messages,
     any(h.baseline_rcpt) AS baseline_rcpt,
     any(h.baseline_auth_failures) AS baseline_auth_failures,
@@ -88,15 +93,15 @@ FROM
 ) AS a
 LEFT JOIN
 (
-    -- The long windows from the hourly rollup: the last 24 hours (whole hours, the current one
-    -- included) and the 7-day baseline, which ends where the last hour begins.
+    -- The long windows from the hourly rollup, complete hours only: the 23 before this one (the
+    -- minute table adds this one so far) and the 7-day baseline, which ends where the last hour begins.
     SELECT
         entity_kind AS h_kind, entity AS h_entity,
         sumIf(auth_failures, hour >= t24h) AS auth_failures_24h,
-        uniqMergeIf(users_tried, hour >= t24h) AS users_tried_24h,
-        uniqMergeIf(ips, hour >= t24h) AS ips_24h,
+        uniqMergeStateIf(users_tried, hour >= t24h) AS users_tried_24h,
+        uniqMergeStateIf(ips, hour >= t24h) AS ips_24h,
         sumIf(rcpt_unknown, hour >= t24h) AS rcpt_unknown_24h,
-        uniqMergeIf(recipients, hour >= t24h) AS recipients_24h,
+        uniqMergeStateIf(recipients, hour >= t24h) AS recipients_24h,
         sumIf(messages, hour >= t24h) AS messages_24h,
         sumIf(messages, hour < baseline_end) AS baseline_messages,
         sumIf(rcpt, hour < baseline_end) AS baseline_rcpt,
@@ -105,7 +110,7 @@ LEFT JOIN
         sumIf(active_minutes, hour < baseline_end AND toHour(hour) = toHour(t - INTERVAL 1 MINUTE)) AS baseline_minutes_this_hour,
         dateDiff('minute', min(hour), t) AS age_minutes
     FROM activity_hourly
-    WHERE hour >= t7d AND hour < t
+    WHERE hour >= t7d AND hour < this_hour
       AND (entity_kind, entity) IN
       (
           SELECT entity_kind, entity FROM active_entities

@@ -14,6 +14,9 @@ public sealed record ModelCard
     public required int Seed { get; init; }
     public required string LayoutHash { get; init; }
     public required IReadOnlyList<string> Features { get; init; }
+
+    /// <summary>Features the model was trained and scores without (held at zero): an ablation.</summary>
+    public IReadOnlyList<string> DisabledFeatures { get; init; } = [];
     public required IReadOnlyList<string> Classes { get; init; }
     public required float AnomalyThreshold { get; init; }
     public required float FlagThreshold { get; init; }
@@ -22,7 +25,12 @@ public sealed record ModelCard
     public string? HeldOutVariant { get; init; }
     public string? DataDescription { get; init; }
     public string Split { get; init; } = "";
-    public EvaluationReport? Evaluation { get; init; }
+
+    /// <summary>The split, the threshold calibration and the validation figures (training world).</summary>
+    public TrainingReport? Validation { get; init; }
+
+    /// <summary>What it was evaluated on (another world) and how it did, when <c>evaluate --save</c> wrote it.</summary>
+    public HonestReport? Evaluation { get; init; }
 }
 
 /// <summary>A verdict for one entity: the most likely class, the calibrated probabilities and the anomaly score.</summary>
@@ -70,6 +78,7 @@ public sealed class DetectionModel
     private readonly ITransformer _classifier;
     private readonly ITransformer _anomaly;
     private readonly string[] _slotClasses;
+    private readonly int[] _disabled;
 
     internal DetectionModel(MLContext ml, ITransformer classifier, ITransformer anomaly, ModelCard card, string[] slotClasses)
     {
@@ -78,6 +87,24 @@ public sealed class DetectionModel
         _anomaly = anomaly;
         Card = card;
         _slotClasses = slotClasses;
+        _disabled = [.. card.DisabledFeatures.Select(FeatureSet.Index)];
+    }
+
+    /// <summary>The vector with the disabled features held at zero (the vector itself when none are).</summary>
+    internal static float[] Mask(float[] values, int[] disabled)
+    {
+        if (disabled.Length == 0)
+        {
+            return values;
+        }
+
+        var copy = (float[])values.Clone();
+        foreach (var i in disabled)
+        {
+            copy[i] = 0;
+        }
+
+        return copy;
     }
 
     public ModelCard Card { get; }
@@ -160,7 +187,7 @@ public sealed class DetectionModel
             return [];
         }
 
-        var data = _ml.Data.LoadFromEnumerable(entities.Select(e => new ModelInput { Features = e.Values, Label = "" }), ModelInput.Schema());
+        var data = _ml.Data.LoadFromEnumerable(entities.Select(e => new ModelInput { Features = Mask(e.Values, _disabled), Label = "" }), ModelInput.Schema());
         var classes = _ml.Data.CreateEnumerable<ClassifierOutput>(_classifier.Transform(data), reuseRowObject: false).ToList();
         var anomalies = _ml.Data.CreateEnumerable<AnomalyOutput>(_anomaly.Transform(data), reuseRowObject: false).ToList();
         var result = new Prediction[entities.Count];

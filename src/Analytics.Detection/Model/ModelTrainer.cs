@@ -13,43 +13,67 @@ public sealed record TrainingOptions
     /// <summary>Seed of every random choice; the same data and seed give the same model. Default 42.</summary>
     public int Seed { get; init; } = 42;
 
-    /// <summary>Attack variant kept out of training and reported on its own row. Default: distributed harvest.</summary>
+    /// <summary>Attack variant kept out of training entirely (reported on its own row). Default: distributed harvest.</summary>
     public string? HoldOutVariant { get; init; } = "distributed";
 
-    /// <summary>Share of the time span used for training; the rest is the future the model is tested on.</summary>
+    /// <summary>Share of the time span before the cut: training rows come from before it. Default 0.7.</summary>
     public double TrainTimeShare { get; init; } = 0.7;
 
-    /// <summary>Share of entities (by stable hash) that may appear in training.</summary>
-    public double TrainEntityShare { get; init; } = 0.7;
+    /// <summary>Time between the cut and the first validation row, so no 24-hour window spans both. Default 24 h.</summary>
+    public TimeSpan Gap { get; init; } = TimeSpan.FromHours(24);
 
-    /// <summary>Probability above which a non-benign class flags an entity. Default 0.5.</summary>
-    public float FlagThreshold { get; init; } = 0.5f;
+    /// <summary>Share of groups (campaigns; benign address groups) that may appear in training. Default 0.7.</summary>
+    public double TrainGroupShare { get; init; } = 0.7;
+
+    /// <summary>Probability above which a non-benign class flags an entity; null: the lowest that keeps validation alerts at or under <see cref="TargetAlertsPer10k"/>.</summary>
+    public float? FlagThreshold { get; init; }
+
+    /// <summary>Benign alerts per 10,000 entity-days the calibrated threshold allows on validation. Default 0.5.</summary>
+    public double TargetAlertsPer10k { get; init; } = 0.5;
 
     public int Trees { get; init; } = 100;
 
     public string? DataDescription { get; init; }
+
+    /// <summary>Features the model is trained and scores without (held at zero): the ablation.</summary>
+    public IReadOnlyList<string> DisabledFeatures { get; init; } = [];
 }
 
+/// <summary>How the rows were split, and what the model did on the validation part.</summary>
+public sealed record TrainingReport(string Split, int TrainRows, int ValidationRows, float FlagThreshold, IReadOnlyList<ThresholdPoint> Thresholds, HonestReport Validation);
+
+/// <summary>Validation figures at one candidate threshold.</summary>
+public sealed record ThresholdPoint(float Threshold, double AlertsPer10k, IReadOnlyDictionary<string, double> Recall);
+
 /// <summary>
-/// Trains, evaluates and writes the detector. Rows are split by entity and by time, never at random:
-/// training sees only entities of the training hash bucket before the split time; testing sees every
-/// entity after it and the other bucket's entities throughout. One attack variant is kept out of
-/// training entirely.
+/// Trains, validates and writes the detector. Rows are split by group and by time, never at random:
+/// groups (an attack campaign with every address and account it used or attacked; a benign group of
+/// entities sharing addresses) fall wholly on one side; training sees its groups before the time cut;
+/// validation sees the other groups from a gap after the cut on. One attack variant is kept out of
+/// training entirely. The flag threshold is the lowest that keeps benign alerts on validation under a
+/// target. The real test is another world (<c>evaluate</c>).
 /// </summary>
 public static class ModelTrainer
 {
-    public static (DetectionModel Model, EvaluationReport Report) Train(IReadOnlyList<LabelledRow> rows, TrainingOptions options, string directory, TimeProvider? time = null)
+    public static readonly float[] CandidateThresholds = [0.5f, 0.6f, 0.7f, 0.8f, 0.9f, 0.95f, 0.98f, 0.99f, 0.995f];
+
+    public static (DetectionModel Model, TrainingReport Report) Train(IReadOnlyList<LabelledRow> rows, LabelIndex labels, TrainingOptions options, string directory,
+        IReadOnlyList<LabelledRow>? validationRows = null, TimeProvider? time = null)
     {
         if (rows.Count == 0)
         {
             throw new InvalidOperationException("No training rows.");
         }
 
-        var (train, test, split) = Split(rows, options);
+        var (train, validation, split) = Split(rows, labels, options);
+        validation = validationRows is null ? validation : [.. validationRows.Where(r => !IsTrainGroup(labels, r, options))];
         if (train.Select(r => r.Class).Distinct().Count() < 2)
         {
             throw new InvalidOperationException("The training split holds fewer than two classes: record attacks and legitimate traffic first.");
         }
+
+        var disabled = options.DisabledFeatures.Select(FeatureSet.Index).ToArray();
+        float[] Input(LabelledRow r) => DetectionModel.Mask(r.Features.Values, disabled);
 
         var ml = new MLContext(options.Seed);
         var counts = train.GroupBy(r => r.Class).ToDictionary(g => g.Key, g => g.Count());
@@ -57,7 +81,7 @@ public static class ModelTrainer
         // Rare attack rows weigh as much in total as the many benign ones.
         var inputs = train.Select(r => new ModelInput
         {
-            Features = r.Features.Values,
+            Features = Input(r),
             Label = r.Class.ToText(),
             Weight = (float)(train.Count / (double)(counts.Count * counts[r.Class])),
         }).ToList();
@@ -67,7 +91,7 @@ public static class ModelTrainer
         {
             NumberOfTrees = options.Trees,
             NumberOfLeaves = 16,
-            MinimumExampleCountPerLeaf = 5,
+            MinimumExampleCountPerLeaf = 20,
             LearningRate = 0.15,
             NumberOfThreads = 1,
             Seed = options.Seed,
@@ -80,22 +104,21 @@ public static class ModelTrainer
         var classifier = pipeline.Fit(data);
 
         // Anomaly model: what benign behaviour looks like, so that the never-labelled stands out.
-        var benign = ml.Data.LoadFromEnumerable(
-            train.Where(r => r.Class == ThreatClass.Benign).Select(r => new ModelInput { Features = r.Features.Values, Label = r.Class.ToText() }), ModelInput.Schema());
-        // The PCA rank cannot exceed the dimensions benign traffic actually varies in.
         var benignList = train.Where(r => r.Class == ThreatClass.Benign).ToList();
-        var varying = Enumerable.Range(0, FeatureSet.Count).Count(i => benignList.Select(r => r.Features.Values[i]).Distinct().Skip(1).Any());
+        var benign = ml.Data.LoadFromEnumerable(benignList.Select(r => new ModelInput { Features = Input(r), Label = r.Class.ToText() }), ModelInput.Schema());
+
+        // The PCA rank cannot exceed the dimensions benign traffic actually varies in.
+        var varying = Enumerable.Range(0, FeatureSet.Count).Count(i => benignList.Select(r => Input(r)[i]).Distinct().Skip(1).Any());
         var anomalyPipeline = ml.Transforms.NormalizeMeanVariance("Features")
             .Append(ml.AnomalyDetection.Trainers.RandomizedPca("Features", rank: Math.Clamp(varying - 1, 1, 8), ensureZeroMean: true, seed: options.Seed));
         var anomaly = anomalyPipeline.Fit(benign);
         var benignScores = ml.Data.CreateEnumerable<DetectionModel.AnomalyOutput>(anomaly.Transform(benign), false).Select(o => o.Score).Order().ToList();
-        var threshold = benignScores.Count == 0 ? 1f : benignScores[(int)Math.Min(benignScores.Count - 1, Math.Ceiling(benignScores.Count * 0.995))];
+        var anomalyThreshold = benignScores.Count == 0 ? 1f : benignScores[(int)Math.Min(benignScores.Count - 1, Math.Ceiling(benignScores.Count * 0.999))];
 
         var medians = new float[FeatureSet.Count];
-        var benignRows = train.Where(r => r.Class == ThreatClass.Benign).ToList();
-        for (var i = 0; i < medians.Length && benignRows.Count > 0; i++)
+        for (var i = 0; i < medians.Length && benignList.Count > 0; i++)
         {
-            var values = benignRows.Select(r => r.Features.Values[i]).Order().ToList();
+            var values = benignList.Select(r => r.Features.Values[i]).Order().ToList();
             medians[i] = values[values.Count / 2];
         }
 
@@ -107,9 +130,10 @@ public static class ModelTrainer
             Seed = options.Seed,
             LayoutHash = FeatureSet.LayoutHash,
             Features = FeatureSet.All.Select(f => f.Name).ToList(),
+            DisabledFeatures = options.DisabledFeatures,
             Classes = DetectionModel.SlotClasses(ml, classifier),
-            AnomalyThreshold = threshold,
-            FlagThreshold = options.FlagThreshold,
+            AnomalyThreshold = anomalyThreshold,
+            FlagThreshold = options.FlagThreshold ?? 0.5f,
             BenignMedians = medians,
             TrainingRowsPerClass = counts.ToDictionary(c => c.Key.ToText(), c => c.Value),
             HeldOutVariant = options.HoldOutVariant,
@@ -118,50 +142,109 @@ public static class ModelTrainer
         };
 
         var model = new DetectionModel(ml, classifier, anomaly, card, DetectionModel.SlotClasses(ml, classifier));
-        var report = Evaluate(model, test, split, options.HoldOutVariant, created);
-        card = card with { Evaluation = report };
+
+        // Calibrate the threshold on validation: the lowest that keeps benign alerts under the target.
+        var predictions = model.Predict(validation.Select(r => r.Features).ToList());
+        IReadOnlyDictionary<string, DateTime> firstEvents = labels.FirstActivity.Count > 0 ? labels.FirstActivity
+            : validation.Where(r => r.IsMalicious).GroupBy(r => r.Campaign, StringComparer.Ordinal)
+                .ToDictionary(g => g.Key, g => g.Min(r => r.MaliciousFrom ?? r.Features.AsOf), StringComparer.Ordinal);
+        var points = new List<ThresholdPoint>();
+        foreach (var threshold in CandidateThresholds)
+        {
+            var report = HonestEvaluator.Measure("model", "", Flags(validation, predictions, threshold), labels, validation, firstEvents, options.HoldOutVariant);
+            points.Add(new ThresholdPoint(threshold, report.BenignAlertsPer10kEntityDays, report.Families.ToDictionary(f => f.Family, f => f.Recall, StringComparer.Ordinal)));
+        }
+
+        var chosen = options.FlagThreshold
+            ?? points.FirstOrDefault(p => p.AlertsPer10k <= options.TargetAlertsPer10k)?.Threshold
+            ?? CandidateThresholds[^1];
+        card = card with { FlagThreshold = chosen };
+        model = new DetectionModel(ml, classifier, anomaly, card, DetectionModel.SlotClasses(ml, classifier));
+        var validationReport = Report(model, labels, validation, firstEvents, created,
+            "validation: the validation groups of the training world, after the cut and the gap", "training cadence", []);
+        var trainingReport = new TrainingReport(split, train.Count, validation.Count, chosen, points, validationReport);
+        card = card with { Validation = trainingReport };
         Write(directory, ml, classifier, anomaly, data, benign, card);
-        return (DetectionModel.Load(directory), report);
+        return (DetectionModel.Load(directory), trainingReport);
     }
 
-    public static EvaluationReport Evaluate(DetectionModel model, IReadOnlyList<LabelledRow> test, string split, string? heldOut, DateTime created)
+    /// <summary>The model's flags (and, separately, its anomaly alerts) on rows, as actions.</summary>
+    public static IEnumerable<DetectorAction> Flags(IReadOnlyList<LabelledRow> rows, IReadOnlyList<Prediction> predictions, float threshold) =>
+        rows.Select((r, i) => (r, p: predictions[i])).Where(x => x.p.Flagged(threshold)).Select(x => new DetectorAction(x.r.Features.AsOf, x.r.Features.Entity, "model"));
+
+    public static IEnumerable<DetectorAction> Anomalies(IReadOnlyList<LabelledRow> rows, IReadOnlyList<Prediction> predictions) =>
+        rows.Select((r, i) => (r, p: predictions[i])).Where(x => x.p.IsAnomalous).Select(x => new DetectorAction(x.r.Features.AsOf, x.r.Features.Entity, "anomaly"));
+
+    /// <summary>The model, its anomaly score alone, and any other detectors' actions, measured on the rows.</summary>
+    public static HonestReport Report(DetectionModel model, LabelIndex labels, IReadOnlyList<LabelledRow> rows, IReadOnlyDictionary<string, DateTime> firstEvents,
+        DateTime created, string world, string cadence, IReadOnlyList<DetectorReport> others, DetectionModel? ablation = null)
     {
-        var predictions = model.Predict(test.Select(r => r.Features).ToList());
-        var modelRows = test.Select((r, i) => new Evaluator.Scored(r,
-            predictions[i].Flagged(model.Card.FlagThreshold) ? predictions[i].Class : ThreatClass.Benign, predictions[i].Probabilities)).ToList();
-        var ruleRows = test.Select(r => new Evaluator.Scored(r, BaselineRules.Classify(r.Features), null)).ToList();
-        return new EvaluationReport(created, test.Count, split, heldOut,
-            Evaluator.Measure("model", modelRows, heldOut), Evaluator.Measure("rules", ruleRows, heldOut));
+        var predictions = model.Predict(rows.Select(r => r.Features).ToList());
+        var threshold = model.Card.FlagThreshold;
+        var detectors = new List<DetectorReport>
+        {
+            HonestEvaluator.Measure("model", $"classifier flags at probability {threshold:0.###} (a flag throttles)", Flags(rows, predictions, threshold), labels, rows, firstEvents, model.Card.HeldOutVariant),
+            HonestEvaluator.Measure("anomaly", "PCA anomaly score alone, fitted on benign traffic only: every attack family is unseen by it (alerts go to review, not to limits)",
+                Anomalies(rows, predictions), labels, rows, firstEvents, model.Card.HeldOutVariant),
+        };
+        if (ablation is not null)
+        {
+            var ablated = ablation.Predict(rows.Select(r => r.Features).ToList());
+            detectors.Add(HonestEvaluator.Measure("model-ablation", "the same classifier trained and scored without " + string.Join(", ", ablation.Card.DisabledFeatures),
+                Flags(rows, ablated, ablation.Card.FlagThreshold), labels, rows, firstEvents, model.Card.HeldOutVariant));
+        }
+
+        detectors.AddRange(others);
+        var predicted = predictions.Select(p => p.Flagged(threshold) ? p.Class : ThreatClass.Benign).ToList();
+        return new HonestReport
+        {
+            CreatedAt = created,
+            World = world,
+            Cadence = cadence,
+            From = rows.Count == 0 ? default : rows.Min(r => r.Features.AsOf),
+            To = rows.Count == 0 ? default : rows.Max(r => r.Features.AsOf),
+            ScoringPoints = rows.Select(r => r.Features.AsOf).Distinct().Count(),
+            Rows = rows.Count,
+            ModelVersion = model.Version,
+            HeldOutVariant = model.Card.HeldOutVariant,
+            Detectors = detectors,
+            FastPath = [],
+            ModelRows = HonestEvaluator.Rows(rows, predicted),
+            Targets = [],
+        };
     }
 
-    public static (List<LabelledRow> Train, List<LabelledRow> Test, string Description) Split(IReadOnlyList<LabelledRow> rows, TrainingOptions options)
+    public static (List<LabelledRow> Train, List<LabelledRow> Validation, string Description) Split(IReadOnlyList<LabelledRow> rows, LabelIndex labels, TrainingOptions options)
     {
         var first = rows.Min(r => r.Features.AsOf);
         var last = rows.Max(r => r.Features.AsOf);
         var cut = first + TimeSpan.FromTicks((long)((last - first).Ticks * options.TrainTimeShare));
+        var validFrom = cut + options.Gap;
         var train = new List<LabelledRow>();
-        var test = new List<LabelledRow>();
+        var validation = new List<LabelledRow>();
         foreach (var r in rows)
         {
-            var trainEntity = Bucket(r.Features.Entity.ToString(), options.Seed) < options.TrainEntityShare;
-            var heldOut = options.HoldOutVariant is not null && r.Variant == options.HoldOutVariant;
-            if (trainEntity && r.Features.AsOf < cut)
+            var inTrain = IsTrainGroup(labels, r, options);
+            if (inTrain && r.Features.AsOf < cut)
             {
-                if (!heldOut)
+                if (options.HoldOutVariant is null || r.Variant != options.HoldOutVariant)
                 {
                     train.Add(r);
                 }
             }
-            else
+            else if (!inTrain && r.Features.AsOf >= validFrom)
             {
-                test.Add(r);
+                validation.Add(r);
             }
         }
 
         var description = string.Create(CultureInfo.InvariantCulture,
-            $"train: {options.TrainEntityShare:P0} of entities before {cut:yyyy-MM-dd HH:mm}; test: the other entities throughout and every entity after; held out of training: {options.HoldOutVariant ?? "none"}");
-        return (train, test, description);
+            $"by group and time: training = {options.TrainGroupShare:P0} of groups (a campaign with its addresses and accounts; a benign address group) before {cut:yyyy-MM-dd HH:mm}; validation = the other groups from {validFrom:yyyy-MM-dd HH:mm} ({options.Gap.TotalHours:0} h gap); held out of training: {options.HoldOutVariant ?? "none"}");
+        return (train, validation, description);
     }
+
+    private static bool IsTrainGroup(LabelIndex labels, LabelledRow r, TrainingOptions options) =>
+        Bucket(labels.GroupOf(r.Features.Entity), options.Seed) < options.TrainGroupShare;
 
     private static double Bucket(string key, int seed)
     {

@@ -3,12 +3,25 @@ using System.Collections.Concurrent;
 namespace Analytics.Limits;
 
 /// <summary>
-/// The defenses that need no model and act at once, across sessions: N AUTH failures from one IP, one
-/// network or against one account within a window lock it (each lock twice as long as the previous one,
-/// up to a maximum); a password failing against several accounts is refused everywhere (spraying);
-/// unknown recipients hold the IP, its network or the account (harvesting). Lookups are skipped
-/// entirely while nothing is locked or held; maps keyed by attacker-chosen values are swept of stale
-/// entries so they stay as small as the current attack.
+/// The defenses that need no model and act at once, across sessions. They judge by share and
+/// history, not by counts alone, because the same counts come from a harvester and from a newsletter
+/// with a few stale addresses, from a password guesser and from an office of three hundred behind one
+/// NAT address:
+/// <list type="bullet">
+/// <item>AUTH failures lock an IP or its network once there are enough of them in the window and they
+/// are at least a share of all its AUTH attempts (an office's or a carrier's handful of typos among
+/// hundreds of logins never do);</item>
+/// <item>an account is locked from a network after enough distinct wrong passwords from it (a phone
+/// retrying one stale password is not guessing, and counts nowhere), and from every network but its
+/// owner's after enough from many networks;</item>
+/// <item>a password failing against several accounts is refused everywhere (spraying);</item>
+/// <item>unknown recipients hold the IP, its network or the account once they are enough and a share
+/// of its recipients, the mail it delivered lately counting as known recipients up to a credit
+/// (a list server with stale addresses has a record; a harvester has none).</item>
+/// </list>
+/// Each lock lasts twice as long as the previous one, up to a maximum. Lookups are skipped entirely
+/// while nothing is locked or held; maps keyed by attacker-chosen values are swept of stale entries
+/// so they stay as small as the current attack.
 /// </summary>
 internal sealed class FastPath
 {
@@ -17,15 +30,17 @@ internal sealed class FastPath
 
     private readonly FastPathOptions _options;
     private readonly TimeProvider _time;
-    private readonly ConcurrentDictionary<AddressKey, FailureCounter> _hostFailures = new();
+    private readonly ConcurrentDictionary<AddressKey, RatioCounter> _hostFailures = new();
     private readonly ConcurrentDictionary<(string User, AddressKey Network), FailureCounter> _userFailures = new();
+    private readonly ConcurrentDictionary<string, WrongPasswords> _wrongPasswords = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, AccountFailures> _accountFailures = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, KnownNetworks> _known = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<ulong, SprayCounter> _sprays = new();
 
-    // Unknown-recipient counters; a "hold" is the counter's lock. IPs and networks share one map.
-    private readonly ConcurrentDictionary<AddressKey, FailureCounter> _hostUnknowns = new();
-    private readonly ConcurrentDictionary<string, FailureCounter> _userUnknowns = new(StringComparer.Ordinal);
+    // Unknown-recipient counters (with the recipients delivered lately); a "hold" is the counter's
+    // lock. IPs and networks share one map.
+    private readonly ConcurrentDictionary<AddressKey, RatioCounter> _hostUnknowns = new();
+    private readonly ConcurrentDictionary<string, RatioCounter> _userUnknowns = new(StringComparer.Ordinal);
     private long _locksUntil;
     private long _holdsUntil;
     private long _spraysUntil;
@@ -38,7 +53,7 @@ internal sealed class FastPath
     }
 
     /// <summary>Entries held in memory, over all maps (for metrics and the sweep test).</summary>
-    public int Entries => _hostFailures.Count + _userFailures.Count + _accountFailures.Count + _sprays.Count + _hostUnknowns.Count + _userUnknowns.Count;
+    public int Entries => _hostFailures.Count + _userFailures.Count + _accountFailures.Count + _wrongPasswords.Count + _sprays.Count + _hostUnknowns.Count + _userUnknowns.Count;
 
     /// <summary>Why AUTH from this subject is refused now, or null.</summary>
     public string? AuthRefusal(in LimitSubject subject, long now)
@@ -117,13 +132,23 @@ internal sealed class FastPath
         var o = _options;
         var frequency = _time.TimestampFrequency;
         Sweep(now);
-        var ipLock = _hostFailures.GetOrAdd(subject.Address, static _ => new FailureCounter())
-            .Record(now, o.AuthFailuresPerIp, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
-        var netLock = _hostFailures.GetOrAdd(subject.Address.Network(), static _ => new FailureCounter())
-            .Record(now, o.AuthFailuresPerNetwork, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, frequency);
         var userLock = TimeSpan.Zero;
         var accountLock = TimeSpan.Zero;
         var burned = false;
+
+        // The same wrong password for the same account again (a client retrying a stale one) is no new
+        // evidence: it counts against nothing.
+        var repeat = subject.User.Length > 0 && subject.SecretTag != 0
+            && _wrongPasswords.GetOrAdd(subject.User, static _ => new WrongPasswords()).Repeats(subject.SecretTag, now, FailureCounter.Ticks(o.AuthFailureWindow, frequency));
+        if (repeat)
+        {
+            return default;
+        }
+
+        var ipRule = new RatioRule(o.AuthFailuresPerIp, o.AuthFailureShare, o.AuthFailureWindow, o.LockoutBase, o.LockoutMax, 0, TimeSpan.Zero);
+        var ipLock = _hostFailures.GetOrAdd(subject.Address, static _ => new RatioCounter()).Bad(now, ipRule, frequency);
+        var netLock = _hostFailures.GetOrAdd(subject.Address.Network(), static _ => new RatioCounter())
+            .Bad(now, ipRule with { Threshold = o.AuthFailuresPerNetwork }, frequency);
         if (subject.User.Length > 0)
         {
             var network = subject.Address.Network();
@@ -158,8 +183,21 @@ internal sealed class FastPath
 
     public void RecordAuthSuccess(in LimitSubject subject)
     {
-        // The IP and the network keep their counts: one good account must not reset a spraying IP.
+        // The IP and the network keep their failures; the success counts against their share: one good
+        // account among many bad ones does not clear a spraying IP, hundreds of good logins keep a NAT open.
+        var now = _time.GetTimestamp();
+        var window = FailureCounter.Ticks(_options.AuthFailureWindow, _time.TimestampFrequency);
         var network = subject.Address.Network();
+        if (_hostFailures.TryGetValue(subject.Address, out var ip))
+        {
+            ip.Good(now, window);
+        }
+
+        if (_hostFailures.TryGetValue(network, out var net))
+        {
+            net.Good(now, window);
+        }
+
         if (_userFailures.TryGetValue((subject.User, network), out var state))
         {
             state.ClearFailures();
@@ -203,25 +241,74 @@ internal sealed class FastPath
         var frequency = _time.TimestampFrequency;
         Sweep(now);
         var held = HoldOutcome.None;
-        void Count(FailureCounter counter, int threshold, string scope)
+        var rule = new RatioRule(0, o.UnknownRecipientShare, o.UnknownRecipientWindow, o.HoldDuration, Max(o.HoldDuration, o.LockoutMax), o.DeliveredHistoryCredit, HistoryHalfLife);
+        void Count(RatioCounter counter, int threshold, string scope)
         {
-            var duration = counter.Record(now, threshold, o.UnknownRecipientWindow, o.HoldDuration, Max(o.HoldDuration, o.LockoutMax), frequency);
+            var duration = counter.Bad(now, rule with { Threshold = threshold }, frequency);
             if (duration > TimeSpan.Zero)
             {
-                Extend(ref _holdsUntil, now + FailureCounter.Ticks(duration, frequency));
+                Extend(ref _holdsUntil, now + RatioCounter.Ticks(duration, frequency));
                 held = held.Held ? held : new HoldOutcome(true, scope, duration);
             }
         }
 
         var network = subject.Address.Network();
-        Count(_hostUnknowns.GetOrAdd(subject.Address, static _ => new FailureCounter()), o.UnknownRecipientsPerIp, "ip " + subject.Address);
-        Count(_hostUnknowns.GetOrAdd(network, static _ => new FailureCounter()), o.UnknownRecipientsPerNetwork, "network " + network);
+        Count(_hostUnknowns.GetOrAdd(subject.Address, static _ => new RatioCounter()), o.UnknownRecipientsPerIp, "ip " + subject.Address);
+        Count(_hostUnknowns.GetOrAdd(network, static _ => new RatioCounter()), o.UnknownRecipientsPerNetwork, "network " + network);
         if (subject.User.Length > 0)
         {
-            Count(_userUnknowns.GetOrAdd(subject.User, static _ => new FailureCounter()), o.UnknownRecipientsPerUser, "user");
+            Count(_userUnknowns.GetOrAdd(subject.User, static _ => new RatioCounter()), o.UnknownRecipientsPerUser, "user");
         }
 
         return held;
+    }
+
+    /// <summary>
+    /// A recipient that exists (or is relayed): counted against the unknown ones' share, for entities
+    /// that already have unknown recipients on record (others have no share to keep).
+    /// </summary>
+    public void RecordKnownRecipient(in LimitSubject subject)
+    {
+        if (_hostUnknowns.IsEmpty && _userUnknowns.IsEmpty)
+        {
+            return;
+        }
+
+        var now = _time.GetTimestamp();
+        var window = RatioCounter.Ticks(_options.UnknownRecipientWindow, _time.TimestampFrequency);
+        if (_hostUnknowns.TryGetValue(subject.Address, out var ip))
+        {
+            ip.Good(now, window);
+        }
+
+        if (_hostUnknowns.TryGetValue(subject.Address.Network(), out var net))
+        {
+            net.Good(now, window);
+        }
+
+        if (subject.User.Length > 0 && _userUnknowns.TryGetValue(subject.User, out var user))
+        {
+            user.Good(now, window);
+        }
+    }
+
+    /// <summary>A message accepted for <paramref name="recipients"/> recipients: history that vouches for the IP, its network and the account.</summary>
+    public void RecordDelivery(in LimitSubject subject, int recipients)
+    {
+        if (recipients <= 0)
+        {
+            return;
+        }
+
+        var now = _time.GetTimestamp();
+        var halfLife = RatioCounter.Ticks(HistoryHalfLife, _time.TimestampFrequency);
+        Sweep(now);
+        _hostUnknowns.GetOrAdd(subject.Address, static _ => new RatioCounter()).Delivered(now, recipients, halfLife);
+        _hostUnknowns.GetOrAdd(subject.Address.Network(), static _ => new RatioCounter()).Delivered(now, recipients, halfLife);
+        if (subject.User.Length > 0)
+        {
+            _userUnknowns.GetOrAdd(subject.User, static _ => new RatioCounter()).Delivered(now, recipients, halfLife);
+        }
     }
 
     // Forgets entries that hold nothing (no failure in the window, no lock, no back-off to remember),
@@ -241,8 +328,24 @@ internal sealed class FastPath
             return;
         }
 
-        SweepMap(_hostFailures, now, window);
-        SweepMap(_userFailures, now, window);
+        var halfLife = RatioCounter.Ticks(HistoryHalfLife, frequency);
+        SweepMap(_hostFailures, now, window, halfLife);
+        foreach (var (key, counter) in _userFailures)
+        {
+            if (counter.IsStale(now, window))
+            {
+                _userFailures.TryRemove(new KeyValuePair<(string, AddressKey), FailureCounter>(key, counter));
+            }
+        }
+
+        foreach (var (user, wrong) in _wrongPasswords)
+        {
+            if (wrong.IsStale(now, window))
+            {
+                _wrongPasswords.TryRemove(new KeyValuePair<string, WrongPasswords>(user, wrong));
+            }
+        }
+
         foreach (var (user, account) in _accountFailures)
         {
             if (account.IsStale(now, window))
@@ -251,8 +354,8 @@ internal sealed class FastPath
             }
         }
 
-        SweepMap(_hostUnknowns, now, window);
-        SweepMap(_userUnknowns, now, window);
+        SweepMap(_hostUnknowns, now, window, halfLife);
+        SweepMap(_userUnknowns, now, window, halfLife);
         foreach (var (tag, state) in _sprays)
         {
             if (state.IsStale(now, window))
@@ -262,14 +365,14 @@ internal sealed class FastPath
         }
     }
 
-    private static void SweepMap<TKey>(ConcurrentDictionary<TKey, FailureCounter> map, long now, long window)
+    private static void SweepMap<TKey>(ConcurrentDictionary<TKey, RatioCounter> map, long now, long window, long halfLife)
         where TKey : notnull
     {
         foreach (var (key, counter) in map)
         {
-            if (counter.IsStale(now, window))
+            if (counter.IsStale(now, window, halfLife))
             {
-                map.TryRemove(new KeyValuePair<TKey, FailureCounter>(key, counter));
+                map.TryRemove(new KeyValuePair<TKey, RatioCounter>(key, counter));
             }
         }
     }
@@ -290,6 +393,31 @@ internal sealed class FastPath
     }
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    /// <summary>How long delivered mail keeps vouching for a sender: it counts half after six hours.</summary>
+    internal static readonly TimeSpan HistoryHalfLife = TimeSpan.FromHours(6);
+
+    /// <summary>The wrong passwords (keyed tags) tried against one account in the window, to tell a retry from a guess.</summary>
+    private sealed class WrongPasswords
+    {
+        private readonly List<(ulong Tag, long At)> _tags = [];
+        private long _last;
+
+        public bool IsStale(long now, long window) => now - Volatile.Read(ref _last) > window;
+
+        /// <summary>Records the tag; true when it was already on record in the window.</summary>
+        public bool Repeats(ulong tag, long now, long window)
+        {
+            lock (_tags)
+            {
+                Volatile.Write(ref _last, now);
+                _tags.RemoveAll(t => now - t.At > window);
+                var seen = _tags.RemoveAll(t => t.Tag == tag) > 0;
+                _tags.Add((tag, now));
+                return seen;
+            }
+        }
+    }
 
     /// <summary>
     /// Failures against one account over all networks: locked once there are too many from more than

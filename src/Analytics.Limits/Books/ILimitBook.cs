@@ -99,6 +99,12 @@ public interface ILimitBook
     /// </summary>
     HoldOutcome RecordUnknownRecipient(LimitSubject subject);
 
+    /// <summary>A recipient accepted (a mailbox that exists, or relayed): weighs against the share of unknown ones.</summary>
+    void RecordKnownRecipient(LimitSubject subject);
+
+    /// <summary>A message accepted (250 after DATA) for <paramref name="recipients"/> recipients: history that vouches for the sender.</summary>
+    void RecordDelivery(LimitSubject subject, int recipients);
+
     /// <summary>The subject's network is one its account logged in from lately (its owner's): such logins go ahead of others.</summary>
     bool IsOwnersNetwork(LimitSubject subject) => false;
 

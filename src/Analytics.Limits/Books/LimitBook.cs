@@ -223,6 +223,10 @@ public sealed class LimitBook : ILimitBook
 
     public HoldOutcome RecordUnknownRecipient(LimitSubject subject) => _fastPath.RecordUnknownRecipient(subject);
 
+    public void RecordKnownRecipient(LimitSubject subject) => _fastPath.RecordKnownRecipient(subject);
+
+    public void RecordDelivery(LimitSubject subject, int recipients) => _fastPath.RecordDelivery(subject, recipients);
+
     public bool IsOwnersNetwork(LimitSubject subject) => _fastPath.IsOwnersNetwork(subject);
 
     public void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime At)> logins) => _fastPath.RememberLogins(logins);

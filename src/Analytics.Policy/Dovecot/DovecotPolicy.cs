@@ -304,6 +304,8 @@ internal sealed class DovecotPolicy
 
         public int AcceptedRecipients => 0;
 
+        public int KnownRecipients { get; set; }
+
         public int UnknownRecipients { get; set; }
 
         public TimeSpan TarpitEachReply { get; set; }

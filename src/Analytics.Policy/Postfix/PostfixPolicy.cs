@@ -95,6 +95,11 @@ internal sealed class PostfixPolicy
                 session.Emit(EventKind.Data, refusal is null ? EventOutcome.Ok : EventOutcome.Reject, refusal?.Code ?? 250, refusal?.Status ?? "2.0.0",
                     string.Create(CultureInfo.InvariantCulture, $"recipients={ParseLong(request.RecipientCount)}{(request.QueueId.Length > 0 ? " queued=" + request.QueueId : "")}"),
                     sender: request.Sender, size: (ulong)Math.Max(0, size));
+                if (refusal is null)
+                {
+                    rules.Delivered(session, (int)Math.Clamp(ParseLong(request.RecipientCount), 0, int.MaxValue));
+                }
+
                 return refusal;
             default:
                 return null;

@@ -52,6 +52,9 @@ internal sealed class PostfixSession : IRuleSession
 
     public int UnknownRecipients { get; set; }
 
+    /// <summary>Recipients accepted in this session, over all its messages.</summary>
+    public int KnownRecipients { get; set; }
+
     public TimeSpan TarpitEachReply { get; set; }
 
     /// <summary>Postfix's <c>instance</c> of the message under way: one per MAIL transaction.</summary>

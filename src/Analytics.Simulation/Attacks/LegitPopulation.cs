@@ -10,7 +10,8 @@ namespace Analytics.Simulation.Attacks;
 /// The people who must not notice the attack: staff sending ordinary mail through submission with
 /// MailKit (STARTTLS, AUTH, one message to a colleague and an outside address every couple of
 /// seconds, one of them mistyping the password once), and inbound relays delivering to real local
-/// mailboxes on MX. Each from its own loopback address; every reply is recorded.
+/// mailboxes on MX. Each from its own loopback address; every reply is recorded, and so is every
+/// failure on the client's side (<see cref="ClientLog.ClientFailure"/>): they are reported, not fatal.
 /// </summary>
 public static class LegitPopulation
 {
@@ -132,6 +133,12 @@ public static class LegitPopulation
         catch (Exception ex) when (ex is SmtpProtocolException or IOException or System.Net.Sockets.SocketException or ServiceNotConnectedException)
         {
             context.Log.Add(Side.Legit, ip.ToString(), step, ex.GetType().Name, 0);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            // Anything else (a TLS handshake that failed, a client timeout) is the client's own failure:
+            // counted and reported, never the end of the run.
+            context.Log.Add(Side.Legit, ip.ToString(), step, ex.GetType().Name, ClientLog.ClientFailure);
         }
     }
 

@@ -18,6 +18,9 @@ public sealed record ClientRecord(DateTimeOffset At, Side Side, string Ip, strin
 /// <summary>Every reply every client saw, in arrival order (thread-safe).</summary>
 public sealed class ClientLog
 {
+    /// <summary>The code recorded for a failure on the client's side (TLS handshake, timeout): no reply was involved.</summary>
+    public const int ClientFailure = -1;
+
     private readonly ConcurrentQueue<ClientRecord> _records = new();
     private readonly TimeProvider _time;
 
@@ -116,3 +119,88 @@ public sealed class ScenarioReport
         { } v => v.ToString("0.###", CultureInfo.InvariantCulture),
     };
 }
+
+/// <summary>The same scenario run several times (one seed after another): each figure's spread over the runs.</summary>
+public sealed class ScenarioSpread
+{
+    private readonly IReadOnlyList<ScenarioReport> _runs;
+    private readonly IReadOnlyList<int> _seeds;
+
+    public ScenarioSpread(string scenario, IReadOnlyList<ScenarioReport> runs, IReadOnlyList<int> seeds)
+    {
+        Scenario = scenario;
+        _runs = runs;
+        _seeds = seeds;
+    }
+
+    public string Scenario { get; }
+
+    /// <summary>Every run met every target.</summary>
+    public bool AllPass => _runs.All(r => r.AllPass);
+
+    private IEnumerable<(string Key, string Label, string Unit, double? Target, List<double?> Values, int Passed)> Rows() =>
+        _runs.SelectMany(r => r.Figures).Select(f => f.Key).Distinct(StringComparer.Ordinal).Select(key =>
+        {
+            var figures = _runs.Select(r => r.Figures.FirstOrDefault(f => f.Key == key)).ToList();
+            var first = figures.First(f => f is not null)!;
+            return (key, first.Label, first.Unit, first.Target, figures.Select(f => f?.Value).ToList(), figures.Count(f => f?.Pass != false));
+        });
+
+    public async Task WriteAsync(TextWriter output, bool json)
+    {
+        if (json)
+        {
+            var figures = new JsonObject();
+            foreach (var (key, label, unit, target, values, passed) in Rows())
+            {
+                var finite = values.Where(v => v is { } x && double.IsFinite(x)).Select(v => v!.Value).Order().ToList();
+                var node = new JsonObject
+                {
+                    ["label"] = label,
+                    ["values"] = new JsonArray([.. values.Select(v => v is { } x && double.IsFinite(x) ? JsonValue.Create(Math.Round(x, 3)) : null)]),
+                    ["min"] = finite.Count == 0 ? null : Math.Round(finite[0], 3),
+                    ["median"] = finite.Count == 0 ? null : Math.Round(finite[finite.Count / 2], 3),
+                    ["max"] = finite.Count == 0 ? null : Math.Round(finite[^1], 3),
+                };
+                if (target is { } t)
+                {
+                    node["target"] = t;
+                    node["runs_passed"] = passed;
+                }
+
+                if (unit.Length > 0)
+                {
+                    node["unit"] = unit;
+                }
+
+                figures[key] = node;
+            }
+
+            var obj = new JsonObject
+            {
+                ["scenario"] = Scenario,
+                ["runs"] = _runs.Count,
+                ["seeds"] = new JsonArray([.. _seeds.Select(s => JsonValue.Create(s))]),
+                ["pass"] = AllPass,
+                ["figures"] = figures,
+            };
+            await output.WriteLineAsync(obj.ToJsonString(new JsonSerializerOptions { WriteIndented = false }));
+            return;
+        }
+
+        await output.WriteLineAsync($"scenario {Scenario}: {_runs.Count} runs (seeds {string.Join(", ", _seeds)})");
+        await output.WriteLineAsync();
+        await output.WriteLineAsync($"  {"figure",-58} {"min",8} {"median",8} {"max",8}  {"target",8}  runs met");
+        await output.WriteLineAsync("  " + new string('-', 104));
+        foreach (var (_, label, unit, target, values, passed) in Rows())
+        {
+            var sorted = values.Select(v => v ?? double.NaN).Order().ToList();
+            string F(double v) => double.IsNaN(v) ? "n/a" : ScenarioReport.Format(v);
+            await output.WriteLineAsync($"  {label + (unit.Length > 0 ? " (" + unit + ")" : ""),-58} {F(sorted[0]),8} {F(sorted[sorted.Count / 2]),8} {F(sorted[^1]),8}  {(target is { } t ? "≤ " + ScenarioReport.Format(t) : ""),8}  {(target is null ? "" : $"{passed}/{_runs.Count}")}");
+        }
+
+        await output.WriteLineAsync();
+        await output.WriteLineAsync(AllPass ? "  every run met every target" : "  some runs missed a target");
+    }
+}
+

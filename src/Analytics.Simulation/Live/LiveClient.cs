@@ -38,10 +38,11 @@ public static class LiveClient
         }
     }
 
-    // MailKit runs one shape: [STARTTLS], one AUTH (submission), one message, QUIT.
+    // MailKit runs one shape: [STARTTLS], one AUTH (submission), one message from a real sender, QUIT.
     private static bool IsMailKitShape(SessionScript script) =>
         script.Steps.Count(s => s.Kind == StepKind.Auth) == (script.Role == ListenerRole.Submission ? 1 : 0)
         && script.Steps.Count(s => s.Kind == StepKind.Mail) == 1
+        && script.Steps.First(s => s.Kind == StepKind.Mail).Text.Length > 0
         && script.Steps.Count(s => s.Kind == StepKind.Data) == 1
         && script.Steps[^1].Kind == StepKind.Quit;
 

@@ -21,6 +21,9 @@ internal abstract class Entity
 
     public string Class { get; }
 
+    /// <summary>The population (a benign label's variant) or attack variant its sessions are reported under.</summary>
+    public string Population { get; init; } = "";
+
     public abstract void Plan(World world, DateTimeOffset from, DateTimeOffset to, Random random, List<SessionScript> output);
 
     /// <summary>A deterministic seed for (scenario, entity, day); not HashCode, which differs per process.</summary>
@@ -46,8 +49,8 @@ internal abstract class Entity
 
     protected static T Pick<T>(Random random, IReadOnlyList<T> list) => list[random.Next(list.Count)];
 
-    protected static string ExternalAddress(Random random) =>
-        Pick(random, Names.First) + "." + Pick(random, Names.Last) + random.Next(100).ToString(CultureInfo.InvariantCulture) + "@" + Pick(random, Names.ExternalDomains);
+    protected static string ExternalAddress(Random random, Vocabulary v) =>
+        Pick(random, v.First) + "." + Pick(random, v.Last) + random.Next(100).ToString(CultureInfo.InvariantCulture) + "@" + Pick(random, v.ExternalDomains);
 
     protected SessionScript Script(Random random, IPAddress ip, ListenerRole role, DateTimeOffset start, List<Step> steps, bool wellBehaved = false) => new()
     {
@@ -58,6 +61,7 @@ internal abstract class Entity
         Start = start,
         Steps = steps,
         Class = Class,
+        Population = Population,
         WellBehaved = wellBehaved,
     };
 
@@ -70,6 +74,13 @@ internal abstract class Entity
             steps.Add(new Step(StepKind.StartTls, Ms(random, 2, 10)));
             steps.Add(new Step(StepKind.Ehlo, Ms(random, 2, 10), helo));
         }
+    }
+
+    /// <summary>Whether the address's domain is one of the world's.</summary>
+    protected static bool IsLocal(World world, string address)
+    {
+        var at = address.IndexOf('@', StringComparison.Ordinal);
+        return at > 0 && world.Domains.Contains(address[(at + 1)..]);
     }
 
     protected static void Message(List<Step> steps, Random random, string sender, IEnumerable<string> recipients, int size, int delayMin = 2, int delayMax = 20)

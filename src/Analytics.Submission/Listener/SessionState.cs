@@ -92,6 +92,8 @@ internal sealed partial class SessionState : IRuleSession
 
     public int UnknownRecipients { get; set; }
 
+    public int KnownRecipients { get; set; }
+
     public string RecipientReason { get; set; } = "";
 
     public bool InTransaction { get; private set; }

@@ -63,6 +63,7 @@ internal sealed partial class SpoolMessageStore : IMessageStore
         }
 
         session.QueueId = id;
+        listener.Rules.Delivered(session, envelope.Recipients.Count);
         listener.Queue?.Enqueued(envelope);
         return Replies.Response(250, "2.0.0 OK: queued as " + id);
     }

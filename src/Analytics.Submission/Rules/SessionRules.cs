@@ -76,6 +76,9 @@ public interface IRuleSession
     /// <summary>Unknown-mailbox rejections in this session.</summary>
     int UnknownRecipients { get; set; }
 
+    /// <summary>Recipients accepted in this session, over all its messages (the rules count them).</summary>
+    int KnownRecipients { get; set; }
+
     /// <summary>Delay added to every reply from now on (the unknown-recipient tarpit).</summary>
     TimeSpan TarpitEachReply { get; set; }
 
@@ -271,18 +274,40 @@ public sealed class SessionRules
             return new RuleReply(554, "5.7.1", "Relay access denied", "relay denied");
         }
 
-        return Enforce(session, _book.CheckRcpt(Subject(session), session.AcceptedRecipients), "rcpt");
+        if (Enforce(session, _book.CheckRcpt(Subject(session), session.AcceptedRecipients), "rcpt") is { } refused)
+        {
+            return refused;
+        }
+
+        session.KnownRecipients++;
+        _book.RecordKnownRecipient(Subject(session));
+        return null;
     }
 
     /// <summary>
     /// RCPT TO for an address another server has already found acceptable (Postfix, which asks through
     /// policy delegation once its own recipient checks passed): recipients per message, then the
-    /// account's and the address's limits, counted as <see cref="Rcpt"/> counts an acceptable recipient.
+    /// account's and the address's limits, counted and remembered as <see cref="Rcpt"/> does an acceptable recipient.
     /// </summary>
-    public RuleReply? AcceptedRcpt(IRuleSession session) =>
-        session.AcceptedRecipients >= _session.MaxRecipientsPerMessage
-            ? TooManyRecipients
-            : Enforce(session, _book.CheckRcpt(Subject(session), session.AcceptedRecipients), "rcpt");
+    public RuleReply? AcceptedRcpt(IRuleSession session)
+    {
+        if (session.AcceptedRecipients >= _session.MaxRecipientsPerMessage)
+        {
+            return TooManyRecipients;
+        }
+
+        if (Enforce(session, _book.CheckRcpt(Subject(session), session.AcceptedRecipients), "rcpt") is { } refused)
+        {
+            return refused;
+        }
+
+        session.KnownRecipients++;
+        _book.RecordKnownRecipient(Subject(session));
+        return null;
+    }
+
+    /// <summary>A message accepted (250 after DATA) for <paramref name="recipients"/> recipients: the sender's record of real mail.</summary>
+    public void Delivered(IRuleSession session, int recipients) => _book.RecordDelivery(Subject(session), recipients);
 
     /// <summary>DATA, with the size of the message received.</summary>
     public RuleReply? Data(long size) =>
@@ -316,6 +341,13 @@ public sealed class SessionRules
                 ? string.Create(CultureInfo.InvariantCulture, $"hold {hold.Scope} for {hold.Duration} after unknown recipients")
                 : "disconnect: " + hold.Scope, session.TarpitEachReply);
             return new RuleReply(421, "4.7.0", "Too many invalid recipients, try again later", "unknown mailbox; hold", "unknown recipients (hold)");
+        }
+
+        // Within the session, unknown recipients count only while they are a large share of its
+        // recipients: a list server's few stale addresses among hundreds are not probing.
+        if (session.UnknownRecipients < _fastPath.UnknownRecipientShare * (session.UnknownRecipients + session.KnownRecipients))
+        {
+            return new RuleReply(550, "5.1.1", "Mailbox unknown", "unknown mailbox");
         }
 
         if (session.UnknownRecipients >= _fastPath.UnknownRecipientsBeforeDisconnect)
