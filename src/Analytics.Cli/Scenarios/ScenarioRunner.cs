@@ -339,8 +339,9 @@ internal sealed class ScenarioRunner
 
     private static async Task<string> ModelUsedAsync(IClickHouseStore store, string modelDirectory, CancellationToken cancellationToken)
     {
-        var rows = await store.QueryAsync("SELECT model_version, count() FROM verdicts GROUP BY model_version ORDER BY count() DESC", null, cancellationToken);
-        var used = string.Join(", ", rows.Rows.Select(r => $"{r[0]} ({r[1]} verdicts)"));
+        var rows = await store.QueryListAsync<ModelCount>(
+            "SELECT model_version AS model, count() AS verdicts FROM verdicts GROUP BY model_version ORDER BY verdicts DESC", null, cancellationToken);
+        var used = string.Join(", ", rows.Select(r => $"{r.Model} ({r.Verdicts} verdicts)"));
         var present = File.Exists(Path.Combine(modelDirectory, "model.json"));
         return (used.Length > 0 ? used : "no verdicts written") + (present ? $"; model directory {modelDirectory}" : $"; no model at {modelDirectory}: rules fallback");
     }
@@ -355,10 +356,10 @@ internal sealed class ScenarioRunner
     private static async Task CommonFiguresAsync(ScenarioReport report, AttackScenario scenario, ScenarioWorld world, ClientLog log, IClickHouseStore store, CancellationToken cancellationToken)
     {
         var legitIps = world.LegitIps.Select(ip => ip.ToString()).ToHashSet(StringComparer.Ordinal);
-        var throttles = await store.QueryAsync(
-            $"SELECT {IpText} AS ip, min(ts), max(reply_code), countIf(reply_code >= 500) FROM events WHERE kind = 'throttle' GROUP BY ip", null, cancellationToken);
-        var legitThrottled = throttles.Rows.Count(r => legitIps.Contains((string)r[0]!));
-        var legitBlocked = throttles.Rows.Count(r => legitIps.Contains((string)r[0]!) && Convert.ToInt64(r[3], CultureInfo.InvariantCulture) > 0);
+        var throttles = await store.QueryListAsync<Throttled>(
+            $"SELECT {IpText} AS ip, min(ts) AS first, countIf(reply_code >= 500) AS refusals FROM events WHERE kind = 'throttle' GROUP BY ip", null, cancellationToken);
+        var legitThrottled = throttles.Count(r => legitIps.Contains(r.Ip));
+        var legitBlocked = throttles.Count(r => legitIps.Contains(r.Ip) && r.Refusals > 0);
         var legitRecords = log.Of(Side.Legit).ToList();
         var sent = legitRecords.Count(r => r.Step == "data" && r.Code == 250);
         var refused = legitRecords.Count(r => r.Code >= 400 && !(r.Step == "auth" && r.Code == 535));
@@ -374,11 +375,11 @@ internal sealed class ScenarioRunner
         report.Add("legit_throttled", $"legitimate clients throttled (of {legitIps.Count})", legitThrottled);
         report.Add("legit_blocked", $"legitimate clients blocked (of {legitIps.Count})", legitBlocked, 0);
 
-        var firstEvents = await store.QueryAsync($"SELECT {IpText} AS ip, min(ts) FROM events GROUP BY ip", null, cancellationToken);
-        var first = firstEvents.Rows.ToDictionary(r => (string)r[0]!, r => (DateTime)r[1]!, StringComparer.Ordinal);
-        var enforced = throttles.Rows.ToDictionary(r => (string)r[0]!, r => (DateTime)r[1]!, StringComparer.Ordinal);
-        var changes = await store.QueryAsync(
-            "SELECT entity_kind, entity, min(set_at) FROM limit_changes WHERE level IN ('throttle', 'block') GROUP BY entity_kind, entity", null, cancellationToken);
+        var first = (await store.QueryListAsync<FirstSeen>($"SELECT {IpText} AS ip, min(ts) AS first FROM events GROUP BY ip", null, cancellationToken))
+            .ToDictionary(r => r.Ip, r => r.First, StringComparer.Ordinal);
+        var enforced = throttles.ToDictionary(r => r.Ip, r => r.First, StringComparer.Ordinal);
+        var changes = await store.QueryListAsync<LimitedAt>(
+            "SELECT entity_kind AS kind, entity, min(set_at) AS at FROM limit_changes WHERE level IN ('throttle', 'block') GROUP BY entity_kind, entity", null, cancellationToken);
 
         var units = new Dictionary<string, (DateTime Start, DateTime? End)>(StringComparer.Ordinal);
         foreach (var ip in scenario.AttackIps)
@@ -390,10 +391,9 @@ internal sealed class ScenarioRunner
             }
 
             DateTime? end = enforced.TryGetValue(text, out var e) ? e : null;
-            foreach (var c in changes.Rows)
+            foreach (var (kind, entity, at) in changes)
             {
-                var (kind, entity, at) = ((string)c[0]!, (string)c[1]!, (DateTime)c[2]!);
-                if ((kind == "ip" && entity == text) || (kind == "net" && entity == AttackScenario.Net24(ip)))
+                if ((kind == EntityKind.Ip && entity == text) || (kind == EntityKind.Net && entity == AttackScenario.Net24(ip)))
                 {
                     end = end is null || at < end ? at : end;
                 }
@@ -417,12 +417,21 @@ internal sealed class ScenarioRunner
         report.Add("time_to_limit_p95_s", "first attack event → enforced limit, p95", p95, 2, "s");
         report.Add("time_to_limit_max_s", "first attack event → enforced limit, max", latencies.Count == 0 ? null : latencies[^1], null, "s");
 
-        var verdicts = await store.QueryAsync(
-            "SELECT countIf(flagged), countIf(flagged AND class != 'benign') FROM verdicts", null, cancellationToken);
-        report.Add("verdicts_flagged", "verdicts flagged by the scorer", Convert.ToDouble(verdicts.Rows[0][0], CultureInfo.InvariantCulture));
-        var modelChanges = await store.QueryAsync("SELECT count() FROM limit_changes WHERE source IN ('model', 'rules')", null, cancellationToken);
-        report.Add("policy_limit_changes", "limit changes made by the policy from verdicts", Convert.ToDouble(modelChanges.Rows[0][0], CultureInfo.InvariantCulture));
+        var flagged = await store.QueryFirstOrDefaultAsync<Count>("SELECT countIf(flagged) AS n FROM verdicts", null, cancellationToken);
+        report.Add("verdicts_flagged", "verdicts flagged by the scorer", flagged?.N ?? 0);
+        var modelChanges = await store.QueryFirstOrDefaultAsync<Count>("SELECT count() AS n FROM limit_changes WHERE source IN ('model', 'rules')", null, cancellationToken);
+        report.Add("policy_limit_changes", "limit changes made by the policy from verdicts", modelChanges?.N ?? 0);
     }
+
+    private sealed record ModelCount(string Model, ulong Verdicts);
+
+    private sealed record Throttled(string Ip, DateTime First, ulong Refusals);
+
+    private sealed record FirstSeen(string Ip, DateTime First);
+
+    private sealed record LimitedAt(EntityKind Kind, string Entity, DateTime At);
+
+    private sealed record Count(ulong N);
 
     private void Progress(string message)
     {
