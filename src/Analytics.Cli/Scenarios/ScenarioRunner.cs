@@ -330,11 +330,27 @@ internal sealed class ScenarioRunner
         kill?.WaitForExit();
     }
 
+    private static readonly HashSet<int> HandedOut = [];
+
+    /// <summary>
+    /// A loopback port nothing listens on, never one this process handed out before: the kernel may give
+    /// a just-closed ephemeral port again, and two endpoints of one serve on the same port fail its start.
+    /// </summary>
     private static int FreePort()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        while (true)
+        {
+            using var listener = new TcpListener(IPAddress.Loopback, 0);
+            listener.Start();
+            var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+            lock (HandedOut)
+            {
+                if (HandedOut.Add(port))
+                {
+                    return port;
+                }
+            }
+        }
     }
 
     private static async Task<string> ModelUsedAsync(IClickHouseStore store, string modelDirectory, CancellationToken cancellationToken)
