@@ -60,6 +60,14 @@ public sealed class SessionLimitOptions
     [Range(1024, int.MaxValue / 2)]
     public int MaxMessageSize { get; set; } = 25 * 1024 * 1024;
 
+    /// <summary>
+    /// Bytes of messages being received at once, across all sessions of both roles (DATA streams to the
+    /// spool's disk as it arrives; this bounds what unfinished messages hold there). A message that would
+    /// go past it is read to its end and refused with 452 4.3.1. Default 1 GiB.
+    /// </summary>
+    [Range(typeof(long), "65536", "9223372036854775807")]
+    public long MaxDataInFlightBytes { get; set; } = 1L << 30;
+
     /// <summary>Recipients in one message (452 4.5.3 past it). Default 100 (RFC 5321's required minimum).</summary>
     [Range(1, 100_000)]
     public int MaxRecipientsPerMessage { get; set; } = 100;

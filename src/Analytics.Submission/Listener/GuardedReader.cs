@@ -116,18 +116,13 @@ internal sealed partial class GuardedReader : PipeReader
             switch (_session.Phase)
             {
                 case SessionPhase.Command:
-                    if (LineLength(buffer) > limits.MaxLineLength)
-                    {
-                        _inner.AdvanceTo(buffer.End);
-                        return await CloseAsync(500, "5.5.2 Line too long, closing connection", "line too long", cancellationToken);
-                    }
-
-                    return CheckCommandLine(result);
-
                 case SessionPhase.Auth:
-                    var max = Math.Max(limits.MaxLineLength, AuthLineMinimum);
-                    var lf = buffer.PositionOf((byte)'\n');
-                    if (lf is null)
+                    // SmtpServer reads a line up to CRLF and keeps the position where its first read
+                    // began: every buffer it gets holds a whole line, so it never searches a replacement
+                    // (below) from a position in an earlier buffer ("End position was not reached").
+                    var max = _session.Phase == SessionPhase.Auth ? Math.Max(limits.MaxLineLength, AuthLineMinimum) : limits.MaxLineLength;
+                    var lineEnd = LineEnd(buffer);
+                    if (lineEnd is null)
                     {
                         if (buffer.Length > max)
                         {
@@ -135,19 +130,27 @@ internal sealed partial class GuardedReader : PipeReader
                             return await CloseAsync(500, "5.5.2 Line too long, closing connection", "line too long", cancellationToken);
                         }
 
-                        // Hand out whole lines only, so a replacement never follows a partial read.
                         _inner.AdvanceTo(buffer.Start, buffer.End);
                         continue;
                     }
 
-                    return CheckAuthLine(buffer, buffer.GetPosition(1, lf.Value));
-
-                case SessionPhase.Data:
-                    // Raw bytes include dot-stuffing and the terminator: allow a little over the limit.
-                    var dataLimit = limits.MaxMessageSize + (limits.MaxMessageSize / 32) + 1024;
-                    if (buffer.Length > dataLimit)
+                    if (buffer.Slice(buffer.Start, lineEnd.Value).Length > max)
                     {
                         _inner.AdvanceTo(buffer.End);
+                        return await CloseAsync(500, "5.5.2 Line too long, closing connection", "line too long", cancellationToken);
+                    }
+
+                    return _session.Phase == SessionPhase.Auth ? CheckAuthLine(buffer, lineEnd.Value) : CheckCommandLine(result, lineEnd.Value);
+
+                case SessionPhase.Data:
+                    var message = _session.Message ??= StartMessage();
+                    var end = await message.WriteAsync(buffer, HasRoom, cancellationToken);
+
+                    // Raw bytes include dot-stuffing and the terminator: allow a little over the limit.
+                    if (message.RawSize > limits.MaxMessageSize + (limits.MaxMessageSize / 32) + 1024)
+                    {
+                        _inner.AdvanceTo(buffer.End);
+                        _session.DiscardMessage();
                         _session.Oversize = true;
                         _session.CloseAfterReply = true;
                         _session.ServerCloses("message too large");
@@ -156,7 +159,19 @@ internal sealed partial class GuardedReader : PipeReader
                         throw new MessageTooLargeException();
                     }
 
-                    return result;
+                    if (!message.Ended)
+                    {
+                        // Everything received is on disk (or dropped, for a message refused): nothing is held here.
+                        _inner.AdvanceTo(end);
+                        continue;
+                    }
+
+                    // SmtpServer gets only the end of data, and hands the store an empty body: the
+                    // store takes the message from the session's file.
+                    _replacement = new ReadOnlySequence<byte>(DotBlock);
+                    _innerLineEnd = end;
+                    _replaced = true;
+                    return new ReadResult(_replacement, isCanceled: false, isCompleted: false);
             }
 
             return result;
@@ -170,16 +185,9 @@ internal sealed partial class GuardedReader : PipeReader
     /// <c>MAIL FROM:</c>, which it answers 501 like any syntax error; and a command line that spans two
     /// buffer segments (its parameter parser handles one segment only) arrives as one contiguous copy.
     /// </summary>
-    private ReadResult CheckCommandLine(ReadResult result)
+    private ReadResult CheckCommandLine(ReadResult result, SequencePosition lineEnd)
     {
         var buffer = result.Buffer;
-        var lf = buffer.PositionOf((byte)'\n');
-        if (lf is null)
-        {
-            return result;
-        }
-
-        var lineEnd = buffer.GetPosition(1, lf.Value);
         var line = buffer.Slice(buffer.Start, lineEnd);
         Span<byte> head = stackalloc byte[4];
         var verb = line.Length >= 4 ? line.Slice(0, 4) : default;
@@ -202,6 +210,24 @@ internal sealed partial class GuardedReader : PipeReader
         _innerLineEnd = lineEnd;
         _replaced = true;
         return new ReadResult(_replacement, isCanceled: false, isCompleted: false);
+    }
+
+    private static readonly byte[] DotBlock = "\r\n.\r\n"u8.ToArray();
+
+    private IncomingMessage StartMessage()
+    {
+        var listener = _session.Listener;
+        var id = listener.Spool.NewId(listener.Time.GetUtcNow(), _session.Id);
+        return new IncomingMessage(id, listener.Spool.MessagePath(id) + ".tmp", listener.DataBudget, listener.LimitOptions.Session.MaxMessageSize);
+    }
+
+    private bool HasRoom(long bytesInFlight) => _session.Listener.Queue?.HasRoomFor(bytesInFlight) ?? true;
+
+    /// <summary>Just past the first CRLF (where SmtpServer ends a line), if there is one.</summary>
+    private static SequencePosition? LineEnd(ReadOnlySequence<byte> buffer)
+    {
+        var reader = new SequenceReader<byte>(buffer);
+        return reader.TryReadTo(out ReadOnlySequence<byte> _, "\r\n"u8) ? reader.Position : null;
     }
 
     private static readonly byte[] BareMail = "MAIL FROM:\r\n"u8.ToArray();
@@ -280,12 +306,6 @@ internal sealed partial class GuardedReader : PipeReader
 
         _session.Closed = true;
         return Ended;
-    }
-
-    private static long LineLength(ReadOnlySequence<byte> buffer)
-    {
-        var lf = buffer.PositionOf((byte)'\n');
-        return lf is null ? buffer.Length : buffer.Slice(buffer.Start, lf.Value).Length + 1;
     }
 
     public override void AdvanceTo(SequencePosition consumed) => AdvanceTo(consumed, consumed);

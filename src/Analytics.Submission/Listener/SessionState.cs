@@ -119,6 +119,19 @@ internal sealed partial class SessionState : IRuleSession
 
     public long DataSize { get; set; }
 
+    /// <summary>The message being received (DATA), on disk in the spool until the store takes it.</summary>
+    public IncomingMessage? Message
+    {
+        get => MessageSlot;
+        set => MessageSlot = value;
+    }
+
+    /// <summary>The field behind <see cref="Message"/>, for the store and teardown to take it atomically.</summary>
+    public IncomingMessage? MessageSlot;
+
+    /// <summary>Drops the message being received, if any (its temporary file and its share of the DATA budget).</summary>
+    public void DiscardMessage() => Interlocked.Exchange(ref MessageSlot, null)?.Discard();
+
     public string QueueId { get; set; } = "";
 
     /// <summary>The command being answered (null for an invalid line; a marker object for server-initiated replies).</summary>
@@ -348,6 +361,7 @@ internal sealed partial class SessionState : IRuleSession
     /// <summary>Publishes the close event, once, however the session ended.</summary>
     public void Finish(string fallbackReason)
     {
+        DiscardMessage();
         if (Interlocked.Exchange(ref _finished, 1) != 0)
         {
             return;
