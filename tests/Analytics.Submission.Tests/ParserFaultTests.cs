@@ -19,6 +19,25 @@ public sealed class ParserFaultTests(StoreFixture fixture)
         Assert.StartsWith("250", await client.CommandAsync("NOOP"), StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("MAIL FROM:<\"racx\\qp \\\"x\"@fuzz.example>")]
+    [InlineData("RCPT TO:<\"a\\q\"@fuzz.example>")]
+    [InlineData("MAIL FROM:<a\\@fuzz.example> SIZE=10")]
+    public async Task ABackslashInThePath_IsASyntaxError_AndTheSessionGoesOn(string line)
+    {
+        // SmtpServer unescapes a quoted local part with Regex.Unescape, which throws on "\q".
+        await using var h = await Harness.StartAsync(fixture);
+        await using var client = await RawSmtp.ConnectAsync(h.Mx, from: IPAddress.Parse("127.50.0.1"));
+        Assert.StartsWith("250", await client.CommandAsync("EHLO fuzz.example"), StringComparison.Ordinal);
+        if (line.StartsWith("RCPT", StringComparison.Ordinal))
+        {
+            Assert.StartsWith("250", await client.CommandAsync("MAIL FROM:<a@remote.example>"), StringComparison.Ordinal);
+        }
+
+        Assert.StartsWith("50", await client.CommandAsync(line), StringComparison.Ordinal);
+        Assert.StartsWith("250", await client.CommandAsync("NOOP"), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task ALineThatArrivesInTwoPieces_AcrossTwoBufferSegments_IsAnswered()
     {

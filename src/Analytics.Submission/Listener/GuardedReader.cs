@@ -179,9 +179,10 @@ internal sealed partial class GuardedReader : PipeReader
     }
 
     /// <summary>
-    /// Two cases where SmtpServer's parser faults and drops the session without a reply, so the line
+    /// Cases where SmtpServer's parser faults and drops the session without a reply, so the line
     /// reaches it in a shape it handles: MAIL or RCPT with an ESMTP parameter given twice
-    /// (<c>BODY=7BIT BODY=8BITMIME</c>, a syntax error by RFC 5321 §4.1.2) arrives as a bare
+    /// (<c>BODY=7BIT BODY=8BITMIME</c>, a syntax error by RFC 5321 §4.1.2) or with a backslash in its
+    /// path (<see cref="HasBackslashInPath"/>) arrives as a bare
     /// <c>MAIL FROM:</c>, which it answers 501 like any syntax error; and a command line that spans two
     /// buffer segments (its parameter parser handles one segment only) arrives as one contiguous copy.
     /// </summary>
@@ -194,7 +195,7 @@ internal sealed partial class GuardedReader : PipeReader
         verb.CopyTo(head);
         var mail = line.Length >= 4 && Ascii.EqualsIgnoreCase(head, "MAIL"u8);
         var rcpt = line.Length >= 4 && Ascii.EqualsIgnoreCase(head, "RCPT"u8);
-        if ((mail || rcpt) && HasDuplicateParameter(Encoding.Latin1.GetString(line)))
+        if ((mail || rcpt) && (HasDuplicateParameter(Encoding.Latin1.GetString(line)) || HasBackslashInPath(Encoding.Latin1.GetString(line))))
         {
             _replacement = new ReadOnlySequence<byte>(mail ? BareMail : BareRcpt);
         }
@@ -232,6 +233,23 @@ internal sealed partial class GuardedReader : PipeReader
 
     private static readonly byte[] BareMail = "MAIL FROM:\r\n"u8.ToArray();
     private static readonly byte[] BareRcpt = "RCPT TO:\r\n"u8.ToArray();
+
+    /// <summary>
+    /// Whether the path (from the colon to the last <c>&gt;</c>) holds a backslash. SmtpServer passes a
+    /// quoted local part through <c>Regex.Unescape</c>, which throws on <c>\q</c> and many other
+    /// RFC 5321 quoted-pairs (and turns <c>\n</c> into a newline): such a path is refused as a syntax error.
+    /// </summary>
+    internal static bool HasBackslashInPath(string line)
+    {
+        var colon = line.IndexOf(':', StringComparison.Ordinal);
+        if (colon < 0)
+        {
+            return false;
+        }
+
+        var close = line.LastIndexOf('>');
+        return line.AsSpan(colon, (close > colon ? close : line.Length) - colon).Contains('\\');
+    }
 
     /// <summary>Whether the parameters after the path (<c>KEY[=VALUE]</c>, space-separated) name one key twice.</summary>
     internal static bool HasDuplicateParameter(string line)
