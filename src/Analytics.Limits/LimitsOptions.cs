@@ -101,7 +101,8 @@ public sealed class SessionLimitOptions
 
     /// <summary>
     /// Concurrent sessions of one role (submission, MX) over its endpoints (421 past it); each role has
-    /// its own. Past 80 % of it, idle sessions before AUTH are closed after 5 s. Default 5000.
+    /// its own. Past 80 % of it, idle sessions before AUTH are closed after 5 s; when it is full, a new
+    /// connection takes the slot of the session idle longest (2 s at least) before AUTH. Default 5000.
     /// </summary>
     [Range(1, 1_000_000)]
     public int MaxSessions { get; set; } = 5000;

@@ -223,6 +223,28 @@ internal static class ChaosProcess
         return 0;
     }
 
+    /// <summary>A child process of this same CLI (under <c>dotnet</c> when that is how it runs) with <paramref name="args"/>, its output redirected.</summary>
+    public static ProcessStartInfo Cli(IEnumerable<string> args)
+    {
+        var info = new ProcessStartInfo(Environment.ProcessPath!)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
+        {
+            info.ArgumentList.Add(typeof(ChaosProcess).Assembly.Location);
+        }
+
+        foreach (var a in args)
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        return info;
+    }
+
     /// <summary>Makes every address of <paramref name="prefix"/> local (ip -6 route add local … dev lo); false when that is not allowed.</summary>
     public static async Task<bool> AddLocalV6RouteAsync(string prefix, CancellationToken cancellationToken) =>
         await RunAsync("ip", ["-6", "route", "replace", "local", prefix, "dev", "lo"], cancellationToken) == 0;

@@ -17,6 +17,7 @@ internal static class ChaosCommand
     [
         new StoreOutageScenario(),
         new KillScenario(),
+        new ServeKillScenario(),
         new EventDiskFullScenario(),
         new SmtpFuzzScenario(),
         new IdleFloodScenario(),

@@ -80,6 +80,7 @@ internal sealed partial class GuardedReader : PipeReader
                 // and sooner still while its role's pool is nearly full (as Postfix does under stress).
                 using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 idle.CancelAfter(_session.Listener.Gate.Load(_session.Role) > StressLoad && limits.PreAuthTimeout > StressTimeout ? StressTimeout : limits.PreAuthTimeout);
+                Interlocked.Exchange(ref _session.WaitingSince, _session.Listener.Time.GetTimestamp());
                 try
                 {
                     result = await _inner.ReadAsync(idle.Token);
@@ -87,6 +88,10 @@ internal sealed partial class GuardedReader : PipeReader
                 catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
                 {
                     return await CloseAsync(421, "4.4.2 Timeout, closing connection", "timeout: idle before authentication", cancellationToken);
+                }
+                finally
+                {
+                    Interlocked.Exchange(ref _session.WaitingSince, 0);
                 }
             }
             else
@@ -97,8 +102,14 @@ internal sealed partial class GuardedReader : PipeReader
             var buffer = result.Buffer;
             if (result.IsCanceled)
             {
-                // Shutdown woke us up (CancelPendingRead): check again at the top.
+                // Shutdown woke us up (CancelPendingRead): check again at the top. Or a full pool
+                // took this idle session's slot for a new connection.
                 _inner.AdvanceTo(buffer.Start);
+                if (_session.Evicted)
+                {
+                    return await CloseAsync(421, "4.4.2 Timeout, closing connection", "timeout: idle while the server is full", cancellationToken);
+                }
+
                 if (_session.Listener.Draining)
                 {
                     continue;

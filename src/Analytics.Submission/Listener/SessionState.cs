@@ -119,6 +119,27 @@ internal sealed partial class SessionState : IRuleSession
 
     public long DataSize { get; set; }
 
+    /// <summary>When the reader began to wait for a command before the greeting stage was passed (0: not waiting).</summary>
+    public long WaitingSince;
+
+    private int _evicted;
+
+    /// <summary>How long the session has waited for a command before AUTH (submission) or a transaction (MX); null when it is not waiting.</summary>
+    public TimeSpan? IdleBeforeGreetingStage
+    {
+        get
+        {
+            var since = Interlocked.Read(ref WaitingSince);
+            return since == 0 || PastGreetingStage || Volatile.Read(ref _evicted) != 0 ? null : Listener.Time.GetElapsedTime(since);
+        }
+    }
+
+    /// <summary>The gate gave this session's slot to a new connection: its reader closes it (421 4.4.2).</summary>
+    public bool Evicted => Volatile.Read(ref _evicted) != 0;
+
+    /// <summary>Marks the session evicted; false when it was already.</summary>
+    public bool TryEvict() => Interlocked.Exchange(ref _evicted, 1) == 0;
+
     /// <summary>The message being received (DATA), on disk in the spool until the store takes it.</summary>
     public IncomingMessage? Message
     {

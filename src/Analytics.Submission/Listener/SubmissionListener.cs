@@ -90,6 +90,9 @@ public sealed partial class SubmissionListener : IAsyncDisposable
 
     public string SpoolDirectory => _context.Spool.Directory;
 
+    /// <summary>Idle sessions (before AUTH or a transaction) closed to give their slot to a new connection in a full pool.</summary>
+    public long IdleSessionsEvicted => _context.Gate.Evicted;
+
     /// <summary>Bytes of messages being received right now (DATA not finished), across both roles; they are on disk, not in memory.</summary>
     public long DataBytesInFlight => _context.DataBudget.Current;
 
