@@ -122,10 +122,10 @@ internal sealed class ServeKillScenario : ChaosScenario
             // Events: the DATA event of each message answered 250, once; no event twice.
             await using var store = EmbeddedStore.Open(data);
             var dataEvents = (await store.QueryAsync(
-                "SELECT extract(detail, 'queued=([^ ]+)') AS id, count() FROM events WHERE kind = 'data' AND reply_code = 250 GROUP BY id", QueryParameters.Empty, cancellationToken)).Rows
+                "SELECT extract(detail, 'queued=([^ ]+)') AS id, count() FROM events WHERE kind = 'data' AND reply_code = 250 GROUP BY id", null, cancellationToken)).Rows
                 .ToDictionary(row => (string)row[0]!, row => Convert.ToInt64(row[1], CultureInfo.InvariantCulture), StringComparer.Ordinal);
             var totals = (await store.QueryAsync(
-                "SELECT count(), uniqExact(session_id, kind, ts, recipient, reply_code, detail) FROM events", QueryParameters.Empty, cancellationToken)).Rows[0];
+                "SELECT count(), uniqExact(session_id, kind, ts, recipient, reply_code, detail) FROM events", null, cancellationToken)).Rows[0];
             var rows = Convert.ToInt64(totals[0], CultureInfo.InvariantCulture);
             var distinct = Convert.ToInt64(totals[1], CultureInfo.InvariantCulture);
             var lostEvents = all.Where(a => !dataEvents.ContainsKey(a.QueueId)).ToList();
