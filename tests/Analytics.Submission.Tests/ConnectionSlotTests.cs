@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using Analytics.Limits;
 using Xunit;
 
 namespace Analytics.Submission.Tests;
@@ -141,5 +142,28 @@ public sealed class ConnectionSlotTests(StoreFixture fixture)
                 await c.DisposeAsync();
             }
         }
+    }
+
+    [Theory]
+    [InlineData("127.54.0.0/16", "127.54.200.9", "127.55.0.1")]
+    [InlineData("127.56.7.0/24", "127.56.7.200", "127.56.8.1")]
+    [InlineData("127.57.0.0/12", "127.63.1.1", "127.64.0.1")]
+    public async Task ANetworkLimit_CoversItsWholePrefix_AndNothingBeyond(string network, string inside, string outside)
+    {
+        // A /16 blocked only the /24 of its first address once (its prefix length was dropped).
+        await using var h = await Harness.StartAsync(fixture);
+        h.Book.Replace([new EntityLimit
+        {
+            Entity = new EntityRef(EntityKind.Net, network), Level = LimitLevel.Block, Source = LimitSource.Override, Blocked = true,
+            Reason = "reviewer blocked the network", SetAt = DateTime.UtcNow, Version = 1,
+        }]);
+
+        await using (var blocked = await RawSmtp.ConnectAsync(h.Mx, from: IPAddress.Parse(inside)))
+        {
+            Assert.StartsWith("554 5.7.1", blocked.Greeting, StringComparison.Ordinal);
+        }
+
+        await using var served = await RawSmtp.ConnectAsync(h.Mx, from: IPAddress.Parse(outside));
+        Assert.StartsWith("220", served.Greeting, StringComparison.Ordinal);
     }
 }

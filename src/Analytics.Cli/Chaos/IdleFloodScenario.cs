@@ -109,6 +109,7 @@ internal sealed class IdleFloodScenario : ChaosScenario
             report.Add("sessions_held", sessionsHeld, "", "sessions the server held during the flood");
             report.Add("refused_per_network", listener.Refusals.GetValueOrDefault("too many sessions from this network"), "", "refused: too many from one network");
             report.Add("refused_pool", listener.Refusals.GetValueOrDefault("too many sessions"), "", "refused: role's pool full");
+            report.Add("evicted_idle", listener.IdleSessionsEvicted, "", "idle sessions closed to give a full pool's slot to a new connection");
             report.Add("mx_transaction_max_s", mx[^1], "s", "ordinary MX client, connect → 250 after DATA, worst of 5");
             report.Add("submission_transaction_max_s", submission[^1], "s", "ordinary user, connect → AUTH → 250 after DATA, worst of 5");
             report.Add("rss_flood_mb", (rssFlood - rssStart) / 1048576.0, "MB", "resident memory added by the flood");
@@ -142,6 +143,12 @@ internal sealed class IdleFloodScenario : ChaosScenario
         var client = new TcpClient(source.AddressFamily);
         try
         {
+            if (source.AddressFamily == AddressFamily.InterNetworkV6)
+            {
+                // The /64 is routed to lo but no address of it is assigned: IPV6_FREEBIND lets a socket bind one.
+                client.Client.SetRawSocketOption(41 /* IPPROTO_IPV6 */, 78 /* IPV6_FREEBIND */, BitConverter.GetBytes(1));
+            }
+
             client.Client.Bind(new IPEndPoint(source, 0));
             await client.ConnectAsync(server, cancellationToken);
             held.Add(client);

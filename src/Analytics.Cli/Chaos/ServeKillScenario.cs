@@ -16,7 +16,7 @@ namespace Analytics.Cli.Chaos;
 /// clients at once, and is SIGKILLed at a random moment, several times; then it is started once more
 /// and stopped with SIGTERM. Every message answered 250 must be in the mail spool, whole, once; its
 /// DATA event stored once; no event stored twice. An event still in the sink's memory at the kill (the
-/// last flush interval) is lost: that is counted, and must lie within a few seconds of the kill.
+/// last flush interval) is lost: counted, with how many of those were older than 3 s at the kill.
 /// </summary>
 internal sealed class ServeKillScenario : ChaosScenario
 {
@@ -150,8 +150,8 @@ internal sealed class ServeKillScenario : ChaosScenario
             report.Check("spooled messages are whole", damaged == 0, $"{damaged} differ");
             report.Check("no message spooled twice", duplicateMail == 0, $"{duplicateMail} duplicates");
             report.Check("no event stored twice", rows == distinct && duplicateData == 0, $"{rows - distinct} duplicate rows, {duplicateData} DATA events twice");
-            report.Check("events lost only from the last moments before a kill", lostEarly == 0,
-                $"{lostEvents.Count} DATA events lost, {lostEarly} of them older than 3 s at the kill");
+            report.Check("every DATA event of a message answered 250 stored", lostEvents.Count == 0,
+                $"{lostEvents.Count} of {all.Count} lost (the sink holds events in memory for up to a flush interval; {lostEarly} were older than 3 s at the kill)");
             report.Check("the mail spool has no temporary left after the restart", Directory.GetFiles(mail, "*.tmp").Length == 0, "");
         }
         finally
@@ -190,12 +190,25 @@ internal sealed class ServeKillScenario : ChaosScenario
 
         // The chaos clients all come from one /24 and a message each: no limit of the listener in the way.
         info.Environment["ANALYTICS_Limits__Session__MaxSessionsPerNetwork"] = "1000";
-        info.Environment["ANALYTICS_Limits__FastPath__UnknownRecipientsPerIp"] = "1000000";
-        info.Environment["ANALYTICS_Limits__FastPath__UnknownRecipientsPerNetwork"] = "1000000";
+        info.Environment["ANALYTICS_Limits__FastPath__UnknownRecipientsPerIp"] = "100000";
+        info.Environment["ANALYTICS_Limits__FastPath__UnknownRecipientsPerNetwork"] = "100000";
         info.Environment["ANALYTICS_Limits__FastPath__TarpitDelay"] = "00:00:00";
         var process = Process.Start(info)!;
-        process.OutputDataReceived += (_, _) => { };
-        process.ErrorDataReceived += (_, _) => { };
+        var output = new StringBuilder();
+        process.OutputDataReceived += (_, e) =>
+        {
+            lock (output)
+            {
+                output.AppendLine(e.Data);
+            }
+        };
+        process.ErrorDataReceived += (_, e) =>
+        {
+            lock (output)
+            {
+                output.AppendLine(e.Data);
+            }
+        };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         var ready = Stopwatch.StartNew();
@@ -221,8 +234,15 @@ internal sealed class ServeKillScenario : ChaosScenario
             await Task.Delay(200, cancellationToken);
         }
 
-        process.Kill();
-        throw new InvalidOperationException("serve did not start listening within 2 minutes");
+        if (!process.HasExited)
+        {
+            process.Kill();
+        }
+
+        lock (output)
+        {
+            throw new InvalidOperationException("serve did not start listening within 2 minutes:\n" + output);
+        }
     }
 
     private static int FreePort()
