@@ -21,6 +21,7 @@ internal static class ChaosCommand
         new EventDiskFullScenario(),
         new SmtpFuzzScenario(),
         new IdleFloodScenario(),
+        new DataFloodScenario(),
     ];
 
     public static Command Create(CommandContext context)
