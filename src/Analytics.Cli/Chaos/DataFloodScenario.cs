@@ -41,15 +41,8 @@ internal sealed class DataFloodScenario : ChaosScenario
         var clients = new List<TcpClient>();
         try
         {
-            await using var store = EmbeddedStore.Open(Path.Combine(data, "store"));
-            await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
-            var hasher = new PasswordHasher(1000);
-            var recipientStore = new RecipientStore(store);
-            await recipientStore.ImportAsync(new StringReader("postmaster@flood.test\n"), cancellationToken);
-            var users = new UserDirectory(new UserStore(store, hasher), hasher, NullLogger<UserDirectory>.Instance);
-            var recipients = new RecipientDirectory(recipientStore, NullLogger<RecipientDirectory>.Instance);
-            await users.RefreshAsync(cancellationToken);
-            await recipients.RefreshAsync(cancellationToken);
+            await using var store = await OpenStoreAsync(Path.Combine(data, "store"), cancellationToken);
+            var (users, recipients) = await DirectoriesAsync(store, null, "postmaster@flood.test\n", cancellationToken);
             var limits = new LimitsOptions { Session = { MaxDataInFlightBytes = cap } }; // otherwise the defaults
             var options = new SubmissionOptions
             {
@@ -184,22 +177,11 @@ internal sealed class DataFloodScenario : ChaosScenario
         try
         {
             await client.ConnectAsync(server, cancellationToken);
-            var stream = client.GetStream();
-            var reader = new StreamReader(stream, Encoding.ASCII);
+            using var smtp = new ChaosSmtp(client.GetStream(), TimeSpan.FromSeconds(30));
             foreach (var command in new[] { "", "EHLO flood.example", "MAIL FROM:<flood@attacker.example>", "RCPT TO:<postmaster@flood.test>", "DATA" })
             {
-                if (command.Length > 0)
-                {
-                    await stream.WriteAsync(Encoding.ASCII.GetBytes(command + "\r\n"), cancellationToken);
-                }
-
-                string? reply;
-                do
-                {
-                    reply = await reader.ReadLineAsync(cancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
-                }
-                while (reply is { Length: > 3 } && reply[3] == '-');
-                if (reply is null || reply[0] is not ('2' or '3'))
+                var reply = command.Length > 0 ? await smtp.CommandAsync(command, cancellationToken) : await smtp.ReplyAsync(cancellationToken);
+                if (reply.Length == 0 || reply[0] is not ('2' or '3'))
                 {
                     client.Dispose();
                     return null;
@@ -226,11 +208,9 @@ internal sealed class DataFloodScenario : ChaosScenario
 
         using (client)
         {
-            var stream = client.GetStream();
-            await stream.WriteAsync("Subject: hello\r\n\r\nhi\r\n.\r\n"u8.ToArray(), cancellationToken);
-            using var reader = new StreamReader(stream, Encoding.ASCII);
-            var reply = await reader.ReadLineAsync(cancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(10), cancellationToken);
-            return reply?.StartsWith("250", StringComparison.Ordinal) == true ? watch.Elapsed.TotalSeconds : double.PositiveInfinity;
+            using var smtp = new ChaosSmtp(client.GetStream(), TimeSpan.FromSeconds(10));
+            var reply = await smtp.CommandAsync("Subject: hello\r\n\r\nhi\r\n.", cancellationToken);
+            return reply.StartsWith("250", StringComparison.Ordinal) ? watch.Elapsed.TotalSeconds : double.PositiveInfinity;
         }
     }
 }

@@ -40,17 +40,8 @@ internal sealed class IdleFloodScenario : ChaosScenario
         var held = new List<TcpClient>();
         try
         {
-            await using var store = EmbeddedStore.Open(Path.Combine(data, "store"));
-            await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
-            var hasher = new PasswordHasher(1000);
-            var userStore = new UserStore(store, hasher);
-            await userStore.AddAsync("user@flood.test", "flood password 1", cancellationToken);
-            var recipientStore = new RecipientStore(store);
-            await recipientStore.ImportAsync(new StringReader("user@flood.test\n"), cancellationToken);
-            var users = new UserDirectory(userStore, hasher, NullLogger<UserDirectory>.Instance);
-            var recipients = new RecipientDirectory(recipientStore, NullLogger<RecipientDirectory>.Instance);
-            await users.RefreshAsync(cancellationToken);
-            await recipients.RefreshAsync(cancellationToken);
+            await using var store = await OpenStoreAsync(Path.Combine(data, "store"), cancellationToken);
+            var (users, recipients) = await DirectoriesAsync(store, ("user@flood.test", "flood password 1"), "user@flood.test\n", cancellationToken);
             var limits = new LimitsOptions(); // the defaults are what is under test
             var options = new SubmissionOptions
             {
@@ -169,24 +160,9 @@ internal sealed class IdleFloodScenario : ChaosScenario
         {
             using var client = new TcpClient(new IPEndPoint(source, 0));
             await client.ConnectAsync(server, cancellationToken);
-            var stream = client.GetStream();
-            using var reader = new StreamReader(stream, Encoding.ASCII);
-            async Task<string> ReplyAsync()
-            {
-                string? line;
-                do
-                {
-                    line = await reader.ReadLineAsync(cancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(10), cancellationToken);
-                }
-                while (line is { Length: > 3 } && line[3] == '-');
-                return line ?? "";
-            }
-
-            async Task<string> CommandAsync(string line)
-            {
-                await stream.WriteAsync(Encoding.ASCII.GetBytes(line + "\r\n"), cancellationToken);
-                return await ReplyAsync();
-            }
+            using var smtp = new ChaosSmtp(client.GetStream(), TimeSpan.FromSeconds(10));
+            Task<string> ReplyAsync() => smtp.ReplyAsync(cancellationToken);
+            Task<string> CommandAsync(string line) => smtp.CommandAsync(line, cancellationToken);
 
             if (!(await ReplyAsync()).StartsWith("220", StringComparison.Ordinal))
             {

@@ -264,16 +264,11 @@ internal sealed class ServeKillScenario : ChaosScenario
             using var client = new TcpClient(new IPEndPoint(source, 0));
             await client.ConnectAsync(server, cancellationToken);
             var stream = client.GetStream();
-            using var reader = new StreamReader(stream, Encoding.ASCII);
+            using var smtp = new ChaosSmtp(stream, TimeSpan.FromSeconds(30));
             async Task<string> ReplyAsync()
             {
-                string? line;
-                do
-                {
-                    line = await reader.ReadLineAsync(cancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
-                }
-                while (line is { Length: > 3 } && line[3] == '-');
-                return line ?? throw new IOException("closed");
+                var reply = await smtp.ReplyAsync(cancellationToken);
+                return reply.Length > 0 ? reply : throw new IOException("closed");
             }
 
             async Task<string> CommandAsync(string line)

@@ -41,17 +41,8 @@ internal sealed class SmtpFuzzScenario : ChaosScenario
         var data = TempDirectory(Name);
         try
         {
-            await using var store = EmbeddedStore.Open(Path.Combine(data, "store"));
-            await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
-            var hasher = new PasswordHasher(1000);
-            var userStore = new UserStore(store, hasher);
-            await userStore.AddAsync("fuzz@fuzz.test", "fuzz password 1", cancellationToken);
-            var recipientStore = new RecipientStore(store);
-            await recipientStore.ImportAsync(new StringReader("fuzz@fuzz.test\npostmaster@fuzz.test\n"), cancellationToken);
-            var users = new UserDirectory(userStore, hasher, NullLogger<UserDirectory>.Instance);
-            var recipients = new RecipientDirectory(recipientStore, NullLogger<RecipientDirectory>.Instance);
-            await users.RefreshAsync(cancellationToken);
-            await recipients.RefreshAsync(cancellationToken);
+            await using var store = await OpenStoreAsync(Path.Combine(data, "store"), cancellationToken);
+            var (users, recipients) = await DirectoriesAsync(store, ("fuzz@fuzz.test", "fuzz password 1"), "fuzz@fuzz.test\npostmaster@fuzz.test\n", cancellationToken);
 
             // The parsers are under test, not the fast path: thresholds high enough that inputs keep reaching them.
             var limits = new LimitsOptions
