@@ -5,9 +5,6 @@ using System.Net.Sockets;
 using System.Text;
 using Analytics.Events;
 using Analytics.Limits;
-using Analytics.Store;
-using Analytics.Store.Embedded;
-using Analytics.Store.Schema;
 using Analytics.Submission;
 using Microsoft.Extensions.Logging.Abstractions;
 
