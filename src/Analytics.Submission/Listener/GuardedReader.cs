@@ -25,6 +25,7 @@ internal sealed partial class GuardedReader : PipeReader
     private readonly PipeReader _inner;
     private readonly SessionState _session;
     private readonly ReplyWriter _output;
+    private readonly Func<long, bool> _hasRoom;
 
     // When we hand out a replacement line, where the real one ends in the inner buffer.
     // Past this share of a role's slots in use, idle sessions before AUTH get StressTimeout.
@@ -37,6 +38,7 @@ internal sealed partial class GuardedReader : PipeReader
 
     public GuardedReader(PipeReader inner, ReplyWriter output, SessionState session)
     {
+        _hasRoom = HasRoom;
         _inner = inner;
         _output = output;
         _session = session;
@@ -155,7 +157,7 @@ internal sealed partial class GuardedReader : PipeReader
 
                 case SessionPhase.Data:
                     var message = _session.Message ??= StartMessage();
-                    var end = await message.WriteAsync(buffer, HasRoom, cancellationToken);
+                    var end = await message.WriteAsync(buffer, _hasRoom, cancellationToken);
 
                     // Raw bytes include dot-stuffing and the terminator: allow a little over the limit.
                     if (message.RawSize > limits.MaxMessageSize + (limits.MaxMessageSize / 32) + 1024)

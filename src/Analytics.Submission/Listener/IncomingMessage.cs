@@ -31,6 +31,7 @@ internal sealed class IncomingMessage
     private FileStream? _file;
     private Scan _state = Scan.LineStart;
     private long _reserved;
+    private volatile bool _discarded;
 
     public IncomingMessage(string id, string tempPath, DataBudget budget, long maxSize)
     {
@@ -104,7 +105,14 @@ internal sealed class IncomingMessage
             return;
         }
 
-        _reserved += keep;
+        if (_discarded)
+        {
+            // The session ended under us (teardown): nothing to write, nothing to hold.
+            _budget.Release(keep);
+            return;
+        }
+
+        Interlocked.Add(ref _reserved, keep);
         if (!hasRoom(_budget.Current))
         {
             Refuse("spool quota");
@@ -165,6 +173,7 @@ internal sealed class IncomingMessage
     /// <summary>Deletes the temporary file and gives its bytes back to the budget. Idempotent.</summary>
     public void Discard()
     {
+        _discarded = true;
         var file = Interlocked.Exchange(ref _file, null);
         if (file is not null)
         {
