@@ -60,6 +60,14 @@ public sealed class SessionLimitOptions
     [Range(1024, int.MaxValue / 2)]
     public int MaxMessageSize { get; set; } = 25 * 1024 * 1024;
 
+    /// <summary>
+    /// Bytes of messages being received at once, across all sessions of both roles (DATA streams to the
+    /// spool's disk as it arrives; this bounds what unfinished messages hold there). A message that would
+    /// go past it is read to its end and refused with 452 4.3.1. Default 1 GiB.
+    /// </summary>
+    [Range(typeof(long), "65536", "9223372036854775807")]
+    public long MaxDataInFlightBytes { get; set; } = 1L << 30;
+
     /// <summary>Recipients in one message (452 4.5.3 past it). Default 100 (RFC 5321's required minimum).</summary>
     [Range(1, 100_000)]
     public int MaxRecipientsPerMessage { get; set; } = 100;
@@ -93,7 +101,8 @@ public sealed class SessionLimitOptions
 
     /// <summary>
     /// Concurrent sessions of one role (submission, MX) over its endpoints (421 past it); each role has
-    /// its own. Past 80 % of it, idle sessions before AUTH are closed after 5 s. Default 5000.
+    /// its own. Past 80 % of it, idle sessions before AUTH are closed after 5 s; when it is full, a new
+    /// connection takes the slot of the session idle longest (2 s at least) before AUTH. Default 5000.
     /// </summary>
     [Range(1, 1_000_000)]
     public int MaxSessions { get; set; } = 5000;

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using Analytics.Limits;
 using Xunit;
 
 namespace Analytics.Submission.Tests;
@@ -97,5 +98,72 @@ public sealed class ConnectionSlotTests(StoreFixture fixture)
         // The authenticated session outlived the pre-AUTH timeout and still works.
         await Task.Delay(TimeSpan.FromMilliseconds(400), TestContext.Current.CancellationToken);
         Assert.StartsWith("250", await user.CommandAsync("NOOP"), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AFullPoolOfIdleConnections_GivesTheLongestIdleSlotToANewClient()
+    {
+        await using var h = await Harness.StartAsync(fixture, limits: l => l.Session.MaxSessions = 3);
+        var idle = new List<RawSmtp>();
+        try
+        {
+            for (var i = 1; i <= 3; i++)
+            {
+                idle.Add(await RawSmtp.ConnectAsync(h.Mx, from: IPAddress.Parse($"127.51.{i}.1")));
+                await idle[^1].CommandAsync("EHLO idle.example");
+            }
+
+            // Just connected and busy is not idle: a client is not cut off between two commands.
+            await using (var early = await RawSmtp.ConnectAsync(h.Mx, from: IPAddress.Parse("127.52.0.1")))
+            {
+                Assert.StartsWith("421 4.7.0", early.Greeting, StringComparison.Ordinal);
+            }
+
+            await Task.Delay(TimeSpan.FromSeconds(2.5), TestContext.Current.CancellationToken);
+            Assert.Equal(3, h.Listener.ActiveSessions);
+            await using var client = await RawSmtp.ConnectAsync(h.Mx, from: IPAddress.Parse("127.53.0.1"));
+            Assert.StartsWith("220", client.Greeting, StringComparison.Ordinal);
+            Assert.StartsWith("250", await client.CommandAsync("EHLO ordinary.example"), StringComparison.Ordinal);
+            Assert.StartsWith("250", await client.CommandAsync("MAIL FROM:<someone@remote.example>"), StringComparison.Ordinal);
+            Assert.StartsWith("250", await client.CommandAsync($"RCPT TO:<alice@{h.Domain}>"), StringComparison.Ordinal);
+            Assert.StartsWith("354", await client.CommandAsync("DATA"), StringComparison.Ordinal);
+            Assert.StartsWith("250", await client.CommandAsync("Subject: hi\r\n\r\nhello\r\n."), StringComparison.Ordinal);
+
+            // The first idle connection (waiting longest) made room, told why.
+            Assert.Equal(1, h.Listener.IdleSessionsEvicted);
+            Assert.Equal("421 4.4.2 Timeout, closing connection", await idle[0].ReadReplyAsync());
+            Assert.True(await idle[0].IsClosedAsync());
+            Assert.Equal(3, h.Listener.ActiveSessions);
+        }
+        finally
+        {
+            foreach (var c in idle)
+            {
+                await c.DisposeAsync();
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("127.54.0.0/16", "127.54.200.9", "127.55.0.1")]
+    [InlineData("127.56.7.0/24", "127.56.7.200", "127.56.8.1")]
+    [InlineData("127.57.0.0/12", "127.63.1.1", "127.64.0.1")]
+    public async Task ANetworkLimit_CoversItsWholePrefix_AndNothingBeyond(string network, string inside, string outside)
+    {
+        // A /16 blocked only the /24 of its first address once (its prefix length was dropped).
+        await using var h = await Harness.StartAsync(fixture);
+        h.Book.Replace([new EntityLimit
+        {
+            Entity = new EntityRef(EntityKind.Net, network), Level = LimitLevel.Block, Source = LimitSource.Override, Blocked = true,
+            Reason = "reviewer blocked the network", SetAt = DateTime.UtcNow, Version = 1,
+        }]);
+
+        await using (var blocked = await RawSmtp.ConnectAsync(h.Mx, from: IPAddress.Parse(inside)))
+        {
+            Assert.StartsWith("554 5.7.1", blocked.Greeting, StringComparison.Ordinal);
+        }
+
+        await using var served = await RawSmtp.ConnectAsync(h.Mx, from: IPAddress.Parse(outside));
+        Assert.StartsWith("220", served.Greeting, StringComparison.Ordinal);
     }
 }

@@ -5,6 +5,10 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Analytics.Events;
 using Analytics.Store;
+using Analytics.Store.Embedded;
+using Analytics.Store.Schema;
+using Analytics.Submission;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Analytics.Cli.Chaos;
 
@@ -26,6 +30,34 @@ internal abstract class ChaosScenario
         var path = Path.Combine(Path.GetTempPath(), $"analytics-chaos-{name}-{Guid.NewGuid().ToString("N")[..8]}");
         Directory.CreateDirectory(path);
         return path;
+    }
+
+    /// <summary>An embedded store of the scenario's own in <paramref name="directory"/>, schema applied.</summary>
+    protected static async Task<EmbeddedStore> OpenStoreAsync(string directory, CancellationToken cancellationToken)
+    {
+        var store = EmbeddedStore.Open(directory);
+        await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
+        return store;
+    }
+
+    /// <summary>The listener's directories over <paramref name="store"/>: one account (when given) and the mailboxes of <paramref name="mailboxes"/> (the import format), loaded.</summary>
+    protected static async Task<(UserDirectory Users, RecipientDirectory Recipients)> DirectoriesAsync(
+        IClickHouseStore store, (string Name, string Password)? account, string mailboxes, CancellationToken cancellationToken)
+    {
+        var hasher = new PasswordHasher(1000);
+        var userStore = new UserStore(store, hasher);
+        if (account is { } a)
+        {
+            await userStore.AddAsync(a.Name, a.Password, cancellationToken);
+        }
+
+        var recipientStore = new RecipientStore(store);
+        await recipientStore.ImportAsync(new StringReader(mailboxes), cancellationToken);
+        var users = new UserDirectory(userStore, hasher, NullLogger<UserDirectory>.Instance);
+        var recipients = new RecipientDirectory(recipientStore, NullLogger<RecipientDirectory>.Instance);
+        await users.RefreshAsync(cancellationToken);
+        await recipients.RefreshAsync(cancellationToken);
+        return (users, recipients);
     }
 
     protected static void TryDelete(string path)
@@ -62,6 +94,31 @@ internal abstract class ChaosScenario
         Recipient = id % 3 == 1 ? "r" + (id % 5000).ToString(CultureInfo.InvariantCulture) + "@chaos.test" : "",
         RecipientDomain = id % 3 == 1 ? "chaos.test" : "",
     };
+}
+
+/// <summary>A plain SMTP client over a stream, a line at a time: a reply is read to its last line; "" when the server closed. Leaves the stream open.</summary>
+internal sealed class ChaosSmtp(Stream stream, TimeSpan timeout) : IDisposable
+{
+    private readonly StreamReader _reader = new(stream, System.Text.Encoding.ASCII, detectEncodingFromByteOrderMarks: false, bufferSize: 1024, leaveOpen: true);
+
+    public void Dispose() => _reader.Dispose();
+
+    public async Task<string> ReplyAsync(CancellationToken cancellationToken)
+    {
+        string? line;
+        do
+        {
+            line = await _reader.ReadLineAsync(cancellationToken).AsTask().WaitAsync(timeout, cancellationToken);
+        }
+        while (line is { Length: > 3 } && line[3] == '-');
+        return line ?? "";
+    }
+
+    public async Task<string> CommandAsync(string line, CancellationToken cancellationToken)
+    {
+        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(line + "\r\n"), cancellationToken);
+        return await ReplyAsync(cancellationToken);
+    }
 }
 
 internal sealed class ChaosSkipException(string message) : Exception(message);

@@ -5,9 +5,6 @@ using System.Net.Sockets;
 using System.Text;
 using Analytics.Events;
 using Analytics.Limits;
-using Analytics.Store;
-using Analytics.Store.Embedded;
-using Analytics.Store.Schema;
 using Analytics.Submission;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -40,17 +37,8 @@ internal sealed class IdleFloodScenario : ChaosScenario
         var held = new List<TcpClient>();
         try
         {
-            await using var store = EmbeddedStore.Open(Path.Combine(data, "store"));
-            await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
-            var hasher = new PasswordHasher(1000);
-            var userStore = new UserStore(store, hasher);
-            await userStore.AddAsync("user@flood.test", "flood password 1", cancellationToken);
-            var recipientStore = new RecipientStore(store);
-            await recipientStore.ImportAsync(new StringReader("user@flood.test\n"), cancellationToken);
-            var users = new UserDirectory(userStore, hasher, NullLogger<UserDirectory>.Instance);
-            var recipients = new RecipientDirectory(recipientStore, NullLogger<RecipientDirectory>.Instance);
-            await users.RefreshAsync(cancellationToken);
-            await recipients.RefreshAsync(cancellationToken);
+            await using var store = await OpenStoreAsync(Path.Combine(data, "store"), cancellationToken);
+            var (users, recipients) = await DirectoriesAsync(store, ("user@flood.test", "flood password 1"), "user@flood.test\n", cancellationToken);
             var limits = new LimitsOptions(); // the defaults are what is under test
             var options = new SubmissionOptions
             {
@@ -109,6 +97,7 @@ internal sealed class IdleFloodScenario : ChaosScenario
             report.Add("sessions_held", sessionsHeld, "", "sessions the server held during the flood");
             report.Add("refused_per_network", listener.Refusals.GetValueOrDefault("too many sessions from this network"), "", "refused: too many from one network");
             report.Add("refused_pool", listener.Refusals.GetValueOrDefault("too many sessions"), "", "refused: role's pool full");
+            report.Add("evicted_idle", listener.IdleSessionsEvicted, "", "idle sessions closed to give a full pool's slot to a new connection");
             report.Add("mx_transaction_max_s", mx[^1], "s", "ordinary MX client, connect → 250 after DATA, worst of 5");
             report.Add("submission_transaction_max_s", submission[^1], "s", "ordinary user, connect → AUTH → 250 after DATA, worst of 5");
             report.Add("rss_flood_mb", (rssFlood - rssStart) / 1048576.0, "MB", "resident memory added by the flood");
@@ -142,6 +131,12 @@ internal sealed class IdleFloodScenario : ChaosScenario
         var client = new TcpClient(source.AddressFamily);
         try
         {
+            if (source.AddressFamily == AddressFamily.InterNetworkV6)
+            {
+                // The /64 is routed to lo but no address of it is assigned: IPV6_FREEBIND lets a socket bind one.
+                client.Client.SetRawSocketOption(41 /* IPPROTO_IPV6 */, 78 /* IPV6_FREEBIND */, BitConverter.GetBytes(1));
+            }
+
             client.Client.Bind(new IPEndPoint(source, 0));
             await client.ConnectAsync(server, cancellationToken);
             held.Add(client);
@@ -162,24 +157,9 @@ internal sealed class IdleFloodScenario : ChaosScenario
         {
             using var client = new TcpClient(new IPEndPoint(source, 0));
             await client.ConnectAsync(server, cancellationToken);
-            var stream = client.GetStream();
-            using var reader = new StreamReader(stream, Encoding.ASCII);
-            async Task<string> ReplyAsync()
-            {
-                string? line;
-                do
-                {
-                    line = await reader.ReadLineAsync(cancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(10), cancellationToken);
-                }
-                while (line is { Length: > 3 } && line[3] == '-');
-                return line ?? "";
-            }
-
-            async Task<string> CommandAsync(string line)
-            {
-                await stream.WriteAsync(Encoding.ASCII.GetBytes(line + "\r\n"), cancellationToken);
-                return await ReplyAsync();
-            }
+            using var smtp = new ChaosSmtp(client.GetStream(), TimeSpan.FromSeconds(10));
+            Task<string> ReplyAsync() => smtp.ReplyAsync(cancellationToken);
+            Task<string> CommandAsync(string line) => smtp.CommandAsync(line, cancellationToken);
 
             if (!(await ReplyAsync()).StartsWith("220", StringComparison.Ordinal))
             {
@@ -221,6 +201,28 @@ internal static class ChaosProcess
         }
 
         return 0;
+    }
+
+    /// <summary>A child process of this same CLI (under <c>dotnet</c> when that is how it runs) with <paramref name="args"/>, its output redirected.</summary>
+    public static ProcessStartInfo Cli(IEnumerable<string> args)
+    {
+        var info = new ProcessStartInfo(Environment.ProcessPath!)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
+        {
+            info.ArgumentList.Add(typeof(ChaosProcess).Assembly.Location);
+        }
+
+        foreach (var a in args)
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        return info;
     }
 
     /// <summary>Makes every address of <paramref name="prefix"/> local (ip -6 route add local … dev lo); false when that is not allowed.</summary>

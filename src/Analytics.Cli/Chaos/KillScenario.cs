@@ -114,21 +114,7 @@ internal sealed class KillScenario : ChaosScenario
 
     private static async Task<(long LastAck, long LastPublished, string Output)> RunChildAsync(string data, string spool, long start, TimeSpan killAt, CancellationToken cancellationToken)
     {
-        var info = new ProcessStartInfo(Environment.ProcessPath!)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
-        {
-            info.ArgumentList.Add(typeof(KillScenario).Assembly.Location);
-        }
-
-        foreach (var a in new[] { "chaos", "kill-child", "--data", data, "--spool", spool, "--start", start.ToString(CultureInfo.InvariantCulture) })
-        {
-            info.ArgumentList.Add(a);
-        }
+        var info = ChaosProcess.Cli(["chaos", "kill-child", "--data", data, "--spool", spool, "--start", start.ToString(CultureInfo.InvariantCulture)]);
 
         long lastAck = -1, lastPublished = start;
         var output = new System.Text.StringBuilder();

@@ -17,9 +17,11 @@ internal static class ChaosCommand
     [
         new StoreOutageScenario(),
         new KillScenario(),
+        new ServeKillScenario(),
         new EventDiskFullScenario(),
         new SmtpFuzzScenario(),
         new IdleFloodScenario(),
+        new DataFloodScenario(),
     ];
 
     public static Command Create(CommandContext context)

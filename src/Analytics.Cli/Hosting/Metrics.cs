@@ -78,6 +78,7 @@ public static class Metrics
         AddSinkCollector(registry, services.GetService<EventSink>());
         AddScorerCollector(registry, services);
         AddQueueCollector(registry, services.GetService<Analytics.Submission.Delivery.DeliveryQueue>());
+        AddListenerCollector(registry, services.GetService<Analytics.Submission.SubmissionListener>());
         AddLimitsCollector(registry, services.GetService<IClickHouseStore>(), options, services.GetService<TimeProvider>() ?? TimeProvider.System);
 
         var token = string.IsNullOrEmpty(options.BearerToken) ? null : Encoding.UTF8.GetBytes("Bearer " + options.BearerToken);
@@ -188,6 +189,25 @@ public static class Metrics
                 Sample.Of("analytics_queue_refused_total", s.Refused),
             ]);
         });
+    }
+
+    // The listener's own gauges: what DATA holds on disk right now (never in memory), and what its cap refused.
+    private static void AddListenerCollector(MetricsRegistry registry, Analytics.Submission.SubmissionListener? listener)
+    {
+        if (listener is null)
+        {
+            return;
+        }
+
+        registry.Collected("analytics_smtp_data_in_flight_bytes", "gauge", "Bytes of messages being received (DATA not finished), all sessions; on the spool's disk.");
+        registry.Collected("analytics_smtp_data_in_flight_peak_bytes", "gauge", "Highest analytics_smtp_data_in_flight_bytes since start.");
+        registry.Collected("analytics_smtp_data_refused_total", "counter", "Messages answered 452 4.3.1 because the bytes in flight were at Limits:Session:MaxDataInFlightBytes.");
+        registry.AddCollector(_ => Task.FromResult<IEnumerable<Sample>>(
+        [
+            Sample.Of("analytics_smtp_data_in_flight_bytes", listener.DataBytesInFlight),
+            Sample.Of("analytics_smtp_data_in_flight_peak_bytes", listener.DataBytesInFlightPeak),
+            Sample.Of("analytics_smtp_data_refused_total", listener.DataRefusedOverCap),
+        ]));
     }
 
     private static void AddScorerCollector(MetricsRegistry registry, IServiceProvider services)

@@ -9,13 +9,23 @@ namespace Analytics.Submission.Listener;
 /// flood on the MX cannot take the slots submission users need; inside a pool one address
 /// (<see cref="SessionLimitOptions.MaxSessionsPerIp"/>) and one network — IPv4 /24, IPv6 /64, where
 /// a single host has millions of addresses — (<see cref="SessionLimitOptions.MaxSessionsPerNetwork"/>)
-/// may hold only so many. A slot is released the moment the connection closes.
+/// may hold only so many. A slot is released the moment the connection closes. When a pool is full, a
+/// new connection takes the slot of the session that has waited longest for a command before AUTH
+/// (submission) or a transaction (MX), if it has waited <see cref="EvictIdleAfter"/> at least: idle
+/// connections from many addresses cannot keep an ordinary client out.
 /// </summary>
 internal sealed class ConnectionGate
 {
     private readonly SessionLimitOptions _limits;
     private readonly Pool[] _pools = [new(), new(), new()];
     private readonly ConcurrentDictionary<SessionState, byte> _sessions = new();
+    private long _evicted;
+
+    /// <summary>How long a session before AUTH must have waited for a command to give its slot to a new connection in a full pool.</summary>
+    public static readonly TimeSpan EvictIdleAfter = TimeSpan.FromSeconds(2);
+
+    /// <summary>Idle sessions closed to make room in a full pool, since start.</summary>
+    public long Evicted => Interlocked.Read(ref _evicted);
 
     public ConnectionGate(SessionLimitOptions limits) => _limits = limits;
 
@@ -34,8 +44,18 @@ internal sealed class ConnectionGate
         if (Interlocked.Increment(ref pool.Total) > _limits.MaxSessions)
         {
             Interlocked.Decrement(ref pool.Total);
-            reason = "too many sessions";
-            return false;
+            if (!TryEvictIdle(session.Role))
+            {
+                reason = "too many sessions";
+                return false;
+            }
+
+            if (Interlocked.Increment(ref pool.Total) > _limits.MaxSessions)
+            {
+                Interlocked.Decrement(ref pool.Total);
+                reason = "too many sessions";
+                return false;
+            }
         }
 
         if (!Take(pool.PerHost, session.Address, _limits.MaxSessionsPerIp))
@@ -66,6 +86,39 @@ internal sealed class ConnectionGate
             Release(pool.PerHost, session.Address);
             Release(pool.PerHost, session.Address.Network());
             Interlocked.Decrement(ref pool.Total);
+        }
+    }
+
+    // The pool is full: close the session of this role that has waited longest for a command before
+    // AUTH or a transaction (at least EvictIdleAfter), and give its slot back now; its reader answers
+    // 421 4.4.2 and ends it. A scan of the open sessions, only when a pool is full.
+    private bool TryEvictIdle(ListenerRole role)
+    {
+        while (true)
+        {
+            SessionState? oldest = null;
+            var longest = EvictIdleAfter;
+            foreach (var candidate in _sessions.Keys)
+            {
+                if (candidate.Role == role && candidate.IdleBeforeGreetingStage is { } idle && idle >= longest)
+                {
+                    oldest = candidate;
+                    longest = idle;
+                }
+            }
+
+            if (oldest is null)
+            {
+                return false;
+            }
+
+            if (oldest.TryEvict())
+            {
+                Exit(oldest);
+                Interlocked.Increment(ref _evicted);
+                oldest.Pipe?.Interrupt();
+                return true;
+            }
         }
     }
 

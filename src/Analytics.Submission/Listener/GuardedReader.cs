@@ -25,6 +25,7 @@ internal sealed partial class GuardedReader : PipeReader
     private readonly PipeReader _inner;
     private readonly SessionState _session;
     private readonly ReplyWriter _output;
+    private readonly Func<long, bool> _hasRoom;
 
     // When we hand out a replacement line, where the real one ends in the inner buffer.
     // Past this share of a role's slots in use, idle sessions before AUTH get StressTimeout.
@@ -37,6 +38,7 @@ internal sealed partial class GuardedReader : PipeReader
 
     public GuardedReader(PipeReader inner, ReplyWriter output, SessionState session)
     {
+        _hasRoom = HasRoom;
         _inner = inner;
         _output = output;
         _session = session;
@@ -80,6 +82,7 @@ internal sealed partial class GuardedReader : PipeReader
                 // and sooner still while its role's pool is nearly full (as Postfix does under stress).
                 using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 idle.CancelAfter(_session.Listener.Gate.Load(_session.Role) > StressLoad && limits.PreAuthTimeout > StressTimeout ? StressTimeout : limits.PreAuthTimeout);
+                Interlocked.Exchange(ref _session.WaitingSince, _session.Listener.Time.GetTimestamp());
                 try
                 {
                     result = await _inner.ReadAsync(idle.Token);
@@ -87,6 +90,10 @@ internal sealed partial class GuardedReader : PipeReader
                 catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
                 {
                     return await CloseAsync(421, "4.4.2 Timeout, closing connection", "timeout: idle before authentication", cancellationToken);
+                }
+                finally
+                {
+                    Interlocked.Exchange(ref _session.WaitingSince, 0);
                 }
             }
             else
@@ -97,8 +104,14 @@ internal sealed partial class GuardedReader : PipeReader
             var buffer = result.Buffer;
             if (result.IsCanceled)
             {
-                // Shutdown woke us up (CancelPendingRead): check again at the top.
+                // Shutdown woke us up (CancelPendingRead): check again at the top. Or a full pool
+                // took this idle session's slot for a new connection.
                 _inner.AdvanceTo(buffer.Start);
+                if (_session.Evicted)
+                {
+                    return await CloseAsync(421, "4.4.2 Timeout, closing connection", "timeout: idle while the server is full", cancellationToken);
+                }
+
                 if (_session.Listener.Draining)
                 {
                     continue;
@@ -116,18 +129,13 @@ internal sealed partial class GuardedReader : PipeReader
             switch (_session.Phase)
             {
                 case SessionPhase.Command:
-                    if (LineLength(buffer) > limits.MaxLineLength)
-                    {
-                        _inner.AdvanceTo(buffer.End);
-                        return await CloseAsync(500, "5.5.2 Line too long, closing connection", "line too long", cancellationToken);
-                    }
-
-                    return CheckCommandLine(result);
-
                 case SessionPhase.Auth:
-                    var max = Math.Max(limits.MaxLineLength, AuthLineMinimum);
-                    var lf = buffer.PositionOf((byte)'\n');
-                    if (lf is null)
+                    // SmtpServer reads a line up to CRLF and keeps the position where its first read
+                    // began: every buffer it gets holds a whole line, so it never searches a replacement
+                    // (below) from a position in an earlier buffer ("End position was not reached").
+                    var max = _session.Phase == SessionPhase.Auth ? Math.Max(limits.MaxLineLength, AuthLineMinimum) : limits.MaxLineLength;
+                    var lineEnd = LineEnd(buffer);
+                    if (lineEnd is null)
                     {
                         if (buffer.Length > max)
                         {
@@ -135,19 +143,27 @@ internal sealed partial class GuardedReader : PipeReader
                             return await CloseAsync(500, "5.5.2 Line too long, closing connection", "line too long", cancellationToken);
                         }
 
-                        // Hand out whole lines only, so a replacement never follows a partial read.
                         _inner.AdvanceTo(buffer.Start, buffer.End);
                         continue;
                     }
 
-                    return CheckAuthLine(buffer, buffer.GetPosition(1, lf.Value));
-
-                case SessionPhase.Data:
-                    // Raw bytes include dot-stuffing and the terminator: allow a little over the limit.
-                    var dataLimit = limits.MaxMessageSize + (limits.MaxMessageSize / 32) + 1024;
-                    if (buffer.Length > dataLimit)
+                    if (buffer.Slice(buffer.Start, lineEnd.Value).Length > max)
                     {
                         _inner.AdvanceTo(buffer.End);
+                        return await CloseAsync(500, "5.5.2 Line too long, closing connection", "line too long", cancellationToken);
+                    }
+
+                    return _session.Phase == SessionPhase.Auth ? CheckAuthLine(buffer, lineEnd.Value) : CheckCommandLine(result, lineEnd.Value);
+
+                case SessionPhase.Data:
+                    var message = _session.Message ??= StartMessage();
+                    var end = await message.WriteAsync(buffer, _hasRoom, cancellationToken);
+
+                    // Raw bytes include dot-stuffing and the terminator: allow a little over the limit.
+                    if (message.RawSize > limits.MaxMessageSize + (limits.MaxMessageSize / 32) + 1024)
+                    {
+                        _inner.AdvanceTo(buffer.End);
+                        _session.DiscardMessage();
                         _session.Oversize = true;
                         _session.CloseAfterReply = true;
                         _session.ServerCloses("message too large");
@@ -156,7 +172,19 @@ internal sealed partial class GuardedReader : PipeReader
                         throw new MessageTooLargeException();
                     }
 
-                    return result;
+                    if (!message.Ended)
+                    {
+                        // Everything received is on disk (or dropped, for a message refused): nothing is held here.
+                        _inner.AdvanceTo(end);
+                        continue;
+                    }
+
+                    // SmtpServer gets only the end of data, and hands the store an empty body: the
+                    // store takes the message from the session's file.
+                    _replacement = new ReadOnlySequence<byte>(DotBlock);
+                    _innerLineEnd = end;
+                    _replaced = true;
+                    return new ReadResult(_replacement, isCanceled: false, isCompleted: false);
             }
 
             return result;
@@ -164,29 +192,23 @@ internal sealed partial class GuardedReader : PipeReader
     }
 
     /// <summary>
-    /// Two cases where SmtpServer's parser faults and drops the session without a reply, so the line
+    /// Cases where SmtpServer's parser faults and drops the session without a reply, so the line
     /// reaches it in a shape it handles: MAIL or RCPT with an ESMTP parameter given twice
-    /// (<c>BODY=7BIT BODY=8BITMIME</c>, a syntax error by RFC 5321 §4.1.2) arrives as a bare
+    /// (<c>BODY=7BIT BODY=8BITMIME</c>, a syntax error by RFC 5321 §4.1.2) or with a backslash in its
+    /// path (<see cref="HasBackslashInPath"/>) arrives as a bare
     /// <c>MAIL FROM:</c>, which it answers 501 like any syntax error; and a command line that spans two
     /// buffer segments (its parameter parser handles one segment only) arrives as one contiguous copy.
     /// </summary>
-    private ReadResult CheckCommandLine(ReadResult result)
+    private ReadResult CheckCommandLine(ReadResult result, SequencePosition lineEnd)
     {
         var buffer = result.Buffer;
-        var lf = buffer.PositionOf((byte)'\n');
-        if (lf is null)
-        {
-            return result;
-        }
-
-        var lineEnd = buffer.GetPosition(1, lf.Value);
         var line = buffer.Slice(buffer.Start, lineEnd);
         Span<byte> head = stackalloc byte[4];
         var verb = line.Length >= 4 ? line.Slice(0, 4) : default;
         verb.CopyTo(head);
         var mail = line.Length >= 4 && Ascii.EqualsIgnoreCase(head, "MAIL"u8);
         var rcpt = line.Length >= 4 && Ascii.EqualsIgnoreCase(head, "RCPT"u8);
-        if ((mail || rcpt) && HasDuplicateParameter(Encoding.Latin1.GetString(line)))
+        if ((mail || rcpt) && (HasDuplicateParameter(Encoding.Latin1.GetString(line)) || HasBackslashInPath(Encoding.Latin1.GetString(line))))
         {
             _replacement = new ReadOnlySequence<byte>(mail ? BareMail : BareRcpt);
         }
@@ -204,8 +226,43 @@ internal sealed partial class GuardedReader : PipeReader
         return new ReadResult(_replacement, isCanceled: false, isCompleted: false);
     }
 
+    private static readonly byte[] DotBlock = "\r\n.\r\n"u8.ToArray();
+
+    private IncomingMessage StartMessage()
+    {
+        var listener = _session.Listener;
+        var id = listener.Spool.NewId(listener.Time.GetUtcNow(), _session.Id);
+        return new IncomingMessage(id, listener.Spool.MessagePath(id) + ".tmp", listener.DataBudget, listener.LimitOptions.Session.MaxMessageSize);
+    }
+
+    private bool HasRoom(long bytesInFlight) => _session.Listener.Queue?.HasRoomFor(bytesInFlight) ?? true;
+
+    /// <summary>Just past the first CRLF (where SmtpServer ends a line), if there is one.</summary>
+    private static SequencePosition? LineEnd(ReadOnlySequence<byte> buffer)
+    {
+        var reader = new SequenceReader<byte>(buffer);
+        return reader.TryReadTo(out ReadOnlySequence<byte> _, "\r\n"u8) ? reader.Position : null;
+    }
+
     private static readonly byte[] BareMail = "MAIL FROM:\r\n"u8.ToArray();
     private static readonly byte[] BareRcpt = "RCPT TO:\r\n"u8.ToArray();
+
+    /// <summary>
+    /// Whether the path (from the colon to the last <c>&gt;</c>) holds a backslash. SmtpServer passes a
+    /// quoted local part through <c>Regex.Unescape</c>, which throws on <c>\q</c> and many other
+    /// RFC 5321 quoted-pairs (and turns <c>\n</c> into a newline): such a path is refused as a syntax error.
+    /// </summary>
+    internal static bool HasBackslashInPath(string line)
+    {
+        var colon = line.IndexOf(':', StringComparison.Ordinal);
+        if (colon < 0)
+        {
+            return false;
+        }
+
+        var close = line.LastIndexOf('>');
+        return line.AsSpan(colon, (close > colon ? close : line.Length) - colon).Contains('\\');
+    }
 
     /// <summary>Whether the parameters after the path (<c>KEY[=VALUE]</c>, space-separated) name one key twice.</summary>
     internal static bool HasDuplicateParameter(string line)
@@ -280,12 +337,6 @@ internal sealed partial class GuardedReader : PipeReader
 
         _session.Closed = true;
         return Ended;
-    }
-
-    private static long LineLength(ReadOnlySequence<byte> buffer)
-    {
-        var lf = buffer.PositionOf((byte)'\n');
-        return lf is null ? buffer.Length : buffer.Slice(buffer.Start, lf.Value).Length + 1;
     }
 
     public override void AdvanceTo(SequencePosition consumed) => AdvanceTo(consumed, consumed);

@@ -32,6 +32,9 @@ internal sealed class ListenerContext
 
     public required RefusalCounter Refusals { get; init; }
 
+    /// <summary>Bytes of messages being received across all sessions (<see cref="SessionLimitOptions.MaxDataInFlightBytes"/>).</summary>
+    public required DataBudget DataBudget { get; init; }
+
     /// <summary>The delivery queue, when one is registered: it says whether the spool has room, and takes each accepted message.</summary>
     public Delivery.IMailQueue? Queue { get; init; }
 

@@ -102,6 +102,7 @@ internal sealed class SessionPipe : ISecurableDuplexPipe
         }
         finally
         {
+            _session.DiscardMessage();
             _release();
         }
     }

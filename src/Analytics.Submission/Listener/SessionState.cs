@@ -119,6 +119,40 @@ internal sealed partial class SessionState : IRuleSession
 
     public long DataSize { get; set; }
 
+    /// <summary>When the reader began to wait for a command before the greeting stage was passed (0: not waiting).</summary>
+    public long WaitingSince;
+
+    private int _evicted;
+
+    /// <summary>How long the session has waited for a command before AUTH (submission) or a transaction (MX); null when it is not waiting.</summary>
+    public TimeSpan? IdleBeforeGreetingStage
+    {
+        get
+        {
+            var since = Interlocked.Read(ref WaitingSince);
+            return since == 0 || PastGreetingStage || Volatile.Read(ref _evicted) != 0 ? null : Listener.Time.GetElapsedTime(since);
+        }
+    }
+
+    /// <summary>The gate gave this session's slot to a new connection: its reader closes it (421 4.4.2).</summary>
+    public bool Evicted => Volatile.Read(ref _evicted) != 0;
+
+    /// <summary>Marks the session evicted; false when it was already.</summary>
+    public bool TryEvict() => Interlocked.Exchange(ref _evicted, 1) == 0;
+
+    /// <summary>The message being received (DATA), on disk in the spool until the store takes it.</summary>
+    public IncomingMessage? Message
+    {
+        get => MessageSlot;
+        set => MessageSlot = value;
+    }
+
+    /// <summary>The field behind <see cref="Message"/>, for the store and teardown to take it atomically.</summary>
+    public IncomingMessage? MessageSlot;
+
+    /// <summary>Drops the message being received, if any (its temporary file and its share of the DATA budget).</summary>
+    public void DiscardMessage() => Interlocked.Exchange(ref MessageSlot, null)?.Discard();
+
     public string QueueId { get; set; } = "";
 
     /// <summary>The command being answered (null for an invalid line; a marker object for server-initiated replies).</summary>
@@ -348,6 +382,7 @@ internal sealed partial class SessionState : IRuleSession
     /// <summary>Publishes the close event, once, however the session ended.</summary>
     public void Finish(string fallbackReason)
     {
+        DiscardMessage();
         if (Interlocked.Exchange(ref _finished, 1) != 0)
         {
             return;

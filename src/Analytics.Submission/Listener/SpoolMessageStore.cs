@@ -17,24 +17,53 @@ internal sealed partial class SpoolMessageStore : IMessageStore
     public async Task<SmtpResponse> SaveAsync(ISessionContext context, IMessageTransaction transaction, ReadOnlySequence<byte> buffer, CancellationToken cancellationToken)
     {
         var session = SessionState.From(context);
+
+        // The reader wrote the message to the spool as it arrived; SmtpServer's buffer is empty.
+        var message = Interlocked.Exchange(ref session.MessageSlot, null);
+        if (message is null)
+        {
+            return Replies.Response(451, "4.3.0 Local error in processing, try again later");
+        }
+
+        try
+        {
+            return await SaveAsync(session, transaction, message, cancellationToken);
+        }
+        finally
+        {
+            message.Discard(); // a no-op once committed
+        }
+    }
+
+    private static async Task<SmtpResponse> SaveAsync(SessionState session, IMessageTransaction transaction, IncomingMessage message, CancellationToken cancellationToken)
+    {
         var listener = session.Listener;
-        session.DataSize = buffer.Length + 2;
-        if (session.Oversize || buffer.Length > listener.LimitOptions.Session.MaxMessageSize)
+        session.DataSize = message.Size;
+        if (session.Oversize || message.Oversize)
         {
             return Replies.Response(552, "5.3.4 Message size exceeds fixed maximum message size");
         }
 
-        if (listener.Queue is { } queue && !queue.HasRoomFor(buffer.Length + 2))
+        if (message.Refusal is { } why)
         {
-            // Postfix's answer when the queue file system is short of space: the client keeps the
-            // message and retries, so nothing is lost.
+            if (why.StartsWith("spool full", StringComparison.Ordinal) || why.StartsWith("spool write", StringComparison.Ordinal))
+            {
+                LogSpoolRefused(listener.Logger, listener.Spool.Directory, why);
+            }
+
+            // Over the bytes-in-flight cap, the spool quota, or a full disk: Postfix's answer when the
+            // queue file system is short of space. The client keeps the message and retries.
+            return Replies.Response(452, InsufficientStorage);
+        }
+
+        if (listener.Queue is { } queue && !queue.HasRoomFor(message.Size))
+        {
             return Replies.Response(452, InsufficientStorage);
         }
 
         var now = listener.Time.GetUtcNow();
-        var id = listener.Spool.NewId(now, session.Id);
         var envelope = new SpoolEnvelope(
-            id,
+            message.Id,
             transaction.From?.AsAddress() ?? "",
             [.. transaction.To.Select(t => t.AsAddress() ?? "")],
             session.ClientIp.ToString(),
@@ -46,10 +75,12 @@ internal sealed partial class SpoolMessageStore : IMessageStore
             now,
             session.Id.ToString("x16", System.Globalization.CultureInfo.InvariantCulture),
             listener.Options.NodeName,
-            buffer.Length + 2);
+            message.Size);
         try
         {
-            await listener.Spool.WriteAsync(envelope, buffer, cancellationToken);
+            await message.CompleteAsync(cancellationToken);
+            await listener.Spool.CommitAsync(envelope, message.TempPath, cancellationToken);
+            message.Committed();
         }
         catch (IOException ex) when (ex.HResult is ENOSPC or EDQUOT)
         {
@@ -62,10 +93,10 @@ internal sealed partial class SpoolMessageStore : IMessageStore
             return Replies.Response(451, "4.3.0 Local error in processing, try again later");
         }
 
-        session.QueueId = id;
+        session.QueueId = message.Id;
         listener.Rules.Delivered(session, envelope.Recipients.Count);
         listener.Queue?.Enqueued(envelope);
-        return Replies.Response(250, "2.0.0 OK: queued as " + id);
+        return Replies.Response(250, "2.0.0 OK: queued as " + message.Id);
     }
 
     private const string InsufficientStorage = "4.3.1 Insufficient system storage";
@@ -76,6 +107,9 @@ internal sealed partial class SpoolMessageStore : IMessageStore
 
     [LoggerMessage(Level = LogLevel.Error, Message = "The spool {SpoolDirectory} is full; new mail is refused with 452 4.3.1 until there is room")]
     private static partial void LogSpoolFull(ILogger logger, Exception exception, string spoolDirectory);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "A message was refused with 452 4.3.1 while it was written to the spool {SpoolDirectory}: {Reason}")]
+    private static partial void LogSpoolRefused(ILogger logger, string spoolDirectory, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Could not write an accepted message to the spool {SpoolDirectory}; the client was told to retry")]
     private static partial void LogSpoolFailed(ILogger logger, Exception exception, string spoolDirectory);

@@ -63,6 +63,7 @@ public sealed partial class SubmissionListener : IAsyncDisposable
             Logger = logger,
             Gate = new ConnectionGate(limitOptions.Session),
             Refusals = new RefusalCounter(time ?? TimeProvider.System, logger),
+            DataBudget = new DataBudget(limitOptions.Session.MaxDataInFlightBytes),
             Queue = queue,
         };
     }
@@ -88,6 +89,18 @@ public sealed partial class SubmissionListener : IAsyncDisposable
     public IReadOnlyDictionary<string, long> Refusals => _context.Refusals.Totals;
 
     public string SpoolDirectory => _context.Spool.Directory;
+
+    /// <summary>Idle sessions (before AUTH or a transaction) closed to give their slot to a new connection in a full pool.</summary>
+    public long IdleSessionsEvicted => _context.Gate.Evicted;
+
+    /// <summary>Bytes of messages being received right now (DATA not finished), across both roles; they are on disk, not in memory.</summary>
+    public long DataBytesInFlight => _context.DataBudget.Current;
+
+    /// <summary>The highest <see cref="DataBytesInFlight"/> since start.</summary>
+    public long DataBytesInFlightPeak => _context.DataBudget.Peak;
+
+    /// <summary>Messages refused with 452 4.3.1 because the bytes in flight reached <c>Limits:Session:MaxDataInFlightBytes</c>.</summary>
+    public long DataRefusedOverCap => _context.DataBudget.Refused;
 
     /// <summary>Loads the certificate, binds every endpoint (throwing if one cannot be bound) and starts serving.</summary>
     public Task StartAsync(CancellationToken cancellationToken = default)

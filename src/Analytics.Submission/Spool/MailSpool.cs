@@ -24,9 +24,10 @@ public sealed record SpoolEnvelope(
 
 /// <summary>
 /// Accepted mail on disk (<c>DATA/mail/</c>): <c>ID.eml</c> holds the message exactly as received
-/// (after dot-unstuffing), <c>ID.json</c> its envelope. Each file is written under a temporary name,
-/// fsynced and renamed, the envelope last, then the directory is fsynced: once <see cref="WriteAsync"/>
-/// returns (and only then is 250 sent) the message survives a crash or power loss. A message without
+/// (after dot-unstuffing), <c>ID.json</c> its envelope. Each file is written under a temporary name
+/// (the message as it arrives, by the session's reader), fsynced and renamed, the envelope last, then
+/// the directory is fsynced: once <see cref="CommitAsync"/> (or <see cref="WriteAsync"/>) returns (and only then is 250 sent) the
+/// message survives a crash or power loss. A message without
 /// its envelope is an interrupted write and is not mail.
 /// </summary>
 internal sealed partial class MailSpool
@@ -52,6 +53,7 @@ internal sealed partial class MailSpool
 
     public string EnvelopePath(string id) => Path.Combine(_directory, id + ".json");
 
+    /// <summary>Writes a message built here (a DSN) and its envelope durably.</summary>
     public async Task WriteAsync(SpoolEnvelope envelope, ReadOnlySequence<byte> message, CancellationToken cancellationToken)
     {
         var messagePath = MessagePath(envelope.Id);
@@ -63,12 +65,33 @@ internal sealed partial class MailSpool
                 await stream.WriteAsync(segment, cancellationToken);
             }
 
-            // SmtpServer hands over the data up to, not including, the CRLF of ".CRLF"; that CRLF
-            // ends the message's last line (RFC 5321 4.1.1.4), so the stored message gets it back.
+            // The message's last line ends with CRLF (RFC 5321 4.1.1.4).
             await stream.WriteAsync(Crlf, cancellationToken);
         }, cancellationToken);
         await WriteDurablyAsync(envelopePath, stream => JsonSerializer.SerializeAsync(stream, envelope, JsonOptions, cancellationToken), cancellationToken);
         FsyncDirectory(_directory);
+    }
+
+    /// <summary>
+    /// Takes a message received into <paramref name="tempMessagePath"/> (fsynced by its writer) into the
+    /// spool: renamed to <c>ID.eml</c>, the envelope written durably beside it, the directory fsynced.
+    /// </summary>
+    public async Task CommitAsync(SpoolEnvelope envelope, string tempMessagePath, CancellationToken cancellationToken)
+    {
+        var messagePath = MessagePath(envelope.Id);
+        File.Move(tempMessagePath, messagePath);
+        try
+        {
+            await WriteDurablyAsync(EnvelopePath(envelope.Id), stream => JsonSerializer.SerializeAsync(stream, envelope, JsonOptions, cancellationToken), cancellationToken);
+            FsyncDirectory(_directory);
+        }
+        catch
+        {
+            // Without its envelope the message is not mail: the client is told to try again.
+            TryDelete(EnvelopePath(envelope.Id));
+            TryDelete(messagePath);
+            throw;
+        }
     }
 
     /// <summary>Writes <paramref name="path"/> under a temporary name, fsyncs it and renames it into place (replacing it when <paramref name="overwrite"/>).</summary>
