@@ -70,6 +70,9 @@ public interface IRuleSession
     /// <summary>The account named by the AUTH in progress (canonical).</summary>
     string AuthUser { get; set; }
 
+    /// <summary>The keyed tag of the password of the AUTH in progress (<see cref="SessionRules.TagOf"/>), for its event; 0 when none.</summary>
+    ulong SecretTag { get; set; }
+
     /// <summary>Recipients accepted in the message under way.</summary>
     int AcceptedRecipients { get; }
 
@@ -156,7 +159,8 @@ public sealed class SessionRules
         }
 
         session.AuthUser = AccountName.Normalize(user);
-        var subject = new LimitSubject(session.Address, session.AuthUser) { SecretTag = TagOf(password) };
+        session.SecretTag = TagOf(password);
+        var subject = new LimitSubject(session.Address, session.AuthUser) { SecretTag = session.SecretTag };
         var decision = _book.CheckAuth(subject);
         ApplyTarpit(session, decision);
         if (decision.Action != LimitAction.Allow)
