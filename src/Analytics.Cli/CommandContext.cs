@@ -3,6 +3,7 @@ using Analytics.Cli.Admin;
 using Analytics.Store;
 using Analytics.Store.Embedded;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Configuration.Memory;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Analytics.Cli;
@@ -135,7 +136,7 @@ internal sealed class AnalyticsSettings
             builder.AddInMemoryCollection(overrides);
         }
 
-        IConfiguration given;
+        IConfigurationRoot given;
         try
         {
             given = builder.Build();
@@ -151,38 +152,44 @@ internal sealed class AnalyticsSettings
     }
 
     /// <summary>
-    /// Old keys copied under their new names, below everything given (so a new key wins), and the old
-    /// names left in place (nothing reads them any more).
+    /// Old keys copied under their new names in the layer that gave them, just above it: a new key in the
+    /// same file wins, and an old key in the operator's file still beats the shipped appsettings.json
+    /// defaults below it. The old names stay in place (nothing reads them any more).
     /// </summary>
-    private static (IConfiguration Configuration, IReadOnlyList<(string Old, string New)> Renamed) WithRenamedKeys(IConfiguration given)
+    private static (IConfiguration Configuration, IReadOnlyList<(string Old, string New)> Renamed) WithRenamedKeys(IConfigurationRoot given)
     {
-        var moved = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
         var renamed = new List<(string Old, string New)>();
-        foreach (var (key, value) in given.AsEnumerable())
+        var layers = new List<IConfigurationProvider>();
+        foreach (var provider in given.Providers)
         {
-            foreach (var (old, now) in Limits.LimitsOptions.RenamedSections)
+            layers.Add(provider);
+            var layer = new ConfigurationRoot([provider]);
+            var moved = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+            foreach (var (key, value) in layer.AsEnumerable())
             {
-                if (value is null || !(key.Equals(old, StringComparison.OrdinalIgnoreCase) || key.StartsWith(old + ":", StringComparison.OrdinalIgnoreCase)))
+                foreach (var (old, now) in Limits.LimitsOptions.RenamedSections)
                 {
-                    continue;
-                }
+                    if (value is null || !(key.Equals(old, StringComparison.OrdinalIgnoreCase) || key.StartsWith(old + ":", StringComparison.OrdinalIgnoreCase)))
+                    {
+                        continue;
+                    }
 
-                var target = now + key[old.Length..];
-                if (given[target] is null)
-                {
-                    moved[target] = value;
-                }
+                    var target = now + key[old.Length..];
+                    if (layer[target] is null)
+                    {
+                        moved[target] = value;
+                    }
 
-                renamed.Add((key, target));
+                    renamed.Add((key, target));
+                }
+            }
+
+            if (moved.Count > 0)
+            {
+                layers.Add(new MemoryConfigurationProvider(new MemoryConfigurationSource { InitialData = moved }));
             }
         }
 
-        if (moved.Count == 0)
-        {
-            return (given, renamed);
-        }
-
-        var configuration = new ConfigurationBuilder().AddInMemoryCollection(moved).AddConfiguration(given).Build();
-        return (configuration, renamed);
+        return (layers.Count == given.Providers.Count() ? given : new ConfigurationRoot(layers), renamed);
     }
 }

@@ -8,6 +8,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.HttpOverrides;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -32,9 +33,11 @@ public static class ReviewConsole
     {
         services.AddSectionOptions<ReviewOptions>(ReviewOptions.SectionName);
         services.AddSingleton<IValidateOptions<ReviewOptions>, ReviewOptionsValidator>();
-        services.AddSingleton(sp => new ReviewerStore(
-            sp.GetRequiredService<Store.IClickHouseStore>(), new PasswordHasher(sp.GetRequiredService<IOptions<ReviewOptions>>().Value.Pbkdf2Iterations),
-            sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<IOptions<ReviewOptions>>().Value;
+            return new ReviewerStore(sp.GetRequiredService<Store.IClickHouseStore>(), new PasswordHasher(options.Pbkdf2Iterations), sp.GetRequiredService<TimeProvider>(), options);
+        });
         services.AddSingleton<LoginThrottle>();
         services.AddSingleton<ReviewQueries>();
         services.AddSingleton<ReviewActions>();
@@ -65,6 +68,7 @@ public static class ReviewConsole
             o.Cookie.Name = "analytics_review_csrf";
             o.Cookie.SameSite = SameSiteMode.Strict;
             o.Cookie.HttpOnly = true;
+            o.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
             o.FormFieldName = "__csrf";
             o.HeaderName = "X-CSRF-Token";
         });
@@ -85,6 +89,9 @@ public static class ReviewConsole
 
     public static WebApplication MapReviewConsole(this WebApplication app)
     {
+        var options = app.Services.GetRequiredService<IOptions<ReviewOptions>>().Value;
+        UseTrustedProxies(app, options);
+
         // The console answers on TCP only; the same Kestrel also serves the admin Unix socket, where it does not exist.
         app.Use((http, next) =>
         {
@@ -99,7 +106,6 @@ public static class ReviewConsole
         app.UseAuthentication();
         app.UseAuthorization();
         ReviewEndpoints.Map(app);
-        var options = app.Services.GetRequiredService<IOptions<ReviewOptions>>().Value;
         if (options.Enabled)
         {
             var endpoint = options.ParseHttp();
@@ -115,6 +121,42 @@ public static class ReviewConsole
         }
 
         return app;
+    }
+
+    /// <summary>
+    /// X-Forwarded-For and X-Forwarded-Proto, believed only from <see cref="ReviewOptions.TrustedProxies"/>
+    /// (ASP.NET's own default trusts loopback; here nothing is trusted unless configured), and only on TCP
+    /// connections (a Unix-socket peer has no address to check). A request that reached a trusted proxy over
+    /// HTTPS then counts as HTTPS, so the cookies (SameAsRequest) get Secure; the client address becomes
+    /// the forwarded one, so the login throttle counts clients, not the proxy. The chain is walked from the
+    /// nearest hop and stops at the first address that is not a trusted proxy.
+    /// </summary>
+    private static void UseTrustedProxies(WebApplication app, ReviewOptions options)
+    {
+        var (proxies, networks) = options.ParseTrustedProxies();
+        if (proxies.Count == 0 && networks.Count == 0)
+        {
+            return;
+        }
+
+        var forwarded = new ForwardedHeadersOptions
+        {
+            ForwardedHeaders = ForwardedHeaders.XForwardedFor | ForwardedHeaders.XForwardedProto,
+            ForwardLimit = null,
+        };
+        forwarded.KnownProxies.Clear();
+        forwarded.KnownIPNetworks.Clear();
+        foreach (var proxy in proxies)
+        {
+            forwarded.KnownProxies.Add(proxy);
+        }
+
+        foreach (var network in networks)
+        {
+            forwarded.KnownIPNetworks.Add(network);
+        }
+
+        app.UseWhen(http => http.Connection.RemoteIpAddress is not null, branch => branch.UseForwardedHeaders(forwarded));
     }
 }
 
@@ -135,6 +177,6 @@ internal static partial class ReviewLog
     [LoggerMessage(Level = LogLevel.Information, Message = "Review console at {Url}")]
     public static partial void Listening(ILogger logger, string url);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "The review console listens on {Endpoint}, beyond loopback, over plain HTTP: put a TLS reverse proxy in front")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The review console listens on {Endpoint}, beyond loopback, over plain HTTP: put a TLS reverse proxy in front (and list it in Review:TrustedProxies)")]
     public static partial void NotLoopback(ILogger logger, string endpoint);
 }

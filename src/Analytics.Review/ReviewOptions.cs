@@ -34,6 +34,28 @@ public sealed class ReviewOptions
     /// <summary>The sliding window for failed-login counting. Default 15 minutes.</summary>
     public TimeSpan LoginWindow { get; set; } = TimeSpan.FromMinutes(15);
 
+    /// <summary>
+    /// Most client IPs, and most reviewer names, the login throttle tracks at once (each map; expired
+    /// windows are swept first). Default 10 000. See <see cref="Reviewers.LoginThrottle"/> for what
+    /// happens when a flood fills it.
+    /// </summary>
+    public int LoginTrackedKeys { get; set; } = 10_000;
+
+    /// <summary>
+    /// Reverse proxies (IP addresses or CIDR networks, e.g. <c>10.0.0.5</c>, <c>10.0.0.0/24</c>) whose
+    /// <c>X-Forwarded-For</c> and <c>X-Forwarded-Proto</c> headers are believed: the client address then
+    /// comes from X-Forwarded-For (the login throttle counts it) and a request the proxy received over
+    /// HTTPS counts as HTTPS (the cookies get <c>Secure</c>). Default none: the headers are ignored from
+    /// everyone, loopback included.
+    /// </summary>
+    public List<string> TrustedProxies { get; set; } = [];
+
+    /// <summary>How long an API token lasts when <c>reviewers token --days</c> is not given. Default 90 days.</summary>
+    public TimeSpan TokenLifetime { get; set; } = TimeSpan.FromDays(90);
+
+    /// <summary>The longest lifetime a token may be issued with. Default 365 days.</summary>
+    public TimeSpan TokenMaxLifetime { get; set; } = TimeSpan.FromDays(365);
+
     /// <summary>PBKDF2 iterations for new reviewer passwords. Default 210 000 (as for users).</summary>
     public int Pbkdf2Iterations { get; set; } = Store.PasswordHasher.DefaultIterations;
 
@@ -80,6 +102,34 @@ public sealed class ReviewOptions
         return new IPEndPoint(address, port);
     }
 
+    /// <summary>
+    /// <see cref="TrustedProxies"/> parsed: single addresses and networks. Throws <see cref="FormatException"/>
+    /// naming the entry that is neither.
+    /// </summary>
+    public (IReadOnlyList<IPAddress> Proxies, IReadOnlyList<IPNetwork> Networks) ParseTrustedProxies()
+    {
+        var proxies = new List<IPAddress>();
+        var networks = new List<IPNetwork>();
+        foreach (var entry in TrustedProxies)
+        {
+            var text = entry?.Trim() ?? "";
+            if (!text.Contains('/', StringComparison.Ordinal) && IPAddress.TryParse(text, out var address))
+            {
+                proxies.Add(address);
+            }
+            else if (IPNetwork.TryParse(text, out var network))
+            {
+                networks.Add(network);
+            }
+            else
+            {
+                throw new FormatException($"Review:TrustedProxies entry '{entry}' is neither an IP address nor a CIDR network (e.g. 10.0.0.5, 10.0.0.0/24, fd00::/64).");
+            }
+        }
+
+        return (proxies, networks);
+    }
+
     /// <summary>Every problem with the options, in words; empty when they are usable.</summary>
     public IReadOnlyList<string> Validate()
     {
@@ -109,6 +159,30 @@ public sealed class ReviewOptions
         if (LoginWindow <= TimeSpan.Zero)
         {
             errors.Add("Review:LoginWindow must be positive.");
+        }
+
+        if (LoginTrackedKeys is < 10 or > 10_000_000)
+        {
+            errors.Add("Review:LoginTrackedKeys must be between 10 and 10000000.");
+        }
+
+        try
+        {
+            ParseTrustedProxies();
+        }
+        catch (FormatException ex)
+        {
+            errors.Add(ex.Message);
+        }
+
+        if (TokenMaxLifetime < TimeSpan.FromHours(1) || TokenMaxLifetime > TimeSpan.FromDays(3650))
+        {
+            errors.Add("Review:TokenMaxLifetime must be between 1 hour and 3650 days.");
+        }
+
+        if (TokenLifetime < TimeSpan.FromHours(1) || TokenLifetime > TokenMaxLifetime)
+        {
+            errors.Add("Review:TokenLifetime must be at least 1 hour and at most Review:TokenMaxLifetime.");
         }
 
         if (Pbkdf2Iterations < 1)

@@ -26,6 +26,12 @@ public sealed class SubmissionOptions
     [Required]
     public string DataDirectory { get; set; } = "data";
 
+    /// <summary>
+    /// Run the SMTP listener. Default true. False: serve has no SMTP port of its own — the engine beside
+    /// an MTA that keeps its ports (Postfix and Dovecot through the <c>Policy</c> section).
+    /// </summary>
+    public bool Enabled { get; set; } = true;
+
     // Endpoint lists default to null, not to a filled list: the configuration binder appends to a
     // list that already has items, so a configured endpoint would come on top of the default.
 
@@ -38,11 +44,11 @@ public sealed class SubmissionOptions
     /// <summary>Inbound MX endpoints (no AUTH, local recipients only). Unset: <c>0.0.0.0:25</c>; empty: none.</summary>
     public List<string>? MxEndpoints { get; set; }
 
-    public IReadOnlyList<string> EffectiveSubmissionEndpoints => SubmissionEndpoints ?? ["0.0.0.0:587"];
+    public IReadOnlyList<string> EffectiveSubmissionEndpoints => !Enabled ? [] : SubmissionEndpoints ?? ["0.0.0.0:587"];
 
-    public IReadOnlyList<string> EffectiveImplicitTlsEndpoints => ImplicitTlsEndpoints ?? [];
+    public IReadOnlyList<string> EffectiveImplicitTlsEndpoints => !Enabled ? [] : ImplicitTlsEndpoints ?? [];
 
-    public IReadOnlyList<string> EffectiveMxEndpoints => MxEndpoints ?? ["0.0.0.0:25"];
+    public IReadOnlyList<string> EffectiveMxEndpoints => !Enabled ? [] : MxEndpoints ?? ["0.0.0.0:25"];
 
     /// <summary>Advertise and accept AUTH PLAIN/LOGIN before STARTTLS. Default false (tests and demos only).</summary>
     public bool AllowInsecureAuth { get; set; }
@@ -135,9 +141,9 @@ internal sealed class SubmissionOptionsValidator : IValidateOptions<SubmissionOp
         Check(nameof(options.SubmissionEndpoints), options.EffectiveSubmissionEndpoints);
         Check(nameof(options.ImplicitTlsEndpoints), options.EffectiveImplicitTlsEndpoints);
         Check(nameof(options.MxEndpoints), options.EffectiveMxEndpoints);
-        if (all.Count == 0)
+        if (all.Count == 0 && options.Enabled)
         {
-            errors.Add("Submission: no endpoint configured; set SubmissionEndpoints or MxEndpoints.");
+            errors.Add("Submission: no endpoint configured; set SubmissionEndpoints or MxEndpoints (or Enabled=false for no listener).");
         }
 
         if (!string.IsNullOrWhiteSpace(options.Tls.CertificatePath) && !File.Exists(options.Tls.CertificatePath))

@@ -23,6 +23,23 @@ public sealed class CliTests
     }
 
     [Fact]
+    public async Task Settings_OldKeyInTheOperatorsFile_BeatsTheShippedDefault_AndANewKeyBesideItWins()
+    {
+        using var dir = new TempDirectory();
+        var file = Path.Combine(dir.Path, "old.json");
+        // appsettings.json ships Limits:Fixed:MessagesPerMinute = 15; the operator's file turns it off under its old name.
+        await File.WriteAllTextAsync(file, """
+            { "Submission": { "Policy": { "MessagesPerMinute": 0, "RecipientsPerHour": 7 } }, "Limits": { "Fixed": { "RecipientsPerHour": 9 } } }
+            """, TestContext.Current.CancellationToken);
+
+        var settings = AnalyticsSettings.Load(dir.Path, file);
+
+        Assert.Equal("0", settings.Configuration["Limits:Fixed:MessagesPerMinute"]);
+        Assert.Equal("9", settings.Configuration["Limits:Fixed:RecipientsPerHour"]);
+        Assert.Contains(("Submission:Policy:MessagesPerMinute", "Limits:Fixed:MessagesPerMinute"), settings.Renamed);
+    }
+
+    [Fact]
     public async Task UnknownVerb_FailsWithUsage()
     {
         var (code, _, stderr) = await CliProcess.RunAsync("frobnicate");

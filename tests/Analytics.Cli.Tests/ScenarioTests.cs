@@ -8,6 +8,7 @@ namespace Analytics.Cli.Tests;
 /// seeds a fresh data directory, starts `serve` as its own child, attacks it over loopback alongside
 /// MailKit users, stops it with SIGTERM and reads the store. The targets are the issue's.
 /// </summary>
+[Collection(AloneCollection.Name)]
 public sealed class ScenarioTests
 {
     private static async Task<JsonElement> RunAsync(string name)

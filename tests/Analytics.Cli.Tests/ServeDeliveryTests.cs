@@ -119,7 +119,7 @@ public sealed class ServeDeliveryTests
                 await Task.Delay(20, Ct);
             }
 
-            Assert.True(accepted.Count >= 30, $"the burst never got going: {accepted.Count} accepted in {until.Elapsed}");
+            Assert.True(accepted.Count >= 30, $"the burst never got going: {accepted.Count} accepted in {until.Elapsed}\n{serve.Stderr[^Math.Min(serve.Stderr.Length, 6000)..]}");
             Process.Start("kill", ["-KILL", serve.Pid.ToString(CultureInfo.InvariantCulture)])!.WaitForExit();
             await stop.CancelAsync();
             await Task.WhenAll(clients);

@@ -161,7 +161,7 @@ public sealed class ApiTests
         Assert.Equal(HttpStatusCode.Forbidden, form.StatusCode);
 
         using var bearer = ReviewClient.Create(_server);
-        bearer.Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await _server.Reviewers.IssueTokenAsync("vic", null, TestContext.Current.CancellationToken));
+        bearer.Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", (await _server.Reviewers.IssueTokenAsync("vic", null, TestContext.Current.CancellationToken)).Token);
         Assert.Equal(HttpStatusCode.OK, (await bearer.Http.GetAsync(U("/api/queue"), TestContext.Current.CancellationToken)).StatusCode);
         using var act = await bearer.Http.PostAsJsonAsync(U("/api/actions"), new { action = "release", kind = "ip", entity = "127.254.253.202", reason = "viewer tries" }, TestContext.Current.CancellationToken);
         Assert.Equal(HttpStatusCode.Forbidden, act.StatusCode);
@@ -174,7 +174,7 @@ public sealed class ApiTests
         var user = "mallory@review.test";
         await InsertVerdict("user", user, "compromised");
         using var client = ReviewClient.Create(_server);
-        client.Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await _server.Reviewers.IssueTokenAsync("ana", TimeSpan.FromHours(1), TestContext.Current.CancellationToken));
+        client.Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", (await _server.Reviewers.IssueTokenAsync("ana", TimeSpan.FromHours(1), TestContext.Current.CancellationToken)).Token);
         var entity = new EntityRef(EntityKind.User, user);
 
         // In the queue, open.
@@ -233,7 +233,7 @@ public sealed class ApiTests
     public async Task DisabledReviewer_LosesTokenAndSession()
     {
         await _server.Reviewers.AddAsync("leaver", "leaver-pass", "analyst", TestContext.Current.CancellationToken);
-        var token = await _server.Reviewers.IssueTokenAsync("leaver", null, TestContext.Current.CancellationToken);
+        var token = (await _server.Reviewers.IssueTokenAsync("leaver", null, TestContext.Current.CancellationToken)).Token;
         using var session = ReviewClient.Create(_server);
         Assert.Equal(HttpStatusCode.Redirect, (await session.LoginAsync("leaver", "leaver-pass")).StatusCode);
         using var bearer = ReviewClient.Create(_server);
@@ -250,7 +250,7 @@ public sealed class ApiTests
     public async Task OpenApi_DescribesQueueEntityAndActions()
     {
         using var client = ReviewClient.Create(_server);
-        client.Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await _server.Reviewers.IssueTokenAsync("vic", null, TestContext.Current.CancellationToken));
+        client.Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", (await _server.Reviewers.IssueTokenAsync("vic", null, TestContext.Current.CancellationToken)).Token);
         var doc = await client.Http.GetFromJsonAsync<JsonElement>(U("/api/openapi.json"), TestContext.Current.CancellationToken);
         Assert.StartsWith("3.", doc.GetProperty("openapi").GetString(), StringComparison.Ordinal);
         var paths = doc.GetProperty("paths");

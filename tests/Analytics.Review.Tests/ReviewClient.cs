@@ -17,10 +17,10 @@ internal sealed partial class ReviewClient : IDisposable
 
     public CookieContainer Cookies { get; }
 
-    public static ReviewClient Create(ReviewServer server, IPAddress? source = null)
+    public static ReviewClient Create(ReviewServer server, IPAddress? source = null, bool useCookies = true)
     {
         var cookies = new CookieContainer();
-        var handler = new SocketsHttpHandler { CookieContainer = cookies, AllowAutoRedirect = false, UseCookies = true };
+        var handler = new SocketsHttpHandler { CookieContainer = cookies, AllowAutoRedirect = false, UseCookies = useCookies };
         if (source is not null)
         {
             handler.ConnectCallback = async (context, cancellationToken) =>
@@ -39,16 +39,20 @@ internal sealed partial class ReviewClient : IDisposable
     public static string Csrf(string html) => CsrfField().Match(html) is { Success: true } m ? WebUtility.HtmlDecode(m.Groups[1].Value)
         : throw new InvalidOperationException("The page has no __csrf field.");
 
-    public async Task<HttpResponseMessage> LoginAsync(string name, string password)
+    public async Task<HttpResponseMessage> LoginAsync(string name, string password, string returnUrl = "") =>
+        await Http.PostAsync(new Uri("/login", UriKind.Relative), await LoginFormAsync(name, password, returnUrl));
+
+    /// <summary>The login form, filled in with this client's antiforgery token, ready to post (so that posts can race).</summary>
+    public async Task<FormUrlEncodedContent> LoginFormAsync(string name, string password, string returnUrl = "")
     {
         var page = await Http.GetStringAsync(new Uri("/login", UriKind.Relative));
-        return await Http.PostAsync(new Uri("/login", UriKind.Relative), new FormUrlEncodedContent(new Dictionary<string, string>
+        return new FormUrlEncodedContent(new Dictionary<string, string>
         {
             ["name"] = name,
             ["password"] = password,
             ["__csrf"] = Csrf(page),
-            ["returnUrl"] = "",
-        }));
+            ["returnUrl"] = returnUrl,
+        });
     }
 
     public async Task<string> PageAsync(string path)

@@ -31,6 +31,9 @@ public sealed class ReviewServer : IAsyncLifetime
     public const string AnalystPassword = "analyst-pass-1";
     public const string ViewerPassword = "viewer-pass-1";
 
+    /// <summary>The address the test server trusts as a TLS-terminating reverse proxy.</summary>
+    public const string TrustedProxy = "127.0.0.42";
+
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "analytics-review-" + Guid.NewGuid().ToString("N")[..10]);
     private WebApplication? _app;
 
@@ -66,6 +69,8 @@ public sealed class ReviewServer : IAsyncLifetime
             ["Review:LoginFailuresPerIp"] = "6",
             ["Review:Pbkdf2Iterations"] = "1000",
             ["Review:QueueRefresh"] = "00:00:02",
+            // One trusted reverse proxy (SecurityTests): its X-Forwarded-* headers count, nobody else's do.
+            ["Review:TrustedProxies:0"] = ReviewServer.TrustedProxy,
         });
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton(TimeProvider.System);

@@ -18,6 +18,18 @@ internal sealed record DovecotRigOptions
     /// </summary>
     public IReadOnlyList<string>? Users { get; init; }
 
+    /// <summary>
+    /// Accounts (user@domain → password) that may log in, from a passwd-file passdb with salted hashes,
+    /// over PLAIN and LOGIN, in the clear too (loopback only). Null: no password is checked (static passdb).
+    /// </summary>
+    public IReadOnlyDictionary<string, string>? Passwords { get; init; }
+
+    /// <summary>
+    /// Serve Dovecot's authentication to Postfix's SASL client on this socket (a <see cref="PostfixRig"/>'s
+    /// <see cref="PostfixRig.SaslSocket"/>, owned by postfix). Null: none.
+    /// </summary>
+    public string? PostfixAuthSocket { get; init; }
+
     /// <summary>Extra dovecot.conf lines, appended last (e.g. an <c>auth_policy_server_url</c>, a <c>service</c> block).</summary>
     public IReadOnlyList<string> ExtraConfig { get; init; } = [];
 }
@@ -96,6 +108,18 @@ internal sealed class DovecotRig : IAsyncDisposable
             userdb = $"userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={rig.MailRoot}/%Ld/%Ln\n}}";
         }
 
+        var passdb = "passdb {\n  driver = static\n  args = nopassword=y\n}";
+        if (options.Passwords is { } passwords)
+        {
+            var file = Path.Combine(root, "passwords");
+            await File.WriteAllLinesAsync(file, passwords.Select(p => $"{p.Key.ToLowerInvariant()}:{Ssha256(p.Value)}::::::"));
+            File.SetUnixFileMode(file, (UnixFileMode)0b110_100_100);
+            passdb = $"passdb {{\n  driver = passwd-file\n  args = scheme=SSHA256 username_format=%Lu {file}\n}}\nauth_mechanisms = plain login\ndisable_plaintext_auth = no";
+        }
+
+        var authSocket = options.PostfixAuthSocket is { } socket
+            ? $"service auth {{\n  unix_listener {socket} {{\n    mode = 0660\n    user = postfix\n    group = postfix\n  }}\n}}"
+            : "";
         var name = "rig" + Guid.NewGuid().ToString("N")[..8];
         var config = new StringBuilder($$"""
             base_dir = {{rig.BaseDirectory}}
@@ -111,11 +135,9 @@ internal sealed class DovecotRig : IAsyncDisposable
             first_valid_uid = 1
             lmtp_save_to_detail_mailbox = no
             recipient_delimiter =
-            passdb {
-              driver = static
-              args = nopassword=y
-            }
+            {{passdb}}
             {{userdb}}
+            {{authSocket}}
             service lmtp {
               inet_listener lmtp {
                 address = 127.0.0.1
@@ -138,6 +160,14 @@ internal sealed class DovecotRig : IAsyncDisposable
         await File.WriteAllTextAsync(rig.ConfigFile, config.ToString());
         await rig.StartAsync();
         return rig;
+    }
+
+    /// <summary>Dovecot's <c>{SSHA256}</c> scheme: base64(SHA-256(password ‖ salt) ‖ salt).</summary>
+    private static string Ssha256(string password)
+    {
+        var salt = System.Security.Cryptography.RandomNumberGenerator.GetBytes(8);
+        var hash = System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(password).Concat(salt).ToArray());
+        return "{SSHA256}" + Convert.ToBase64String(hash.Concat(salt).ToArray());
     }
 
     public async Task StartAsync()

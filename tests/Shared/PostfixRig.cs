@@ -17,6 +17,23 @@ internal sealed record PostfixRigOptions
     /// </summary>
     public IReadOnlyList<string>? Domains { get; init; }
 
+    /// <summary>
+    /// The mailboxes of <see cref="Domains"/> (a virtual_mailbox_maps of their own): any other address in
+    /// those domains is refused at RCPT with Postfix's own <c>550 5.1.1 … User unknown in virtual mailbox
+    /// table</c>. Null: every address is a mailbox.
+    /// </summary>
+    public IReadOnlyList<string>? Mailboxes { get; init; }
+
+    /// <summary>
+    /// A submission service: a second smtpd on this loopback port (0 picks a free one) with SASL AUTH
+    /// through Dovecot (<see cref="PostfixRig.SaslSocket"/>, which a <see cref="DovecotRig"/> started with
+    /// <see cref="DovecotRigOptions.PostfixAuthSocket"/> serves). Null: none.
+    /// </summary>
+    public int? SubmissionPort { get; init; }
+
+    /// <summary>PEM certificate and key for STARTTLS on every smtpd (security level <c>may</c>). Null: no TLS.</summary>
+    public (string Certificate, string Key)? Tls { get; init; }
+
     /// <summary>Recipients the smtpd refuses at RCPT, with the reply (e.g. <c>550 5.1.1 No such user</c>).</summary>
     public IReadOnlyDictionary<string, string> RejectRecipients { get; init; } = new Dictionary<string, string>();
 
@@ -48,10 +65,11 @@ internal sealed class PostfixRig : IAsyncDisposable
     private const string Postconf = "/usr/sbin/postconf";
     private bool _running;
 
-    private PostfixRig(string root, int port)
+    private PostfixRig(string root, int port, int submissionPort)
     {
         Root = root;
         Port = port;
+        SubmissionPort = submissionPort;
     }
 
     /// <summary>Null when a rig can start here; otherwise why not (for Assert.Skip).</summary>
@@ -79,6 +97,14 @@ internal sealed class PostfixRig : IAsyncDisposable
 
     public IPEndPoint EndPoint => new(IPAddress.Loopback, Port);
 
+    /// <summary>The submission service's port (<see cref="PostfixRigOptions.SubmissionPort"/>); 0 when there is none.</summary>
+    public int SubmissionPort { get; }
+
+    public IPEndPoint SubmissionEndPoint => new(IPAddress.Loopback, SubmissionPort);
+
+    /// <summary>Where Postfix's SASL client finds Dovecot's auth socket (<c>private/auth</c> in the queue directory).</summary>
+    public string SaslSocket => Path.Combine(QueueDirectory, "private", "auth");
+
     /// <summary><c>127.0.0.1:PORT</c>, as a next hop is configured.</summary>
     public string HostPort => "127.0.0.1:" + Port.ToString(CultureInfo.InvariantCulture);
 
@@ -90,7 +116,8 @@ internal sealed class PostfixRig : IAsyncDisposable
             throw new InvalidOperationException(reason);
         }
 
-        var rig = new PostfixRig(root, options.Port != 0 ? options.Port : FreePort());
+        var rig = new PostfixRig(root, options.Port != 0 ? options.Port : FreePort(),
+            options.SubmissionPort is { } submission ? (submission != 0 ? submission : FreePort()) : 0);
         Directory.CreateDirectory(rig.ConfigDirectory);
         Directory.CreateDirectory(rig.QueueDirectory);
         Directory.CreateDirectory(Path.Combine(root, "data"));
@@ -112,11 +139,20 @@ internal sealed class PostfixRig : IAsyncDisposable
 
         await File.WriteAllLinesAsync(Path.Combine(rig.ConfigDirectory, "recipient_access"),
             options.RejectRecipients.Select(r => $"{r.Key} {r.Value}"));
+        await File.WriteAllLinesAsync(Path.Combine(rig.ConfigDirectory, "mailboxes"), (options.Mailboxes ?? []).Select(m => $"{m.ToLowerInvariant()} all/"));
 
         var etc = rig.ConfigDirectory;
         await rig.PostconfAsync("-F", "*/*/chroot = n");
         await rig.PostconfAsync("-MX", "smtp/inet");
         await rig.PostconfAsync("-M", $"{rig.HostPort}/inet={rig.HostPort} inet n - n - - smtpd");
+        if (rig.SubmissionPort != 0)
+        {
+            var service = "127.0.0.1:" + rig.SubmissionPort.ToString(CultureInfo.InvariantCulture);
+            await rig.PostconfAsync("-M", $"{service}/inet={service} inet n - n - - smtpd");
+            await rig.PostconfAsync("-P", $"{service}/inet/smtpd_sasl_auth_enable=yes", $"{service}/inet/smtpd_sasl_type=dovecot",
+                $"{service}/inet/smtpd_sasl_path=private/auth");
+        }
+
         await rig.PostconfAsync("-e",
             $"queue_directory={rig.QueueDirectory}",
             $"data_directory={Path.Combine(root, "data")}",
@@ -136,7 +172,7 @@ internal sealed class PostfixRig : IAsyncDisposable
             "biff=no",
             $"virtual_mailbox_domains={(options.Domains is { } domains ? string.Join(' ', domains) : "static:all")}",
             $"virtual_mailbox_base={rig.MaildirRoot}",
-            "virtual_mailbox_maps=static:all/",
+            options.Mailboxes is null ? "virtual_mailbox_maps=static:all/" : $"virtual_mailbox_maps=texthash:{etc}/mailboxes",
             $"virtual_uid_maps=static:{uid}",
             $"virtual_gid_maps=static:{gid}",
             $"smtpd_recipient_restrictions=check_recipient_access texthash:{etc}/recipient_access, permit_mynetworks, reject",
@@ -149,6 +185,11 @@ internal sealed class PostfixRig : IAsyncDisposable
             "queue_run_delay=1s",
             "minimal_backoff_time=1s",
             "maximal_backoff_time=2s");
+        if (options.Tls is { } tls)
+        {
+            await rig.PostconfAsync("-e", $"smtpd_tls_cert_file={tls.Certificate}", $"smtpd_tls_key_file={tls.Key}", "smtpd_tls_security_level=may");
+        }
+
         if (options.MainCf.Count > 0)
         {
             await rig.PostconfAsync(["-e", .. options.MainCf]);

@@ -40,6 +40,12 @@ internal static class AdminClient
 
         using (response)
         {
+            if (response.StatusCode == System.Net.HttpStatusCode.Forbidden)
+            {
+                var reason = await response.Content.ReadAsStringAsync(cancellationToken);
+                throw new CliException($"The server refused the command: {reason}", 2);
+            }
+
             if (!response.IsSuccessStatusCode)
             {
                 throw new CliException($"The server refused the command: HTTP {(int)response.StatusCode}.", 2);

@@ -25,11 +25,16 @@ internal static class IngestBenchmark
         var events = new Option<int>("--events") { Description = "Events per run (default 2,000,000)", DefaultValueFactory = _ => 2_000_000 };
         var runs = new Option<int>("--runs") { Description = "Runs of each measurement; the median is reported (default 3)", DefaultValueFactory = _ => 3 };
         var batch = new Option<int>("--batch") { Description = "Events per batch (default: the sink's Events:BatchSize default)", DefaultValueFactory = _ => new EventSinkOptions().BatchSize };
-        var command = new Command("ingest", "Sustained events/s through the event sink vs. raw INSERT into the embedded engine")
+        var overwrite = new Option<bool>("--overwrite-bench-data")
+        {
+            Description = "With --data DIR: run even though DIR already holds data (its events table is truncated and refilled). Never give it a real store's directory.",
+        };
+        var command = new Command("ingest", "Sustained events/s through the event sink vs. raw INSERT into the embedded engine, in a temporary directory (or an empty --data DIR)")
         {
             events,
             runs,
             batch,
+            overwrite,
             BenchCommand.Json,
         };
         command.SetAction(async (parse, cancellationToken) =>
@@ -42,11 +47,41 @@ internal static class IngestBenchmark
                 throw new CliException("--events must be at least 1000, --runs at least 1 and --batch within 1,000..1,000,000.");
             }
 
-            var report = await RunAsync(n, r, b, parse.GetValue(GlobalOptions.Data), context.IO, parse.GetValue(BenchCommand.Json), cancellationToken);
+            var data = BenchDirectory(parse.GetValue(GlobalOptions.Data), parse.GetValue(overwrite));
+            var report = await RunAsync(n, r, b, data, context.IO, parse.GetValue(BenchCommand.Json), cancellationToken);
             await report.WriteAsync(context.IO.Out, parse.GetValue(BenchCommand.Json));
             return 0;
         });
         return command;
+    }
+
+    /// <summary>
+    /// The directory to measure in: null (a temporary one of its own) unless --data names one, which must
+    /// be new or empty, since the benchmark truncates the events table of the store it opens. Only the
+    /// command line counts: ANALYTICS_DATA and the configuration name the real store, never a bench one.
+    /// </summary>
+    private static string? BenchDirectory(string? given, bool overwrite)
+    {
+        if (given is null)
+        {
+            return null;
+        }
+
+        var path = Path.GetFullPath(given);
+        if (File.Exists(path))
+        {
+            throw new CliException($"--data {path} is a file; bench ingest needs a directory of its own (or no --data: a temporary one).", 2);
+        }
+
+        if (!overwrite && Directory.Exists(path) && Directory.EnumerateFileSystemEntries(path).Any())
+        {
+            throw new CliException(
+                $"{path} already holds data. bench ingest truncates and refills the events table of the store it opens, so it runs in a " +
+                "temporary directory of its own, or in an empty (or new) --data DIR. Give --overwrite-bench-data to use this one anyway " +
+                "(never a real store's directory: its events would be lost).", 2);
+        }
+
+        return path;
     }
 
     private static async Task<BenchReport> RunAsync(int count, int runs, int batchSize, string? dataOption, CliIO io, bool quiet, CancellationToken cancellationToken)
@@ -62,7 +97,17 @@ internal static class IngestBenchmark
         report.Context("cores", Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture));
         try
         {
-            await using var store = EmbeddedStore.Open(data);
+            EmbeddedStore store;
+            try
+            {
+                store = EmbeddedStore.Open(data);
+            }
+            catch (Exception ex) when (ex is DataDirectoryInUseException or StoreUnavailableException)
+            {
+                throw new CliException(ex.Message, 2);
+            }
+
+            await using var owned = store;
             await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
 
             // Raw engine: the same rows, pre-encoded as Native blocks of the sink's batch size, inserted

@@ -18,6 +18,7 @@ internal static class BenchCommand
         command.Subcommands.Add(ScoreBenchmark.Create(context));
         command.Subcommands.Add(LimitsBenchmark.Create(context));
         command.Subcommands.Add(AuthBenchmark.Create(context));
+        command.Subcommands.Add(PolicyBenchmark.Create(context));
         return command;
     }
 }

@@ -10,8 +10,8 @@ using Microsoft.Extensions.DependencyInjection;
 namespace Analytics.Cli.Commands;
 
 /// <summary>
-/// <c>analytics reviewers add|list|disable|enable|token</c>: the abuse team's accounts for the review
-/// console. Passwords come from stdin (first line) or a no-echo prompt, never argv (see <see cref="Passwords"/>).
+/// <c>analytics reviewers add|list|disable|enable|token|tokens|revoke-token</c>: the abuse team's accounts
+/// for the review console and their API tokens. Passwords come from stdin (first line) or a no-echo prompt, never argv (see <see cref="Passwords"/>).
 /// Works while serve runs: the command is forwarded to it and applies at once.
 /// </summary>
 internal static class ReviewersCommand
@@ -24,6 +24,8 @@ internal static class ReviewersCommand
         command.Subcommands.Add(SetEnabled(context, "disable", "Disable a reviewer: sessions and API tokens stop working at their next request", enabled: false));
         command.Subcommands.Add(SetEnabled(context, "enable", "Enable a disabled reviewer", enabled: true));
         command.Subcommands.Add(Token(context));
+        command.Subcommands.Add(Tokens(context));
+        command.Subcommands.Add(RevokeToken(context));
         return command;
     }
 
@@ -75,13 +77,57 @@ internal static class ReviewersCommand
     private static Command Token(CommandContext context)
     {
         var name = NameArgument();
-        var days = new Option<int?>("--days") { Description = "The token expires after this many days (default: never; disable the reviewer to revoke)", HelpName = "N" };
-        var command = new Command("token", "Issue an API token (Authorization: Bearer …) acting as the reviewer, with its role; printed once, stored only as a hash") { name, days };
+        var days = new Option<int?>("--days")
+        {
+            Description = "The token expires after this many days (default Review:TokenLifetime, 90 days; at most Review:TokenMaxLifetime, 365)",
+            HelpName = "N",
+        };
+        var command = new Command("token", "Issue an API token (Authorization: Bearer …) acting as the reviewer, with its role; printed once (stdout), stored only as a hash; its id goes to stderr") { name, days };
         command.SetAction((parse, cancellationToken) => context.WithStoreAsync(parse, async store =>
         {
             var lifetime = parse.GetValue(days) is { } d ? (d < 1 ? throw new CliException("--days must be at least 1.", 2) : TimeSpan.FromDays(d)) : (TimeSpan?)null;
-            var token = await Run(() => Resolve(context, parse, store).IssueTokenAsync(parse.GetRequiredValue(name), lifetime, cancellationToken));
-            await context.IO.Out.WriteLineAsync(token);
+            var issued = await Run(() => Resolve(context, parse, store).IssueTokenAsync(parse.GetRequiredValue(name), lifetime, cancellationToken));
+            await context.IO.Out.WriteLineAsync(issued.Token);
+            await context.IO.Error.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,
+                $"Token id {issued.Id} for {issued.Name}, expires {issued.ExpiresAt:yyyy-MM-dd HH:mm:ss}Z. Revoke it alone with: analytics reviewers revoke-token {issued.Id}"));
+            return 0;
+        }, cancellationToken));
+        return command;
+    }
+
+    private static Command Tokens(CommandContext context)
+    {
+        var name = NameArgument();
+        var command = new Command("tokens", "List the reviewer's API tokens: id, state (active, expired, revoked), created, expires, last used (to within 10 minutes); never the secrets") { name };
+        command.SetAction((parse, cancellationToken) => context.WithStoreAsync(parse, async store =>
+        {
+            var tokens = await Run(() => Resolve(context, parse, store).ListTokensAsync(parse.GetRequiredValue(name), cancellationToken));
+            var now = TimeProvider.System.GetUtcNow().UtcDateTime;
+            var width = Math.Max(2, tokens.Count == 0 ? 0 : tokens.Max(t => t.Id.Length));
+            var text = new StringBuilder();
+            text.AppendLine(CultureInfo.InvariantCulture, $"{"id".PadRight(width)}  state    created               expires               last used");
+            foreach (var t in tokens)
+            {
+                var used = t.LastUsedAt is { } u ? u.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) + "Z" : "never";
+                text.AppendLine(CultureInfo.InvariantCulture,
+                    $"{t.Id.PadRight(width)}  {t.State(now),-7}  {t.CreatedAt:yyyy-MM-dd HH:mm:ss}Z  {t.ExpiresAt:yyyy-MM-dd HH:mm:ss}Z  {used}");
+            }
+
+            text.Append(CultureInfo.InvariantCulture, $"{tokens.Count} token{(tokens.Count == 1 ? "" : "s")}");
+            await context.IO.Out.WriteLineAsync(text.ToString());
+            return 0;
+        }, cancellationToken));
+        return command;
+    }
+
+    private static Command RevokeToken(CommandContext context)
+    {
+        var id = new Argument<string>("id") { Description = "The token's id, as `reviewers token` printed it and `reviewers tokens` lists it (or the whole token)" };
+        var command = new Command("revoke-token", "Revoke one API token: it is refused (401) from its next request on; the reviewer's other tokens and sessions go on") { id };
+        command.SetAction((parse, cancellationToken) => context.WithStoreAsync(parse, async store =>
+        {
+            var revoked = await Run(() => Resolve(context, parse, store).RevokeTokenAsync(parse.GetRequiredValue(id), cancellationToken));
+            await context.IO.Out.WriteLineAsync($"Token {revoked.Id} of {revoked.Name} revoked.");
             return 0;
         }, cancellationToken));
         return command;
@@ -118,12 +164,12 @@ internal static class ReviewersCommand
         }
 
         var options = ReviewOptions.FromConfiguration(CommandContext.Settings(parse).Configuration);
-        if (options.Pbkdf2Iterations < 1)
+        if (options.Validate() is { Count: > 0 } errors)
         {
-            throw new CliException("Review:Pbkdf2Iterations must be at least 1.", 2);
+            throw new CliException("Invalid configuration: " + string.Join(" ", errors), 2);
         }
 
-        return new ReviewerStore(store, new PasswordHasher(options.Pbkdf2Iterations), TimeProvider.System);
+        return new ReviewerStore(store, new PasswordHasher(options.Pbkdf2Iterations), TimeProvider.System, options);
     }
 
     /// <summary>The store's refusals become one-line errors with exit code 1.</summary>

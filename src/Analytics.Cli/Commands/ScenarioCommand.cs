@@ -42,10 +42,15 @@ internal static class ScenarioCommand
         var json = new Option<bool>("--json") { Description = "Print the figures as one JSON object" };
         var seed = new Option<int>("--seed") { Description = "Seed of the world (mailbox placement, accounts, pairs). Default 1", DefaultValueFactory = _ => 1 };
         var keep = new Option<bool>("--keep") { Description = "Keep the temporary data directory (store, spool, serve.log)" };
+        var target = new Option<ScenarioTarget>("--target")
+        {
+            Description = "listener: serve's own SMTP listener (default); postfix: Postfix 3.7 and Dovecot 2.3 of the run's own with serve beside them (needs the Debian packages and root)",
+            DefaultValueFactory = _ => ScenarioTarget.Listener,
+        };
         var runs = new Option<int>("--runs") { Description = "Run it this many times (seeds SEED, SEED+1, …) and report each figure's spread (default 1)", DefaultValueFactory = _ => 1 };
         var command = new Command("run", "Run one scenario: a fresh data directory, serve as a child process, the attack and the legitimate users; exit 0 when every target is met, 3 when one is missed")
         {
-            name, json, seed, keep, runs,
+            name, json, seed, keep, target, runs,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -64,7 +69,7 @@ internal static class ScenarioCommand
 
             if (count == 1)
             {
-                var report = await new ScenarioRunner(context.IO, asJson).RunAsync(scenario, parse.GetValue(seed), parse.GetValue(keep), cancellationToken);
+                var report = await new ScenarioRunner(context.IO, asJson).RunAsync(scenario, parse.GetValue(seed), parse.GetValue(keep), parse.GetValue(target), cancellationToken);
                 await report.WriteAsync(context.IO.Out, asJson);
                 return report.AllPass ? 0 : 3;
             }
@@ -73,7 +78,7 @@ internal static class ScenarioCommand
             var seeds = Enumerable.Range(parse.GetValue(seed), count).ToList();
             foreach (var s in seeds)
             {
-                reports.Add(await new ScenarioRunner(context.IO, asJson).RunAsync(scenario, s, parse.GetValue(keep), cancellationToken));
+                reports.Add(await new ScenarioRunner(context.IO, asJson).RunAsync(scenario, s, parse.GetValue(keep), parse.GetValue(target), cancellationToken));
             }
 
             var spread = new ScenarioSpread(scenario.Name, reports, seeds);

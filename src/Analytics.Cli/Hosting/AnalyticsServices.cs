@@ -2,6 +2,7 @@ using Analytics.Cli.Admin;
 using Analytics.Detection.Scoring;
 using Analytics.Events;
 using Analytics.Limits;
+using Analytics.Policy;
 using Analytics.Review;
 using Analytics.Store;
 using Analytics.Store.Embedded;
@@ -35,6 +36,7 @@ internal sealed record ServeOverrides(IReadOnlyList<string> Submission, IReadOnl
     {
         if (ReplaceEndpoints)
         {
+            options.Enabled = true; // endpoints on the command line: a listener is wanted
             options.SubmissionEndpoints = [.. Submission];
             options.MxEndpoints = [.. Mx];
             options.ImplicitTlsEndpoints = [];
@@ -113,6 +115,7 @@ internal static class AnalyticsServices
         services.AddSubmission();
         services.PostConfigure<SubmissionOptions>(overrides.ApplyEndpoints);
         services.AddDelivery(discardWhenUnconfigured: overrides.Demo);
+        services.AddPolicyServices();
         services.AddDetection(Environment.MachineName);
         services.AddReviewConsole(builder.Configuration);
         if (overrides.Demo)
@@ -123,7 +126,7 @@ internal static class AnalyticsServices
         // The listener drains within its own deadline; the host must wait at least that long.
         services.AddOptions<HostOptions>().Configure<IOptions<LimitsOptions>>((host, limits) =>
             host.ShutdownTimeout = TimeSpan.FromSeconds(30) + limits.Value.Session.ShutdownDeadline);
-        AdminEndpoint.Listen(builder.WebHost, settings.DataDirectory);
+        AdminEndpoint.Listen(builder, settings.DataDirectory);
         builder.WebHost.ConfigureReviewEndpoint(ReviewOptions.FromConfiguration(builder.Configuration));
         return builder;
     }
@@ -139,9 +142,9 @@ internal static class AnalyticsServices
         return services;
     }
 
-    public static WebApplication MapAnalytics(this WebApplication app, AnalyticsSettings settings)
+    public static WebApplication MapAnalytics(this WebApplication app)
     {
-        AdminEndpoint.Map(app, settings.DataDirectory);
+        AdminEndpoint.Map(app);
         app.MapReviewConsole();
         app.MapMetrics();
         return app;

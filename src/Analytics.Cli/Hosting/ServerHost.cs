@@ -25,7 +25,7 @@ internal static partial class ServerHost
         await using var app = builder.Build();
         app.ValidateOptions();
         await app.Services.GetRequiredService<StoreHandle>().OpenAsync(cancellationToken);
-        app.MapAnalytics(settings);
+        app.MapAnalytics();
         var log = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Analytics.Serve");
         app.Lifetime.ApplicationStarted.Register(() => LogReady(log, app.Services, settings));
         try

@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using Analytics.Detection.Scoring;
+using Analytics.Policy;
 using Analytics.Simulation.Attacks;
 using Analytics.Store;
 using Analytics.Store.Embedded;
@@ -13,12 +14,21 @@ using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Analytics.Cli.Scenarios;
 
+/// <summary>Whom the scenario attacks: serve's own listener, or Postfix and Dovecot with serve beside them.</summary>
+internal enum ScenarioTarget
+{
+    Listener,
+    Postfix,
+}
+
 /// <summary>
 /// Runs one scenario end to end: a fresh data directory seeded with accounts (known passwords, low
 /// PBKDF2 cost) and the local recipient directory; the real server started as a child process
 /// (<c>analytics serve</c>) with a scenario configuration; the legitimate population and the attack
 /// over loopback from their own 127.0.0.0/8 addresses; SIGTERM; then the figures from what the
-/// clients saw and from the store the server left behind (events, limit_changes, verdicts).
+/// clients saw and from the store the server left behind (events, limit_changes, verdicts). With
+/// <see cref="ScenarioTarget.Postfix"/> the clients talk to a Postfix and a Dovecot of the run's own
+/// (<see cref="PostfixTarget"/>) that serve stands beside, configured as the operator's guide says.
 /// </summary>
 internal sealed class ScenarioRunner
 {
@@ -34,8 +44,13 @@ internal sealed class ScenarioRunner
         _quiet = quiet;
     }
 
-    public async Task<ScenarioReport> RunAsync(AttackScenario scenario, int seed, bool keep, CancellationToken cancellationToken)
+    public async Task<ScenarioReport> RunAsync(AttackScenario scenario, int seed, bool keep, ScenarioTarget target, CancellationToken cancellationToken)
     {
+        if (target == ScenarioTarget.Postfix && PostfixTarget.MissingReason is { } missing)
+        {
+            throw new CliException("--target postfix: " + missing + ".");
+        }
+
         var data = Path.Combine(Path.GetTempPath(), "analytics-scenario-" + scenario.Name + "-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(data);
         var world = new ScenarioWorld(seed);
@@ -47,16 +62,24 @@ internal sealed class ScenarioRunner
             await SeedAsync(scenario, world, data, cancellationToken);
             var submission = new IPEndPoint(IPAddress.Loopback, FreePort());
             var mx = new IPEndPoint(IPAddress.Loopback, FreePort());
-            var config = WriteConfig(data);
+            var policy = target == ScenarioTarget.Postfix ? new PolicyEndpoints(data) : null;
+            var config = WriteConfig(data, policy);
             var log = new ClientLog(_time);
             var modelDirectory = new DetectionOptions().ResolveModelDirectory();
 
             Progress("starting serve");
             var serveLog = Path.Combine(data, "serve.log");
+            PostfixTarget? peers = null;
             using (var serve = await StartServeAsync(data, config, submission, mx, serveLog, cancellationToken))
             try
             {
-                var context = new AttackContext(world, submission, mx, log, _time);
+                if (policy is not null)
+                {
+                    Progress("starting Postfix and Dovecot beside it");
+                    peers = await PostfixTarget.StartAsync(policy.PeersRoot, world, policy.PostfixEndpoint, policy.DovecotUrl);
+                }
+
+                var context = new AttackContext(world, peers?.Submission ?? submission, peers?.Mx ?? mx, log, _time);
                 using var stopLegit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 var legit = LegitPopulation.RunAsync(context, stopLegit.Token);
 
@@ -83,6 +106,13 @@ internal sealed class ScenarioRunner
                 await Task.Delay(TimeSpan.FromSeconds(2), _time, cancellationToken);
                 await stopLegit.CancelAsync();
                 await legit;
+                if (peers is not null)
+                {
+                    // What Postfix logged last reaches serve before it stops.
+                    await Task.Delay(TimeSpan.FromMilliseconds(500), _time, cancellationToken);
+                    Progress("stopping Postfix and Dovecot");
+                    await peers.DisposeAsync();
+                }
 
                 Progress("stopping serve (SIGTERM)");
                 Signal(serve.Id, "TERM");
@@ -96,6 +126,11 @@ internal sealed class ScenarioRunner
             }
             finally
             {
+                if (peers is not null)
+                {
+                    await peers.DisposeAsync();
+                }
+
                 if (!serve.HasExited)
                 {
                     serve.Kill(entireProcessTree: true);
@@ -106,8 +141,19 @@ internal sealed class ScenarioRunner
             await using (var store = EmbeddedStore.Open(data))
             {
                 report.Context("seed", seed.ToString(CultureInfo.InvariantCulture));
-                report.Context("server", $"analytics serve (child process), submission {submission}, mx {mx}");
-                report.Context("transport", "attackers: AUTH PLAIN in the clear (AllowInsecureAuth); legitimate users: MailKit with STARTTLS");
+                if (policy is null)
+                {
+                    report.Context("server", $"analytics serve (child process), submission {submission}, mx {mx}");
+                    report.Context("transport", "attackers: AUTH PLAIN in the clear (AllowInsecureAuth); legitimate users: MailKit with STARTTLS");
+                }
+                else
+                {
+                    report.Context("server", PostfixTargetDescription);
+                    report.Context("transport", "attackers: AUTH PLAIN in the clear; legitimate users: MailKit with STARTTLS (Postfix's self-signed certificate)");
+                    report.Context("dovecot", PostfixTarget.DovecotChanges);
+                    report.Context("auth_refusals", "a login refused by the engine reaches the client as 535 5.7.8 …: Temporary authentication failure…; the figures count it as the 454 it is");
+                }
+
                 report.Context("pbkdf2_iterations", ScenarioWorld.Pbkdf2Iterations.ToString(CultureInfo.InvariantCulture) + " (LOWERED for seeded accounts and the server's dummy hash)");
                 report.Context("score_interval", "1 s");
                 report.Context("model", await ModelUsedAsync(store, modelDirectory, cancellationToken));
@@ -162,8 +208,37 @@ internal sealed class ScenarioRunner
     /// seeded ones, so unknown and known users cost the same; a per-IP session cap that the bots'
     /// parallelism does not hit. Every defense runs at its default.
     /// </summary>
-    private static string WriteConfig(string data)
+    private const string PostfixTargetDescription =
+        "Postfix 3.7 (MX, and submission with Dovecot 2.3 SASL) and Dovecot 2.3, child instances, with analytics serve (child process) beside them: " +
+        "check_policy_service as recommended (connection check first, limits after reject_unlisted_recipient, end of data), auth_policy_server_url with pwtag, maillog_file followed";
+
+    /// <summary>Where serve's policy services listen for the run's Postfix and Dovecot, in the run's data directory.</summary>
+    private sealed class PolicyEndpoints(string data)
     {
+        public string PeersRoot { get; } = Path.Combine(data, "peers");
+
+        public string PostfixEndpoint { get; } = "unix:" + Path.Combine(data, "policy.sock");
+
+        public int DovecotPort { get; } = FreePort();
+
+        public string DovecotUrl => $"http://127.0.0.1:{DovecotPort.ToString(CultureInfo.InvariantCulture)}/";
+
+        public JsonObject Section => new()
+        {
+            [nameof(PolicyOptions.PostfixEndpoint)] = PostfixEndpoint,
+            [nameof(PolicyOptions.PostfixSocketGroup)] = "postfix", // smtpd runs as postfix; the socket is 0660
+            [nameof(PolicyOptions.DovecotEndpoint)] = "127.0.0.1:" + DovecotPort.ToString(CultureInfo.InvariantCulture),
+            [nameof(PolicyOptions.MailLog)] = PostfixTarget.MailLogOf(PeersRoot),
+        };
+    }
+
+    private static string WriteConfig(string data, PolicyEndpoints? policy)
+    {
+        if (policy is not null)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(PostfixTarget.MailLogOf(policy.PeersRoot))!);
+        }
+
         var config = new JsonObject
         {
             ["Detection"] = new JsonObject { ["ScoreInterval"] = "00:00:01" },
@@ -179,6 +254,11 @@ internal sealed class ScenarioRunner
             // The review console and /metrics, on a free port: another server may hold the default one.
             ["Review"] = new JsonObject { ["Http"] = "127.0.0.1:" + FreePort().ToString(CultureInfo.InvariantCulture) },
         };
+        if (policy is not null)
+        {
+            config[PolicyOptions.SectionName] = policy.Section;
+        }
+
         var path = Path.Combine(data, "scenario.json");
         File.WriteAllText(path, config.ToJsonString());
         return path;

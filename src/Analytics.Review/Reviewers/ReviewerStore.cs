@@ -15,10 +15,23 @@ public static class ReviewerRoles
 
 public sealed record Reviewer(string Name, string Role, bool Enabled, DateTime CreatedAt, DateTime UpdatedAt);
 
+/// <summary>A token just issued: the secret (shown once, never stored) and the id it is listed and revoked by.</summary>
+public sealed record IssuedToken(string Id, string Token, string Name, DateTime CreatedAt, DateTime ExpiresAt);
+
+/// <summary>What is known of a token without its secret. <see cref="ExpiresAt"/> is the effective expiry.</summary>
+public sealed record TokenInfo(string Id, string Name, DateTime CreatedAt, DateTime ExpiresAt, bool Revoked, DateTime? LastUsedAt)
+{
+    public string State(DateTime now) => Revoked ? "revoked" : ExpiresAt <= now ? "expired" : "active";
+}
+
 /// <summary>
 /// Reviewer accounts and their API tokens in the <c>reviewers</c> and <c>reviewer_tokens</c> tables
-/// (migration 0013). Passwords are hashed with the submission users' <see cref="PasswordHasher"/>;
-/// tokens are kept as SHA-256 only, so a leaked table grants nothing.
+/// (migrations 0013, 0050). Passwords are hashed with the submission users' <see cref="PasswordHasher"/>;
+/// tokens are kept as SHA-256 only, so a leaked table grants nothing. Every token expires
+/// (<see cref="ReviewOptions.TokenLifetime"/> unless told otherwise, at most
+/// <see cref="ReviewOptions.TokenMaxLifetime"/>) and has an id, its first <see cref="TokenIdLength"/>
+/// characters, by which it is listed and revoked on its own. Tokens are looked up on every request, so
+/// a revocation or an expiry takes effect at the next one.
 /// </summary>
 public sealed class ReviewerStore
 {
@@ -38,27 +51,57 @@ public sealed class ReviewerStore
         """;
 
     private const string InsertToken = """
-        INSERT INTO reviewer_tokens (token_hash, name, created_at, expires_at, revoked, version)
-        VALUES ({hash:String}, {name:String}, {created:DateTime64(3)}, {expires:Nullable(DateTime64(3))}, false, {version:UInt64})
+        INSERT INTO reviewer_tokens (token_hash, id, name, created_at, expires_at, revoked, version)
+        VALUES ({hash:String}, {id:String}, {name:String}, {created:DateTime64(3)}, {expires:Nullable(DateTime64(3))}, {revoked:Bool}, {version:UInt64})
         """;
 
     private const string SelectToken = """
-        SELECT name, expires_at, revoked FROM reviewer_tokens FINAL WHERE token_hash = {hash:String}
+        SELECT token_hash, id, name, created_at, expires_at, revoked FROM reviewer_tokens FINAL WHERE token_hash = {hash:String}
+        """;
+
+    private const string SelectTokensById = """
+        SELECT token_hash, id, name, created_at, expires_at, revoked FROM reviewer_tokens FINAL WHERE id = {id:String}
+        """;
+
+    private const string SelectTokensOf = """
+        SELECT t.id AS id, t.name AS name, t.created_at AS created_at, t.expires_at AS expires_at, t.revoked AS revoked, u.last_used_at AS last_used_at
+        FROM (SELECT id, name, created_at, expires_at, revoked FROM reviewer_tokens FINAL WHERE name = {name:String}) AS t
+        LEFT JOIN (SELECT id, CAST(max(last_used_at) AS Nullable(DateTime64(3, 'UTC'))) AS last_used_at FROM reviewer_token_uses GROUP BY id) AS u ON u.id = t.id
+        ORDER BY t.created_at, t.id
+        """;
+
+    private const string InsertUse = """
+        INSERT INTO reviewer_token_uses (id, last_used_at) VALUES ({id:String}, {at:DateTime64(3)})
         """;
 
     /// <summary>Tokens start with this, so that a leaked one is recognisable (and greppable).</summary>
     public const string TokenPrefix = "arv_";
 
+    /// <summary>A token's id is its first characters: the prefix and 8 of its 43 random ones (48 of 256 bits).</summary>
+    public const int TokenIdLength = 12;
+
+    /// <summary>A token's last use is written at most this often (one small insert per token and period).</summary>
+    public static readonly TimeSpan LastUsedResolution = TimeSpan.FromMinutes(10);
+
     private static long _lastVersion;
     private readonly IClickHouseStore _store;
     private readonly PasswordHasher _hasher;
     private readonly TimeProvider _time;
+    private readonly TimeSpan _tokenLifetime;
+    private readonly TimeSpan _tokenMaxLifetime;
 
-    public ReviewerStore(IClickHouseStore store, PasswordHasher hasher, TimeProvider time)
+    // Token id → when its use was last written; only tokens that resolved land here, so it is as large as the set of live tokens.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, DateTime> _lastUseWritten = new(StringComparer.Ordinal);
+
+    /// <param name="options">Token lifetimes (<see cref="ReviewOptions.TokenLifetime"/>, <see cref="ReviewOptions.TokenMaxLifetime"/>); default when null.</param>
+    public ReviewerStore(IClickHouseStore store, PasswordHasher hasher, TimeProvider time, ReviewOptions? options = null)
     {
+        options ??= new ReviewOptions();
         _store = store;
         _hasher = hasher;
         _time = time;
+        _tokenLifetime = options.TokenLifetime;
+        _tokenMaxLifetime = options.TokenMaxLifetime;
     }
 
     public static string Normalize(string name) => name.Trim().ToLowerInvariant();
@@ -109,9 +152,20 @@ public sealed class ReviewerStore
         return PasswordHasher.Verify(password, f.Hash) && f.Reviewer.Enabled ? f.Reviewer : null;
     }
 
-    /// <summary>Issues an API token for the reviewer; the token is shown once and kept only as its hash.</summary>
-    public async Task<string> IssueTokenAsync(string name, TimeSpan? lifetime, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Issues an API token for the reviewer, valid for <paramref name="lifetime"/> (default
+    /// <see cref="ReviewOptions.TokenLifetime"/>, at most <see cref="ReviewOptions.TokenMaxLifetime"/>).
+    /// The token is returned once and kept only as its hash.
+    /// </summary>
+    public async Task<IssuedToken> IssueTokenAsync(string name, TimeSpan? lifetime, CancellationToken cancellationToken = default)
     {
+        var days = lifetime ?? _tokenLifetime;
+        if (days <= TimeSpan.Zero || days > _tokenMaxLifetime)
+        {
+            throw new ArgumentException(
+                $"A token lives at most {Describe(_tokenMaxLifetime)} (Review:TokenMaxLifetime), and more than nothing; asked for {Describe(days)}.", nameof(lifetime));
+        }
+
         var reviewer = await GetAsync(name, cancellationToken) ?? throw new KeyNotFoundException($"No reviewer {Normalize(name)}.");
         if (!reviewer.Enabled)
         {
@@ -119,11 +173,13 @@ public sealed class ReviewerStore
         }
 
         var token = TokenPrefix + Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)).TrimEnd('=').Replace('+', '-').Replace('/', '_');
+        var id = token[..TokenIdLength];
         var now = _time.GetUtcNow().UtcDateTime;
+        var expires = now + days;
         await _store.ExecuteAsync(InsertToken, QueryParameters.Of(
-            ("hash", HashToken(token)), ("name", reviewer.Name), ("created", now), ("expires", lifetime is { } l ? now + l : null), ("version", NextVersion(now))),
+            ("hash", HashToken(token)), ("id", id), ("name", reviewer.Name), ("created", now), ("expires", expires), ("revoked", false), ("version", NextVersion(now))),
             cancellationToken);
-        return token;
+        return new IssuedToken(id, token, reviewer.Name, now, expires);
     }
 
     /// <summary>The enabled reviewer a bearer token belongs to, or null (unknown, expired, revoked, disabled).</summary>
@@ -135,14 +191,68 @@ public sealed class ReviewerStore
         }
 
         var row = await _store.QueryFirstOrDefaultAsync<TokenRow>(SelectToken, QueryParameters.Of(("hash", HashToken(token))), cancellationToken);
-        if (row is null || row.Revoked || (row.ExpiresAt is { } expires && expires <= _time.GetUtcNow().UtcDateTime))
+        var now = _time.GetUtcNow().UtcDateTime;
+        if (row is null || row.Revoked || ExpiresAt(row) <= now)
         {
             return null;
         }
 
         var reviewer = await GetAsync(row.Name, cancellationToken);
-        return reviewer is { Enabled: true } ? reviewer : null;
+        if (reviewer is not { Enabled: true })
+        {
+            return null;
+        }
+
+        if (!_lastUseWritten.TryGetValue(row.Id, out var written) || now - written >= LastUsedResolution)
+        {
+            _lastUseWritten[row.Id] = now;
+            await _store.ExecuteAsync(InsertUse, QueryParameters.Of(("id", row.Id), ("at", now)), cancellationToken);
+        }
+
+        return reviewer;
     }
+
+    /// <summary>The reviewer's tokens, oldest first, revoked and expired ones included; never the secrets.</summary>
+    public async Task<IReadOnlyList<TokenInfo>> ListTokensAsync(string name, CancellationToken cancellationToken = default)
+    {
+        var reviewer = await GetAsync(name, cancellationToken) ?? throw new KeyNotFoundException($"No reviewer {Normalize(name)}.");
+        var rows = await _store.QueryListAsync<TokenListRow>(SelectTokensOf, QueryParameters.Of(("name", reviewer.Name)), cancellationToken);
+        return rows.ConvertAll(r => new TokenInfo(r.Id, r.Name, r.CreatedAt, r.ExpiresAt ?? r.CreatedAt + _tokenLifetime, r.Revoked, r.LastUsedAt));
+    }
+
+    /// <summary>
+    /// Revokes one token, by its id (or by the whole token, e.g. one found leaked): it is refused from the
+    /// next request on. Revoking a revoked token changes nothing.
+    /// </summary>
+    public async Task<TokenInfo> RevokeTokenAsync(string idOrToken, CancellationToken cancellationToken = default)
+    {
+        idOrToken = idOrToken.Trim();
+        var whole = idOrToken.Length > TokenIdLength && idOrToken.StartsWith(TokenPrefix, StringComparison.Ordinal);
+        var rows = whole
+            ? await _store.QueryListAsync<TokenRow>(SelectToken, QueryParameters.Of(("hash", HashToken(idOrToken))), cancellationToken)
+            : await _store.QueryListAsync<TokenRow>(SelectTokensById, QueryParameters.Of(("id", idOrToken)), cancellationToken);
+        var row = rows.Count switch
+        {
+            0 => throw new KeyNotFoundException($"No token {(whole ? idOrToken[..TokenIdLength] + "…" : idOrToken)}."),
+            1 => rows[0],
+            _ => throw new InvalidOperationException($"{rows.Count} tokens have the id {idOrToken}; revoke by the whole token, or disable the reviewer."),
+        };
+        if (!row.Revoked)
+        {
+            var now = _time.GetUtcNow().UtcDateTime;
+            await _store.ExecuteAsync(InsertToken, QueryParameters.Of(
+                ("hash", row.TokenHash), ("id", row.Id), ("name", row.Name), ("created", row.CreatedAt), ("expires", row.ExpiresAt), ("revoked", true), ("version", NextVersion(now))),
+                cancellationToken);
+        }
+
+        return new TokenInfo(row.Id, row.Name, row.CreatedAt, ExpiresAt(row), true, null);
+    }
+
+    // Tokens issued before expiries existed have none: they last the default lifetime from their issue.
+    private DateTime ExpiresAt(TokenRow row) => row.ExpiresAt ?? row.CreatedAt + _tokenLifetime;
+
+    private static string Describe(TimeSpan span) =>
+        span.TotalDays >= 1 && span.Ticks % TimeSpan.TicksPerDay == 0 ? $"{span.TotalDays:0} days" : span.ToString("c", System.Globalization.CultureInfo.InvariantCulture);
 
     private static string HashToken(string token) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(token)));
 
@@ -157,7 +267,9 @@ public sealed class ReviewerStore
         public Reviewer Reviewer => new(Name, Role, Enabled, CreatedAt, UpdatedAt);
     }
 
-    private sealed record TokenRow(string Name, DateTime? ExpiresAt, bool Revoked);
+    private sealed record TokenRow(string TokenHash, string Id, string Name, DateTime CreatedAt, DateTime? ExpiresAt, bool Revoked);
+
+    private sealed record TokenListRow(string Id, string Name, DateTime CreatedAt, DateTime? ExpiresAt, bool Revoked, DateTime? LastUsedAt);
 
     private Task WriteAsync(string name, string hash, string role, bool enabled, DateTime created, DateTime updated, CancellationToken cancellationToken) =>
         _store.ExecuteAsync(Insert, QueryParameters.Of(

@@ -75,8 +75,9 @@ internal static class ReviewEndpoints
 
     // ---- login ----
 
+    // A return URL that would be refused after the login is not carried into the form either.
     private static IResult LoginPage(HttpContext http, IAntiforgery antiforgery, string? returnUrl) =>
-        Page(Pages.Login(new PageContext(null, null, antiforgery.GetAndStoreTokens(http).RequestToken ?? ""), returnUrl, null, null));
+        Page(Pages.Login(new PageContext(null, null, antiforgery.GetAndStoreTokens(http).RequestToken ?? ""), ReturnUrl.IsLocal(returnUrl) ? returnUrl : null, null, null));
 
     private static async Task<IResult> Login(HttpContext http, IAntiforgery antiforgery, ReviewerStore reviewers, LoginThrottle throttle, CancellationToken cancellationToken)
     {
@@ -85,7 +86,11 @@ internal static class ReviewEndpoints
             return Results.BadRequest();
         }
 
-        var form = await http.Request.ReadFormAsync(cancellationToken);
+        if (await ReadFormAsync(http.Request, cancellationToken) is not { } form)
+        {
+            return Page(Pages.Login(new PageContext(null, null, antiforgery.GetAndStoreTokens(http).RequestToken ?? ""), null, "The form could not be read.", null), StatusCodes.Status400BadRequest);
+        }
+
         var name = form["name"].ToString().Trim();
         var returnUrl = form["returnUrl"].ToString();
         IResult Again(string error, int status) =>
@@ -96,28 +101,53 @@ internal static class ReviewEndpoints
             return Again("The form expired or did not come from this page; try again.", StatusCodes.Status400BadRequest);
         }
 
+        // Behind a trusted proxy this is the client's address from X-Forwarded-For (ReviewConsole).
         var ip = http.Connection.RemoteIpAddress?.ToString() ?? "";
-        var wait = throttle.RetryAfter(ip, name);
-        if (wait > TimeSpan.Zero)
+        if (throttle.TryBegin(ip, name, out var wait) is not { } attempt)
         {
             http.Response.Headers.RetryAfter = Math.Ceiling(wait.TotalSeconds).ToString(CultureInfo.InvariantCulture);
             return Again($"Too many failed logins; try again in {Math.Ceiling(wait.TotalMinutes):0} minutes.", StatusCodes.Status429TooManyRequests);
         }
 
-        var reviewer = name.Length == 0 ? null : await reviewers.VerifyAsync(name, form["password"].ToString(), cancellationToken);
+        Reviewer? reviewer = null;
+        try
+        {
+            reviewer = name.Length == 0 ? null : await reviewers.VerifyAsync(name, form["password"].ToString(), cancellationToken);
+        }
+        finally
+        {
+            // Settled even when the check throws: an attempt that was not a success counts as a failure.
+            if (reviewer is null)
+            {
+                throttle.Failed(attempt);
+            }
+            else
+            {
+                throttle.Succeeded(attempt);
+            }
+        }
+
         if (reviewer is null)
         {
-            throttle.Failed(ip, name);
             return Again("Wrong name or password, or the account is disabled.", StatusCodes.Status401Unauthorized);
         }
 
-        throttle.Succeeded(name);
         await http.SignInAsync(ReviewAuth.CookieScheme, ReviewAuth.Principal(reviewer, ReviewAuth.CookieScheme));
-        return Results.Redirect(IsLocal(returnUrl) ? returnUrl : "/queue");
+        return Results.Redirect(ReturnUrl.IsLocal(returnUrl) ? returnUrl : "/queue");
     }
 
-    private static bool IsLocal(string url) =>
-        url.StartsWith('/') && !url.StartsWith("//", StringComparison.Ordinal) && !url.StartsWith("/\\", StringComparison.Ordinal);
+    /// <summary>The posted form, or null when it cannot be decoded (a NUL, bad encoding, over the size limits): a bad request, not a server error.</summary>
+    private static async Task<IFormCollection?> ReadFormAsync(HttpRequest request, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await request.ReadFormAsync(cancellationToken);
+        }
+        catch (InvalidDataException)
+        {
+            return null;
+        }
+    }
 
     private static async Task<IResult> Logout(HttpContext http, IAntiforgery antiforgery)
     {
@@ -238,7 +268,11 @@ internal static class ReviewEndpoints
             return Results.BadRequest();
         }
 
-        var form = await http.Request.ReadFormAsync(cancellationToken);
+        if (await ReadFormAsync(http.Request, cancellationToken) is not { } form)
+        {
+            return Page(Pages.Error(Page(http, antiforgery), "Refused", "The form could not be read."), StatusCodes.Status400BadRequest);
+        }
+
         if (!await antiforgery.IsRequestValidAsync(http))
         {
             return Page(Pages.Error(Page(http, antiforgery), "Refused", "The form did not carry a valid token (it may have expired): reload the page and try again."), StatusCodes.Status400BadRequest);

@@ -52,31 +52,45 @@ public sealed class SmtpProbe : IAsyncDisposable
     }
 
     /// <summary>Sends one line, returns the reply code (0 when the connection ended).</summary>
-    public async Task<int> CommandAsync(string line, CancellationToken cancellationToken)
+    public async Task<int> CommandAsync(string line, CancellationToken cancellationToken) => (await CommandWithTextAsync(line, cancellationToken)).Code;
+
+    /// <summary>Sends one line, returns the reply (code 0 when the connection ended).</summary>
+    public async Task<(int Code, string Text)> CommandWithTextAsync(string line, CancellationToken cancellationToken)
     {
         if (Closed)
         {
-            return 0;
+            return (0, "");
         }
 
         try
         {
             await _stream.WriteAsync(Encoding.ASCII.GetBytes(line + "\r\n"), cancellationToken);
-            var code = await ReadReplyAsync(cancellationToken);
-            Closed |= code is 0 or 421 or 221;
-            return code;
+            var reply = await _replies.ReadAsync(cancellationToken);
+            Closed |= reply.Code is 0 or 421 or 221;
+            return reply;
         }
         catch (Exception ex) when (ex is IOException or SocketException)
         {
             Closed = true;
-            return 0;
+            return (0, "");
         }
     }
 
     public Task<int> EhloAsync(string name, CancellationToken cancellationToken) => CommandAsync("EHLO " + name, cancellationToken);
 
-    public Task<int> AuthPlainAsync(string user, string password, CancellationToken cancellationToken) =>
-        CommandAsync("AUTH PLAIN " + Convert.ToBase64String(Encoding.UTF8.GetBytes("\0" + user + "\0" + password)), cancellationToken);
+    /// <summary>
+    /// AUTH PLAIN; the reply code, where a refusal by policy counts as the 454 it is: through Postfix and
+    /// Dovecot it reaches the client as <c>535 5.7.8 Error: authentication failed: Temporary authentication
+    /// failure, try again later</c> (Postfix's SASL client has no other code for a refused login).
+    /// </summary>
+    public async Task<int> AuthPlainAsync(string user, string password, CancellationToken cancellationToken)
+    {
+        var (code, text) = await CommandWithTextAsync("AUTH PLAIN " + Convert.ToBase64String(Encoding.UTF8.GetBytes("\0" + user + "\0" + password)), cancellationToken);
+        return code == 535 && text.Contains(RefusedByPolicy, StringComparison.Ordinal) ? 454 : code;
+    }
+
+    /// <summary>The engine's text for a refused login (SessionRules), as Dovecot hands it to Postfix.</summary>
+    private const string RefusedByPolicy = "Temporary authentication failure";
 
     /// <summary>DATA with a small body; the final reply's code.</summary>
     public async Task<int> DataAsync(string from, CancellationToken cancellationToken)

@@ -147,9 +147,10 @@ public sealed class SessionRules
     }
 
     /// <summary>
-    /// AUTH with a decoded user and password: the limit book first (a locked address, network or
-    /// account, a burned password: 454 without hashing anything), then the password, then the outcome
-    /// back into the book, which may lock the address, its network or the account.
+    /// AUTH with a decoded user and password: the limit book first (<see cref="AuthPolicy"/>: a locked
+    /// address, network or account, a burned password: 454 without hashing anything), then the password,
+    /// then the outcome back into the book (<see cref="AuthOutcome"/>), which may lock the address, its
+    /// network or the account.
     /// </summary>
     public async ValueTask<AuthResult> AuthAsync(IRuleSession session, string user, string password, CancellationToken cancellationToken = default)
     {
@@ -158,17 +159,13 @@ public sealed class SessionRules
             return new AuthResult(false, new RuleReply(503, "5.5.1", "AUTH not available on this service", "auth not offered on mx"), "auth not offered on mx");
         }
 
-        session.AuthUser = AccountName.Normalize(user);
-        session.SecretTag = TagOf(password);
-        var subject = new LimitSubject(session.Address, session.AuthUser) { SecretTag = session.SecretTag };
-        var decision = _book.CheckAuth(subject);
-        ApplyTarpit(session, decision);
-        if (decision.Action != LimitAction.Allow)
+        var tag = TagOf(password);
+        if (AuthPolicy(session, user, tag) is { } refused)
         {
-            session.Throttle(454, "4.7.0", "auth refused: " + decision.Reason, decision.Tarpit, session.AuthUser);
-            return new AuthResult(false, new RuleReply(454, "4.7.0", "Temporary authentication failure, try again later", decision.Reason), decision.Reason);
+            return new AuthResult(false, refused, refused.Reason);
         }
 
+        var subject = new LimitSubject(session.Address, session.AuthUser) { SecretTag = tag };
         var check = await _credentials.VerifyAsync(session.AuthUser, password, _book.IsOwnersNetwork(subject), cancellationToken);
         if (check == CredentialCheck.Busy)
         {
@@ -176,6 +173,38 @@ public sealed class SessionRules
             return new AuthResult(false, new RuleReply(454, "4.7.0", "Temporary authentication failure, try again later", "busy"), "busy");
         }
 
+        return AuthOutcome(session, tag, check);
+    }
+
+    /// <summary>
+    /// The limit book's part of AUTH, before any password is looked at: null when the attempt may go on,
+    /// else the 454 refusal (and its throttle event). Also where another server's AUTH is asked about
+    /// (Dovecot's auth policy, before it checks the password); <paramref name="secretTag"/> is
+    /// <see cref="LimitSubject.SecretTag"/> (0 when the password is not known in any form).
+    /// </summary>
+    public RuleReply? AuthPolicy(IRuleSession session, string user, ulong secretTag)
+    {
+        session.AuthUser = AccountName.Normalize(user);
+        session.SecretTag = secretTag;
+        var decision = _book.CheckAuth(new LimitSubject(session.Address, session.AuthUser) { SecretTag = secretTag });
+        ApplyTarpit(session, decision);
+        if (decision.Action == LimitAction.Allow)
+        {
+            return null;
+        }
+
+        session.Throttle(454, "4.7.0", "auth refused: " + decision.Reason, decision.Tarpit, session.AuthUser);
+        return new RuleReply(454, "4.7.0", "Temporary authentication failure, try again later", decision.Reason);
+    }
+
+    /// <summary>
+    /// What a password check came to, recorded in the limit book (a success clears the account's
+    /// failures; a failure may lock the address, its network or the account, and burn the password):
+    /// after <see cref="AuthAsync"/>'s own check, or another server's (Dovecot's report).
+    /// </summary>
+    public AuthResult AuthOutcome(IRuleSession session, ulong secretTag, CredentialCheck check)
+    {
+        var subject = new LimitSubject(session.Address, session.AuthUser) { SecretTag = secretTag };
         if (check == CredentialCheck.Ok)
         {
             _book.RecordAuthSuccess(subject);
@@ -226,7 +255,7 @@ public sealed class SessionRules
     {
         if (session.AcceptedRecipients >= _session.MaxRecipientsPerMessage)
         {
-            return new RuleReply(452, "4.5.3", "Too many recipients", "too many recipients");
+            return TooManyRecipients;
         }
 
         var domain = RecipientStore.NormalizeDomain(host);
@@ -240,13 +269,35 @@ public sealed class SessionRules
         {
             if (!_recipients.HasMailbox(normalized))
             {
-                return UnknownMailbox(session);
+                return UnknownRecipient(session);
             }
         }
         else if (session.Role == ListenerRole.Mx || session.User.Length == 0)
         {
             // On submission the second test is unreachable while AUTH comes before MAIL; kept so that is never an open relay.
             return new RuleReply(554, "5.7.1", "Relay access denied", "relay denied");
+        }
+
+        if (Enforce(session, _book.CheckRcpt(Subject(session), session.AcceptedRecipients), "rcpt") is { } refused)
+        {
+            return refused;
+        }
+
+        session.KnownRecipients++;
+        _book.RecordKnownRecipient(Subject(session));
+        return null;
+    }
+
+    /// <summary>
+    /// RCPT TO for an address another server has already found acceptable (Postfix, which asks through
+    /// policy delegation once its own recipient checks passed): recipients per message, then the
+    /// account's and the address's limits, counted and remembered as <see cref="Rcpt"/> does an acceptable recipient.
+    /// </summary>
+    public RuleReply? AcceptedRcpt(IRuleSession session)
+    {
+        if (session.AcceptedRecipients >= _session.MaxRecipientsPerMessage)
+        {
+            return TooManyRecipients;
         }
 
         if (Enforce(session, _book.CheckRcpt(Subject(session), session.AcceptedRecipients), "rcpt") is { } refused)
@@ -276,7 +327,12 @@ public sealed class SessionRules
         return Math.Max(1UL, System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(hash));
     }
 
-    private RuleReply UnknownMailbox(IRuleSession session)
+    /// <summary>
+    /// A RCPT for a local address without a mailbox (550 5.1.1), counted within the session (tarpit, then
+    /// disconnect) and across sessions (hold): from <see cref="Rcpt"/>, or from another server's log
+    /// (Postfix's "User unknown" rejections). Returns the reply the listener sends: 550, or 421 and close.
+    /// </summary>
+    public RuleReply UnknownRecipient(IRuleSession session)
     {
         session.UnknownRecipients++;
 
@@ -314,6 +370,8 @@ public sealed class SessionRules
 
         return new RuleReply(550, "5.1.1", "Mailbox unknown", "unknown mailbox");
     }
+
+    private static readonly RuleReply TooManyRecipients = new(452, "4.5.3", "Too many recipients", "too many recipients");
 
     private void RecordFailure(IRuleSession session, LimitSubject subject)
     {
