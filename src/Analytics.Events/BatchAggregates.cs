@@ -32,9 +32,12 @@ internal sealed class BatchAggregates
         "auth_login", "auth_ok_after_fail", "sent_after_fail", "deliveries", "delivery_failures",
     ];
 
-    // What the batch has seen of each session so far (a session's events arrive in order, in one batch or
-    // a few consecutive ones): whether it greeted, and whether an AUTH failed before one succeeded.
+    // What this sink has seen of each open session (its events arrive in order, in one batch or a few
+    // consecutive ones, so the marks outlive a batch): whether it greeted, and whether an AUTH failed
+    // before one succeeded. A session's entry goes at its close; if closes go missing (a crash of the
+    // listener), the whole map is dropped past MaxOpenSessions, which loses marks, never memory.
     private readonly Dictionary<ulong, SessionMarks> _sessions = [];
+    private const int MaxOpenSessions = 100_000;
 
     private readonly Dictionary<(string User, uint Minute), Activity> _users = [];
     private readonly Dictionary<(UInt128 Ip, uint Minute), Activity> _ips = [];
@@ -85,7 +88,10 @@ internal sealed class BatchAggregates
         _seenAddresses.Clear();
         _seenValues.Clear();
         _ipText.Clear();
-        _sessions.Clear();
+        if (_sessions.Count > MaxOpenSessions)
+        {
+            _sessions.Clear();
+        }
         _ipEntities.Clear();
         _netEntities.Clear();
         _pooled = 0;
@@ -151,7 +157,11 @@ internal sealed class BatchAggregates
         }
     }
 
-    /// <summary>What this event adds to its session's marks, and the marks that apply to it.</summary>
+    /// <summary>
+    /// What this event adds to its session's marks, and the marks that apply to it. The fingerprint
+    /// (EHLO style, STARTTLS) is counted on the session's close, which carries the account it logged in
+    /// as: EHLO and STARTTLS come before AUTH, so counted there they would never reach the account.
+    /// </summary>
     private SessionFlags Marks(SmtpEvent e)
     {
         ref var marks = ref CollectionsMarshal.GetValueRefOrAddDefault(_sessions, e.SessionId, out _);
@@ -160,7 +170,10 @@ internal sealed class BatchAggregates
         {
             case EventKind.Ehlo when !marks.Greeted:
                 marks.Greeted = true;
-                flags |= e.Detail.StartsWith('[') ? SessionFlags.HeloLiteral : !e.Detail.Contains('.', StringComparison.Ordinal) ? SessionFlags.HeloBare : SessionFlags.None;
+                marks.Helo = e.Detail.StartsWith('[') ? SessionFlags.HeloLiteral : !e.Detail.Contains('.', StringComparison.Ordinal) ? SessionFlags.HeloBare : SessionFlags.None;
+                break;
+            case EventKind.StartTls when e.Outcome == EventOutcome.Ok:
+                marks.Tls = true;
                 break;
             case EventKind.Auth when e.Outcome == EventOutcome.Ok:
                 if (marks.AuthFailed)
@@ -175,6 +188,10 @@ internal sealed class BatchAggregates
                 break;
             case EventKind.Data when e.Outcome == EventOutcome.Ok && marks.OkAfterFail:
                 flags |= SessionFlags.SentAfterFail;
+                break;
+            case EventKind.Close:
+                flags |= marks.Helo | (marks.Tls ? SessionFlags.Tls : SessionFlags.None);
+                _sessions.Remove(e.SessionId);
                 break;
         }
 
@@ -674,6 +691,7 @@ internal sealed class BatchAggregates
             HeloBare += (marks & SessionFlags.HeloBare) != 0 ? 1UL : 0UL;
             AuthOkAfterFail += (marks & SessionFlags.OkAfterFail) != 0 ? 1UL : 0UL;
             SentAfterFail += (marks & SessionFlags.SentAfterFail) != 0 ? 1UL : 0UL;
+            Tls += (marks & SessionFlags.Tls) != 0 ? 1UL : 0UL;
             switch (e.Kind)
             {
                 case EventKind.Auth:
@@ -740,9 +758,6 @@ internal sealed class BatchAggregates
                 case EventKind.Rset:
                     Rsets++;
                     break;
-                case EventKind.StartTls when e.Outcome == EventOutcome.Ok:
-                    Tls++;
-                    break;
                 case EventKind.Close:
                     Closes++;
                     Quits += e.Detail == "quit" ? 1UL : 0UL;
@@ -757,12 +772,14 @@ internal sealed class BatchAggregates
     private struct SessionMarks
     {
         public bool Greeted;
+        public SessionFlags Helo;
+        public bool Tls;
         public bool AuthFailed;
         public bool OkAfterFail;
     }
 }
 
-/// <summary>Marks an event carries from its session: its first EHLO's kind, an AUTH success after a failure, a message sent after one.</summary>
+/// <summary>Marks an event carries from its session: on the close, its first EHLO's kind and STARTTLS; an AUTH success after a failure; a message sent after one.</summary>
 [Flags]
 internal enum SessionFlags : byte
 {
@@ -771,6 +788,7 @@ internal enum SessionFlags : byte
     HeloBare = 2,
     OkAfterFail = 4,
     SentAfterFail = 8,
+    Tls = 16,
 }
 
 /// <summary>A set that stays a short array while small (most per-minute sets hold one to a few values).</summary>

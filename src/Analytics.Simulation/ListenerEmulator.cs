@@ -30,7 +30,8 @@ internal sealed class ListenerEmulator
         _world = world;
         _options = options ?? new LimitsOptions();
         _clock = new VirtualClock(world.Start);
-        _rules = new SessionRules(_options, new LimitBook(_options, _clock), new WorldDirectory(world), new WorldDirectory(world));
+        _rules = new SessionRules(_options, new LimitBook(_options, _clock), new WorldDirectory(world), new WorldDirectory(world),
+            tagKey: System.Security.Cryptography.SHA256.HashData(BitConverter.GetBytes(world.Scenario.Seed)));
         _authTime = TimeSpan.FromMilliseconds(world.Scenario.AuthMilliseconds);
         _node = node ?? world.Scenario.Node;
     }

@@ -3,7 +3,8 @@
 -- within one run of the server, nothing more), so distinct passwords per account and accounts per
 -- password can be counted. The minute aggregates gain the client's fingerprint (null senders,
 -- address-literal and dotless EHLO names, STARTTLS, AUTH LOGIN, RSET, how sessions end and their
--- pace), success after failures followed by sending, and the fate of delivered mail (delivery
+-- pace; EHLO style and STARTTLS are counted on the close, which carries the account), success after
+-- failures followed by sending, and the fate of delivered mail (delivery
 -- attempts and permanent failures per account, from delivery events); the hourly rollup keeps the
 -- delivery counts for the 24-hour window. Adding columns with defaults is a metadata change; the
 -- views that feed the tables are recreated with the new columns.

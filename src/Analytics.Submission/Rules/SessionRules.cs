@@ -113,11 +113,13 @@ public sealed class SessionRules
     private readonly IRecipientLookup _recipients;
     private readonly ICredentialVerifier _credentials;
 
-    // Key of the password tags: random per instance, so a tag means nothing outside this process's memory.
-    private readonly byte[] _tagKey = RandomNumberGenerator.GetBytes(32);
+    // Key of the password tags: random per instance, so a tag means nothing outside this process's memory
+    // (a simulator passes its own, so that one seed gives the same events).
+    private readonly byte[] _tagKey;
 
-    public SessionRules(LimitsOptions limits, ILimitBook book, IRecipientLookup recipients, ICredentialVerifier credentials)
+    public SessionRules(LimitsOptions limits, ILimitBook book, IRecipientLookup recipients, ICredentialVerifier credentials, byte[]? tagKey = null)
     {
+        _tagKey = tagKey ?? RandomNumberGenerator.GetBytes(32);
         _session = limits.Session;
         _fastPath = limits.FastPath;
         _book = book;
