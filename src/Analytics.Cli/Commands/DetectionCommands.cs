@@ -96,7 +96,7 @@ internal static class DetectionCommands
     public static Command Evaluate(CommandContext context)
     {
         var warmup = new Option<int>("--warmup") { Description = "Hours at the start of the recorded span that are history only, not scored (default 24)", DefaultValueFactory = _ => 24 };
-        var save = new Option<bool>("--save") { Description = "Write the report into the model directory (evaluation.json) and its card" };
+        var save = new Option<bool>("--save") { Description = "Write the report into the model directory (evaluation.json, metrics.json beside the validation figures) and its card" };
         var command = new Command("evaluate",
             "Evaluate the model on the store's world — another world than it was trained on — at the production scoring cadence (every minute, the entities active in it), side by side with fail2ban's postfix-sasl and postfix jails and Postfix's per-session error limits replayed event by event")
         {
@@ -151,6 +151,16 @@ internal static class DetectionCommands
             if (parse.GetValue(save))
             {
                 await File.WriteAllTextAsync(Path.Combine(directory, "evaluation.json"), JsonSerializer.Serialize(report, DetectionModel.Json), cancellationToken);
+
+                // metrics.json: what train wrote (validation on the training world) and this evaluation on another world, side by side.
+                var metrics = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["trained_on"] = model.Card.DataDescription,
+                    ["evaluated_on"] = report.World,
+                    ["validation"] = JsonSerializer.SerializeToNode(model.Card.Validation, DetectionModel.Json),
+                    ["evaluation"] = JsonSerializer.SerializeToNode(report, DetectionModel.Json),
+                };
+                await File.WriteAllTextAsync(Path.Combine(directory, "metrics.json"), metrics.ToJsonString(DetectionModel.Json), cancellationToken);
                 var card = model.Card with { Evaluation = report };
                 await File.WriteAllTextAsync(Path.Combine(directory, DetectionModel.CardFile), JsonSerializer.Serialize(card, DetectionModel.Json), cancellationToken);
             }
