@@ -198,6 +198,13 @@ internal static class DetectionCommands
                 string.Create(CultureInfo.InvariantCulture, $"{f.Recall:0.000} [{f.RecallLow:0.000}, {f.RecallHigh:0.000}] ({f.Detected}/{f.Campaigns})"), f.Recall >= 0.9));
         }
 
+        // The same target read strictly: the right class, within an hour of the campaign's start.
+        foreach (var f in model.Families)
+        {
+            targets.Add(new TargetCheck($"(stricter) per-campaign recall >= 0.9 for {f.Family}, right class within 1 h",
+                string.Create(CultureInfo.InvariantCulture, $"{f.RecallPromptly:0.000} ({f.DetectedPromptly}/{f.Campaigns})"), f.RecallPromptly >= 0.9));
+        }
+
         targets.Add(new TargetCheck("benign alerts <= 1 per 10,000 entity-days",
             string.Create(CultureInfo.InvariantCulture, $"{model.BenignAlertsPer10kEntityDays:0.00} ({model.BenignAlerts} in {model.BenignEntityDays:N0})"), model.BenignAlertsPer10kEntityDays <= 1));
         foreach (var population in new[] { "office_nat", "cgnat", "newsletter" })
