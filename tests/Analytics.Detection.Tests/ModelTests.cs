@@ -34,6 +34,23 @@ public sealed class ModelTests
         Assert.Equal(enough, prediction.Flagged(0.5f));
     }
 
+    [Theory]
+    [InlineData(1f, false)] // a phone retrying its stale password: one wrong password, however often
+    [InlineData(4f, true)] // a guesser
+    [InlineData(0f, true)] // no password tags (a server that shows none): the rule stays out
+    public void Evidence_AccountRetryingOneWrongPassword_IsAStaleClientNotABruteForce(float wrongPasswords, bool enough)
+    {
+        var v = new float[FeatureSet.Count];
+        v[FeatureSet.Index("is_user")] = 1;
+        v[FeatureSet.Index("auth_failures_1h")] = 12;
+        v[FeatureSet.Index("failed_passwords_1h")] = wrongPasswords;
+        Assert.Equal(enough, Evidence.Enough(ThreatClass.BruteForce, v));
+
+        v[FeatureSet.Index("is_user")] = 0;
+        v[FeatureSet.Index("is_ip")] = 1;
+        Assert.True(Evidence.Enough(ThreatClass.BruteForce, v)); // an address is judged by what it tried
+    }
+
     [Fact]
     public async Task TrainOnSmallScenario_HeldOutMetricsClearAFloor_ModelRoundTrips_AndScores()
     {

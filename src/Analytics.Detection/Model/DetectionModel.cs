@@ -58,16 +58,26 @@ public static class Evidence
     /// <summary>Unknown-mailbox rejections: 2 in the last hour, or 5 in 24 h (a slow harvest).</summary>
     public const int HarvestUnknown1h = 2, HarvestUnknown24h = 5;
 
-    /// <summary>AUTH failures: 2 in the last hour (one typo is not an attack), or 5 in 24 h (a slow spray).</summary>
+    /// <summary>AUTH failures: 2 in the last hour (one typo is not an attack), or 5 in 24 h (a slow spray); never a stale client's retries (<see cref="StaleClient"/>).</summary>
     public const int AuthFailures1h = 2, AuthFailures24h = 5;
 
     /// <summary>Messages: 2 in the last hour, over 2 sessions or more (one message is no pattern).</summary>
     public const int Messages1h = 2, Sessions1h = 2;
 
+    /// <summary>
+    /// An account whose failed logins in the hour all tried one and the same wrong password: a phone or
+    /// a mail client retrying a stale password, not a guesser (the fast path lets such retries count
+    /// nowhere for the same reason). Guessing tries many passwords; stuffing and spraying try one per
+    /// account, and are seen on their addresses and networks, where many accounts are tried. Unknown
+    /// password tags (0 distinct: a server that shows none) leave the rule out.
+    /// </summary>
+    public static bool StaleClient(float[] v) =>
+        v[FeatureSet.Index("is_user")] == 1 && v[FeatureSet.Index("failed_passwords_1h")] == 1;
+
     public static bool Enough(ThreatClass cls, float[] v) => cls switch
     {
         ThreatClass.Harvester => v[FeatureSet.Index("rcpt_unknown_1h")] >= HarvestUnknown1h || v[FeatureSet.Index("rcpt_unknown_24h")] >= HarvestUnknown24h,
-        ThreatClass.BruteForce => v[FeatureSet.Index("auth_failures_1h")] >= AuthFailures1h || v[FeatureSet.Index("auth_failures_24h")] >= AuthFailures24h,
+        ThreatClass.BruteForce => (v[FeatureSet.Index("auth_failures_1h")] >= AuthFailures1h || v[FeatureSet.Index("auth_failures_24h")] >= AuthFailures24h) && !StaleClient(v),
         ThreatClass.Compromised => v[FeatureSet.Index("messages_1h")] >= Messages1h && v[FeatureSet.Index("sessions_1h")] >= Sessions1h,
         _ => true,
     };
