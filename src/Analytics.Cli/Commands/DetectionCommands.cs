@@ -96,11 +96,12 @@ internal static class DetectionCommands
     public static Command Evaluate(CommandContext context)
     {
         var warmup = new Option<int>("--warmup") { Description = "Hours at the start of the recorded span that are history only, not scored (default 24)", DefaultValueFactory = _ => 24 };
+        var note = new Option<string[]>("--note") { Description = "A note to keep with the report (repeatable), e.g. what was chosen after looking at this world" };
         var save = new Option<bool>("--save") { Description = "Write the report into the model directory (evaluation.json, metrics.json beside the validation figures) and its card" };
         var command = new Command("evaluate",
             "Evaluate the model on the store's world — another world than it was trained on — at the production scoring cadence (every minute, the entities active in it), side by side with fail2ban's postfix-sasl and postfix jails and Postfix's per-session error limits replayed event by event")
         {
-            ModelOption, warmup, save, BenchCommand.Json,
+            ModelOption, warmup, save, note, BenchCommand.Json,
         };
         command.SetAction((parse, cancellationToken) => context.WithStoreAsync(parse, async store =>
         {
@@ -146,6 +147,7 @@ internal static class DetectionCommands
                     "an entity is malicious at a scoring when its campaign acted through it in the hour before (its address sent, the account was tried or used from a bot's address); a campaign counts once such a scoring exists, and is detected when one of them is flagged",
                     "benign alerts exclude bots' addresses between campaigns and the 24 h after an entity's last attack activity (its 24 h features still show the attack)",
                     "the baselines see the events the server recorded, already shaped by this project's fast path (held harvesters make fewer attempts) — as the model does",
+                    .. parse.GetValue(note) ?? [],
                 ],
             };
             if (parse.GetValue(save))
