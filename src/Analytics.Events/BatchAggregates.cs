@@ -26,7 +26,18 @@ internal sealed class BatchAggregates
     [
         "events", "auth_attempts", "auth_failures", "rcpt", "rcpt_rejected", "rcpt_unknown", "messages",
         "message_rcpts", "max_message_rcpts", "invalid_commands", "throttled",
+
+        // Migration 0040: the client's fingerprint, success after failures, the fate of delivered mail.
+        "null_senders", "rsets", "closes", "quits", "session_ms", "session_commands", "helo_literal", "helo_bare", "tls",
+        "auth_login", "auth_ok_after_fail", "sent_after_fail", "deliveries", "delivery_failures",
     ];
+
+    // What this sink has seen of each open session (its events arrive in order, in one batch or a few
+    // consecutive ones, so the marks outlive a batch): whether it greeted, and whether an AUTH failed
+    // before one succeeded. A session's entry goes at its close; if closes go missing (a crash of the
+    // listener), the whole map is dropped past MaxOpenSessions, which loses marks, never memory.
+    private readonly Dictionary<ulong, SessionMarks> _sessions = [];
+    private const int MaxOpenSessions = 100_000;
 
     private readonly Dictionary<(string User, uint Minute), Activity> _users = [];
     private readonly Dictionary<(UInt128 Ip, uint Minute), Activity> _ips = [];
@@ -77,6 +88,10 @@ internal sealed class BatchAggregates
         _seenAddresses.Clear();
         _seenValues.Clear();
         _ipText.Clear();
+        if (_sessions.Count > MaxOpenSessions)
+        {
+            _sessions.Clear();
+        }
         _ipEntities.Clear();
         _netEntities.Clear();
         _pooled = 0;
@@ -84,29 +99,39 @@ internal sealed class BatchAggregates
 
     public void Add(SmtpEvent e)
     {
-        // Delivery attempts happen after the session, on the server's own schedule: they are not the
-        // client's activity (events per minute, burstiness), and bounce features read them apart.
-        if (e.Kind == EventKind.Delivery)
-        {
-            return;
-        }
-
         var ms = e.Timestamp.ToUnixTimeMilliseconds();
         var minute = (uint)Math.Max(0, Math.Floor(ms / 60_000.0) * 60);
         var ip = IpText.ToUInt128(e.ClientIp);
         var net = IpText.Network(ip);
         var user = e.User.Length == 0 ? "" : NativeColumn.Stored(e.User);
+
+        // Delivery attempts happen after the session, on the server's own schedule: they are not the
+        // client's activity (events per minute, burstiness, sessions); only the delivery counts read them.
+        if (e.Kind == EventKind.Delivery)
+        {
+            var failed = e.Outcome == EventOutcome.Reject;
+            if (user.Length != 0)
+            {
+                Get(_users, (user, minute)).Delivered(failed);
+            }
+
+            Get(_ips, (ip, minute)).Delivered(failed);
+            Get(_nets, (net, minute)).Delivered(failed);
+            return;
+        }
+
+        var marks = Marks(e);
         var recipient = e.Kind == EventKind.Rcpt ? NativeColumn.Stored(e.Recipient) : "";
         var domain = e.Kind == EventKind.Rcpt ? NativeColumn.Stored(e.RecipientDomain) : "";
         var recipients = e.Kind == EventKind.Data && e.Outcome == EventOutcome.Ok ? MessageRecipients(e.Detail) : 0;
 
         if (user.Length != 0)
         {
-            Get(_users, (user, minute)).Add(e, ip, net, user, recipient, domain, recipients);
+            Get(_users, (user, minute)).Add(e, ip, net, user, recipient, domain, recipients, marks);
         }
 
-        Get(_ips, (ip, minute)).Add(e, ip, net, user, recipient, domain, recipients);
-        Get(_nets, (net, minute)).Add(e, ip, net, user, recipient, domain, recipients);
+        Get(_ips, (ip, minute)).Add(e, ip, net, user, recipient, domain, recipients, marks);
+        Get(_nets, (net, minute)).Add(e, ip, net, user, recipient, domain, recipients, marks);
 
         if (user.Length == 0 || e.Outcome != EventOutcome.Ok)
         {
@@ -130,6 +155,47 @@ internal sealed class BatchAggregates
                 See(ref CollectionsMarshal.GetValueRefOrAddDefault(_seenValues, (user, SeenDomain, domain), out _), ms);
             }
         }
+    }
+
+    /// <summary>
+    /// What this event adds to its session's marks, and the marks that apply to it. The fingerprint
+    /// (EHLO style, STARTTLS) is counted on the session's close, which carries the account it logged in
+    /// as: EHLO and STARTTLS come before AUTH, so counted there they would never reach the account.
+    /// </summary>
+    private SessionFlags Marks(SmtpEvent e)
+    {
+        ref var marks = ref CollectionsMarshal.GetValueRefOrAddDefault(_sessions, e.SessionId, out _);
+        var flags = SessionFlags.None;
+        switch (e.Kind)
+        {
+            case EventKind.Ehlo when !marks.Greeted:
+                marks.Greeted = true;
+                marks.Helo = e.Detail.StartsWith('[') ? SessionFlags.HeloLiteral : !e.Detail.Contains('.', StringComparison.Ordinal) ? SessionFlags.HeloBare : SessionFlags.None;
+                break;
+            case EventKind.StartTls when e.Outcome == EventOutcome.Ok:
+                marks.Tls = true;
+                break;
+            case EventKind.Auth when e.Outcome == EventOutcome.Ok:
+                if (marks.AuthFailed)
+                {
+                    marks.OkAfterFail = true;
+                    flags |= SessionFlags.OkAfterFail;
+                }
+
+                break;
+            case EventKind.Auth when e.ReplyCode == 535:
+                marks.AuthFailed = true;
+                break;
+            case EventKind.Data when e.Outcome == EventOutcome.Ok && marks.OkAfterFail:
+                flags |= SessionFlags.SentAfterFail;
+                break;
+            case EventKind.Close:
+                flags |= marks.Helo | (marks.Tls ? SessionFlags.Tls : SessionFlags.None);
+                _sessions.Remove(e.SessionId);
+                break;
+        }
+
+        return flags;
     }
 
     private static void See(ref Seen seen, long ms)
@@ -211,7 +277,7 @@ internal sealed class BatchAggregates
             counters[i] = Column();
         }
 
-        var sets = new ArraySet[7];
+        var sets = new ArraySet[9];
         for (var i = 0; i < sets.Length; i++)
         {
             sets[i] = Set();
@@ -233,6 +299,32 @@ internal sealed class BatchAggregates
             counters[8].UInt64(a.MaxMessageRcpts);
             counters[9].UInt64(a.InvalidCommands);
             counters[10].UInt64(a.Throttled);
+            counters[11].UInt64(a.NullSenders);
+            counters[12].UInt64(a.Rsets);
+            counters[13].UInt64(a.Closes);
+            counters[14].UInt64(a.Quits);
+            counters[15].UInt64(a.SessionMs);
+            counters[16].UInt64(a.SessionCommands);
+            counters[17].UInt64(a.HeloLiteral);
+            counters[18].UInt64(a.HeloBare);
+            counters[19].UInt64(a.Tls);
+            counters[20].UInt64(a.AuthLogin);
+            counters[21].UInt64(a.AuthOkAfterFail);
+            counters[22].UInt64(a.SentAfterFail);
+            counters[23].UInt64(a.Deliveries);
+            counters[24].UInt64(a.DeliveryFailures);
+            foreach (var v in a.Passwords)
+            {
+                sets[7].Values.UInt64(v);
+            }
+
+            sets[7].EndRow(a.Passwords.Count);
+            foreach (var v in a.FailedPasswords)
+            {
+                sets[8].Values.UInt64(v);
+            }
+
+            sets[8].EndRow(a.FailedPasswords.Count);
             foreach (var v in a.UsersTried)
             {
                 sets[0].Values.String(v);
@@ -295,6 +387,8 @@ internal sealed class BatchAggregates
         NativeColumn.WriteArrayColumn(output, "recipient_domains", "Array(String)", sets[4].Offsets, sets[4].Values);
         NativeColumn.WriteArrayColumn(output, "sessions", "Array(UInt64)", sets[5].Offsets, sets[5].Values);
         NativeColumn.WriteArrayColumn(output, "data_sessions", "Array(UInt64)", sets[6].Offsets, sets[6].Values);
+        NativeColumn.WriteArrayColumn(output, "passwords", "Array(UInt64)", sets[7].Offsets, sets[7].Values);
+        NativeColumn.WriteArrayColumn(output, "failed_passwords", "Array(UInt64)", sets[8].Offsets, sets[8].Values);
     }
 
     /// <summary>
@@ -310,6 +404,8 @@ internal sealed class BatchAggregates
         _hoursUsed = 0;
         void Roll(byte kind, string entity, uint minute, Activity a)
         {
+            // A minute with delivery attempts only is not one the client was active in.
+            var active = a.Events > 0;
             ref var slot = ref CollectionsMarshal.GetValueRefOrAddDefault(hours, (kind, entity, minute - minute % 3600), out var exists);
             if (!exists)
             {
@@ -325,12 +421,14 @@ internal sealed class BatchAggregates
             var h = slot!;
 
             h.Events += a.Events;
-            h.ActiveMinutes++;
+            h.ActiveMinutes += active ? 1UL : 0UL;
             h.AuthAttempts += a.AuthAttempts;
             h.AuthFailures += a.AuthFailures;
             h.Rcpt += a.Rcpt;
             h.RcptUnknown += a.RcptUnknown;
             h.Messages += a.Messages;
+            h.Deliveries += a.Deliveries;
+            h.DeliveryFailures += a.DeliveryFailures;
             foreach (var v in a.UsersTried)
             {
                 h.UsersTried.Add(v);
@@ -352,7 +450,7 @@ internal sealed class BatchAggregates
         var kind = Column();
         var entity = Column();
         var hour = Column();
-        var counters = new NativeColumn[7];
+        var counters = new NativeColumn[9];
         for (var i = 0; i < counters.Length; i++)
         {
             counters[i] = Column();
@@ -373,6 +471,8 @@ internal sealed class BatchAggregates
             counters[4].UInt64(h.Rcpt);
             counters[5].UInt64(h.RcptUnknown);
             counters[6].UInt64(h.Messages);
+            counters[7].UInt64(h.Deliveries);
+            counters[8].UInt64(h.DeliveryFailures);
             foreach (var v in h.UsersTried)
             {
                 users.Values.String(v);
@@ -393,7 +493,7 @@ internal sealed class BatchAggregates
             recipients.EndRow(h.Recipients.Count);
         }
 
-        string[] names = ["events", "active_minutes", "auth_attempts", "auth_failures", "rcpt", "rcpt_unknown", "messages"];
+        string[] names = ["events", "active_minutes", "auth_attempts", "auth_failures", "rcpt", "rcpt_unknown", "messages", "deliveries", "delivery_failures"];
         NativeColumn.WriteBlockHeader(output, 3 + names.Length + 3, rows);
         NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
         NativeColumn.WriteColumn(output, "entity", "String", entity.Written);
@@ -408,19 +508,28 @@ internal sealed class BatchAggregates
         NativeColumn.WriteArrayColumn(output, "recipients", "Array(String)", recipients.Offsets, recipients.Values);
     }
 
-    /// <summary>The <c>active_entities</c> block: who was active in which minute (what active_entities_mv kept).</summary>
+    /// <summary>
+    /// The <c>active_entities</c> block: who was active in which minute (what active_entities_mv kept).
+    /// A minute with delivery attempts only is not the client's activity and does not make it active.
+    /// </summary>
     public void WriteActiveEntities(IBufferWriter<byte> output)
     {
         _columnsUsed = 0;
-        var rows = ActivityRows;
+        var rows = 0;
         var minute = Column();
         var kind = Column();
         var entity = Column();
-        ForEachRow((k, e, at, _) =>
+        ForEachRow((k, e, at, a) =>
         {
+            if (a.Events == 0)
+            {
+                return;
+            }
+
             minute.UInt32(at);
             kind.Byte(k);
             entity.String(e);
+            rows++;
         });
         NativeColumn.WriteBlockHeader(output, 3, rows);
         NativeColumn.WriteColumn(output, "minute", "DateTime('UTC')", minute.Written);
@@ -465,14 +574,14 @@ internal sealed class BatchAggregates
 
     private sealed class Hour
     {
-        public ulong Events, ActiveMinutes, AuthAttempts, AuthFailures, Rcpt, RcptUnknown, Messages;
+        public ulong Events, ActiveMinutes, AuthAttempts, AuthFailures, Rcpt, RcptUnknown, Messages, Deliveries, DeliveryFailures;
         public SmallSet<string> UsersTried;
         public SmallSet<UInt128> Ips;
         public SmallSet<string> Recipients;
 
         public void Clear()
         {
-            Events = ActiveMinutes = AuthAttempts = AuthFailures = Rcpt = RcptUnknown = Messages = 0;
+            Events = ActiveMinutes = AuthAttempts = AuthFailures = Rcpt = RcptUnknown = Messages = Deliveries = DeliveryFailures = 0;
             UsersTried.Clear();
             Ips.Clear();
             Recipients.Clear();
@@ -538,6 +647,9 @@ internal sealed class BatchAggregates
         // The entity's name as the tables spell it (IP and network rows), made on first use.
         public string? Name;
         public ulong Events, AuthAttempts, AuthFailures, Rcpt, RcptRejected, RcptUnknown, Messages, MessageRcpts, MaxMessageRcpts, InvalidCommands, Throttled;
+        public ulong NullSenders, Rsets, Closes, Quits, SessionMs, SessionCommands, HeloLiteral, HeloBare, Tls, AuthLogin, AuthOkAfterFail, SentAfterFail, Deliveries, DeliveryFailures;
+        public SmallSet<ulong> Passwords;
+        public SmallSet<ulong> FailedPasswords;
         public SmallSet<string> UsersTried;
         public SmallSet<UInt128> Ips;
         public SmallSet<UInt128> Nets;
@@ -550,6 +662,9 @@ internal sealed class BatchAggregates
         {
             Name = null;
             Events = AuthAttempts = AuthFailures = Rcpt = RcptRejected = RcptUnknown = Messages = MessageRcpts = MaxMessageRcpts = InvalidCommands = Throttled = 0;
+            NullSenders = Rsets = Closes = Quits = SessionMs = SessionCommands = HeloLiteral = HeloBare = Tls = AuthLogin = AuthOkAfterFail = SentAfterFail = Deliveries = DeliveryFailures = 0;
+            Passwords.Clear();
+            FailedPasswords.Clear();
             UsersTried.Clear();
             Ips.Clear();
             Nets.Clear();
@@ -559,13 +674,24 @@ internal sealed class BatchAggregates
             DataSessions.Clear();
         }
 
-        // The definitions of activity_mv (0010_activity.sql), event by event.
-        public void Add(SmtpEvent e, UInt128 ip, UInt128 net, string user, string recipient, string domain, ulong messageRecipients)
+        public void Delivered(bool failed)
+        {
+            Deliveries++;
+            DeliveryFailures += failed ? 1UL : 0UL;
+        }
+
+        // The definitions of activity_mv (0010_activity.sql), event by event, and those of 0040.
+        public void Add(SmtpEvent e, UInt128 ip, UInt128 net, string user, string recipient, string domain, ulong messageRecipients, SessionFlags marks)
         {
             Events++;
             Ips.Add(ip);
             Nets.Add(net);
             Sessions.Add(e.SessionId);
+            HeloLiteral += (marks & SessionFlags.HeloLiteral) != 0 ? 1UL : 0UL;
+            HeloBare += (marks & SessionFlags.HeloBare) != 0 ? 1UL : 0UL;
+            AuthOkAfterFail += (marks & SessionFlags.OkAfterFail) != 0 ? 1UL : 0UL;
+            SentAfterFail += (marks & SessionFlags.SentAfterFail) != 0 ? 1UL : 0UL;
+            Tls += (marks & SessionFlags.Tls) != 0 ? 1UL : 0UL;
             switch (e.Kind)
             {
                 case EventKind.Auth:
@@ -573,6 +699,20 @@ internal sealed class BatchAggregates
                     if (e.Outcome != EventOutcome.Ok)
                     {
                         AuthFailures++;
+                    }
+
+                    if (string.Equals(e.Mechanism, "LOGIN", StringComparison.OrdinalIgnoreCase))
+                    {
+                        AuthLogin++;
+                    }
+
+                    if (e.SecretTag != 0)
+                    {
+                        Passwords.Add(e.SecretTag);
+                        if (e.ReplyCode == 535)
+                        {
+                            FailedPasswords.Add(e.SecretTag);
+                        }
                     }
 
                     if (user.Length != 0)
@@ -612,9 +752,43 @@ internal sealed class BatchAggregates
                 case EventKind.Throttle:
                     Throttled++;
                     break;
+                case EventKind.Mail when e.Sender.Length == 0:
+                    NullSenders++;
+                    break;
+                case EventKind.Rset:
+                    Rsets++;
+                    break;
+                case EventKind.Close:
+                    Closes++;
+                    Quits += e.Detail == "quit" ? 1UL : 0UL;
+                    SessionMs += e.DurationMs;
+                    SessionCommands += e.Size;
+                    break;
             }
         }
     }
+
+    /// <summary>What one session has shown so far, as far as the batch saw it.</summary>
+    private struct SessionMarks
+    {
+        public bool Greeted;
+        public SessionFlags Helo;
+        public bool Tls;
+        public bool AuthFailed;
+        public bool OkAfterFail;
+    }
+}
+
+/// <summary>Marks an event carries from its session: on the close, its first EHLO's kind and STARTTLS; an AUTH success after a failure; a message sent after one.</summary>
+[Flags]
+internal enum SessionFlags : byte
+{
+    None = 0,
+    HeloLiteral = 1,
+    HeloBare = 2,
+    OkAfterFail = 4,
+    SentAfterFail = 8,
+    Tls = 16,
 }
 
 /// <summary>A set that stays a short array while small (most per-minute sets hold one to a few values).</summary>

@@ -34,6 +34,7 @@ public sealed class EventBlockEncoder
         ("size", "UInt64"),
         ("duration_ms", "UInt32"),
         ("detail", "String"),
+        ("secret_tag", "UInt64"),
     ];
 
     private readonly NativeColumn[] _columns;
@@ -80,6 +81,7 @@ public sealed class EventBlockEncoder
         c[15].UInt64(e.Size);
         c[16].UInt32(e.DurationMs);
         c[17].String(e.Detail);
+        c[18].UInt64(e.SecretTag);
         Count++;
     }
 

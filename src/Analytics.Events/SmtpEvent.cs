@@ -95,4 +95,11 @@ public sealed record SmtpEvent
 
     /// <summary>Free text: the HELO name, why a command failed, how a session ended.</summary>
     public string Detail { get; init; } = "";
+
+    /// <summary>
+    /// AUTH: a keyed tag of the password tried (an HMAC with a key that lives only in the listener's
+    /// memory), so distinct passwords per account and accounts per password can be counted without the
+    /// password. Equal tags mean the same password within one run of the server. 0 otherwise.
+    /// </summary>
+    public ulong SecretTag { get; init; }
 }

@@ -30,7 +30,8 @@ internal sealed class ListenerEmulator
         _world = world;
         _options = options ?? new LimitsOptions();
         _clock = new VirtualClock(world.Start);
-        _rules = new SessionRules(_options, new LimitBook(_options, _clock), new WorldDirectory(world), new WorldDirectory(world));
+        _rules = new SessionRules(_options, new LimitBook(_options, _clock), new WorldDirectory(world), new WorldDirectory(world),
+            tagKey: System.Security.Cryptography.SHA256.HashData(BitConverter.GetBytes(world.Scenario.Seed)));
         _authTime = TimeSpan.FromMilliseconds(world.Scenario.AuthMilliseconds);
         _node = node ?? world.Scenario.Node;
     }
@@ -64,6 +65,7 @@ internal sealed class ListenerEmulator
         private readonly Action<SmtpEvent> _emit;
         private DateTimeOffset _now;
         private string _sender = "";
+        private readonly List<string> _accepted = [];
         private bool _inTransaction;
         private int _authFailures;
         private int _commands;
@@ -88,6 +90,8 @@ internal sealed class ListenerEmulator
         public string User { get; private set; } = "";
 
         public string AuthUser { get; set; } = "";
+
+        public ulong SecretTag { get; set; }
 
         public int AcceptedRecipients { get; private set; }
 
@@ -161,6 +165,7 @@ internal sealed class ListenerEmulator
                 case StepKind.Mail:
                     _sender = Clip(step.Text, 320);
                     AcceptedRecipients = 0;
+                    _accepted.Clear();
                     if (_e._rules.Mail(this, step.Size) is { } refusal)
                     {
                         _inTransaction = false;
@@ -181,8 +186,10 @@ internal sealed class ListenerEmulator
                     Reply(EventKind.Data, 250, "2.0.0", string.Create(CultureInfo.InvariantCulture, $"recipients={AcceptedRecipients} queued={id}"),
                         sender: _sender, size: (ulong)step.Size + 2, work: TimeSpan.FromMilliseconds(1 + (step.Size / 1_000_000)));
                     _e._rules.Delivered(this, AcceptedRecipients);
+                    Deliver(id);
                     _inTransaction = false;
                     AcceptedRecipients = 0;
+                    _accepted.Clear();
                     return true;
 
                 case StepKind.Data:
@@ -190,6 +197,7 @@ internal sealed class ListenerEmulator
                     // A client with no accepted recipient resets instead of sending DATA.
                     _inTransaction = false;
                     AcceptedRecipients = 0;
+                    _accepted.Clear();
                     Reply(EventKind.Rset, 250, "2.0.0", "");
                     return true;
 
@@ -208,12 +216,14 @@ internal sealed class ListenerEmulator
             {
                 User = AuthUser;
                 Reply(EventKind.Auth, 235, "2.7.0", "ok", mechanism: step.Mechanism, user: AuthUser, work: _e._authTime);
+                SecretTag = 0;
                 return true;
             }
 
             var reply = result.Reply;
             Reply(EventKind.Auth, reply.Code, reply.Status, result.Reason, mechanism: step.Mechanism, user: AuthUser,
                 work: result.RefusedByPolicy ? TimeSpan.Zero : _e._authTime);
+            SecretTag = 0;
 
             // A refusal by policy is not a failed attempt for SmtpServer's per-session budget; 535 is,
             // and SmtpServer closes the session once the failures reach MaxAuthenticationAttempts.
@@ -239,8 +249,43 @@ internal sealed class ListenerEmulator
             }
 
             AcceptedRecipients++;
+            _accepted.Add(recipient);
             Reply(EventKind.Rcpt, 250, "2.1.5", "", sender: _sender, recipient: recipient, domain: domain);
             return true;
+        }
+
+        /// <summary>
+        /// The accepted message handed onward, one delivery event per recipient a few seconds later, as the
+        /// queue records them: local mailboxes take it; outside mailboxes that do not exist refuse it (5.1.1).
+        /// </summary>
+        private void Deliver(string queueId)
+        {
+            var at = _now;
+            foreach (var recipient in _accepted)
+            {
+                var ok = _e._world.Deliverable(recipient);
+                var domain = recipient[(recipient.LastIndexOf('@') + 1)..].ToLowerInvariant();
+                var local = _e._world.MailboxSet.Contains(recipient);
+                _emit(new SmtpEvent
+                {
+                    Timestamp = at.AddMilliseconds(400 + (int)(_script.SessionId % 9000)),
+                    Node = _e._node,
+                    Role = _script.Role,
+                    SessionId = _script.SessionId,
+                    Kind = EventKind.Delivery,
+                    ClientIp = _script.ClientIp,
+                    ClientPort = _script.ClientPort,
+                    User = User,
+                    Mechanism = local ? "lmtp" : "smtp",
+                    Outcome = ok ? EventOutcome.Ok : EventOutcome.Reject,
+                    ReplyCode = (ushort)(ok ? 250 : 550),
+                    Status = ok ? "2.0.0" : "5.1.1",
+                    Sender = _sender,
+                    Recipient = recipient,
+                    RecipientDomain = domain,
+                    Detail = string.Create(CultureInfo.InvariantCulture, $"queue {queueId} attempt 1 via {(local ? "mailstore" : "mx." + domain)}: {(ok ? "ok" : "user unknown")}"),
+                });
+            }
         }
 
         private bool Close(RuleReply reply)
@@ -284,6 +329,7 @@ internal sealed class ListenerEmulator
                 Size = size,
                 DurationMs = (uint)Math.Clamp(duration.TotalMilliseconds, 0, uint.MaxValue),
                 Detail = detail,
+                SecretTag = kind == EventKind.Auth ? SecretTag : 0,
             });
         }
 

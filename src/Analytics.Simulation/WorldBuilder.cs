@@ -140,6 +140,7 @@ public static class WorldBuilder
                     ? _world.Mailboxes[_random.Next(_world.Mailboxes.Count)]
                     : _v.First[_random.Next(_v.First.Length)] + "." + _v.Last[_random.Next(_v.Last.Length)] + "@" + _v.ExternalDomains[_random.Next(_v.ExternalDomains.Length)])
                 .Distinct().ToArray();
+            _world.KnownExternal.UnionWith(contacts.Where(c => !_world.MailboxSet.Contains(c)));
             return contacts;
         }
 
@@ -359,6 +360,7 @@ public static class WorldBuilder
                     }
                 }
 
+                _world.KnownExternal.UnionWith(members.Where(m => !m.EndsWith("@" + domain, StringComparison.Ordinal) && !_world.Domains.Any(d => m.EndsWith("@" + d, StringComparison.Ordinal))));
                 var group = "bulk-" + h.ToString("D3", CultureInfo.InvariantCulture);
                 _world.Entities.Add(new BulkSender(_index++, kind, account, ip, [.. members.OrderBy(_ => _random.Next())]) { Population = kind });
                 _world.Labels.Add(new EntityLabel(EntityKind.User, account.Name, ThreatClass.Benign, group, kind, null, null));

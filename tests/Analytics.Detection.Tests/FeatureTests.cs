@@ -165,6 +165,80 @@ public sealed class FeatureTests
     }
 
     /// <summary>
+    /// The signals of issue 17, by hand: one password sprayed over accounts from one address (password
+    /// spread), a session that fails, then logs in and sends (success after failures, then sending), the
+    /// client's fingerprint (EHLO literal, no STARTTLS, AUTH LOGIN, dropped instead of QUIT), timing
+    /// regularity, and the account's permanent delivery failures.
+    /// </summary>
+    [Fact]
+    public async Task NewSignals_PasswordSpreadFingerprintTimingAndBounces_GiveHandComputedValues()
+    {
+        using var dir = new TempDirectory();
+        await using var store = await OpenAsync(dir);
+        var events = new List<SmtpEvent>();
+        const string Sprayer = "127.55.0.9", Victim = "ann@example.org", Bot = "127.66.0.7";
+
+        // Sprayer: 6 sessions exactly 5 minutes apart, each EHLO [literal], AUTH LOGIN as another account
+        // with the same password (tag 77), 535, then dropped; 6 accounts, 1 password.
+        for (var i = 0; i < 6; i++)
+        {
+            var at = T.AddMinutes(-40 + (5 * i));
+            var id = 700UL + (ulong)i;
+            events.Add(E(at, id, EventKind.Ehlo, Sprayer, detail: "[" + Sprayer + "]"));
+            events.Add(E(at.AddSeconds(1), id, EventKind.Auth, Sprayer, $"u{i}@example.org", EventOutcome.Reject, "5.7.8") with { Mechanism = "LOGIN", ReplyCode = 535, SecretTag = 77 });
+            events.Add(E(at.AddSeconds(2), id, EventKind.Close, Sprayer, detail: "client dropped") with { Size = 2, DurationMs = 2000 });
+        }
+
+        // The bot on the victim's account: two wrong passwords, the right one, one message to 3
+        // recipients, QUIT; the mail's deliveries a little later: 2 refused (5.1.1), 1 taken.
+        var s = T.AddMinutes(-12);
+        events.Add(E(s, 800, EventKind.Ehlo, Bot, detail: "mail.bot.example"));
+        events.Add(E(s.AddSeconds(1), 800, EventKind.StartTls, Bot));
+        events.Add(E(s.AddSeconds(2), 800, EventKind.Auth, Bot, Victim, EventOutcome.Reject, "5.7.8") with { Mechanism = "PLAIN", ReplyCode = 535, SecretTag = 1 });
+        events.Add(E(s.AddSeconds(3), 800, EventKind.Auth, Bot, Victim, EventOutcome.Reject, "5.7.8") with { Mechanism = "PLAIN", ReplyCode = 535, SecretTag = 2 });
+        events.Add(E(s.AddSeconds(4), 800, EventKind.Auth, Bot, Victim, status: "2.7.0") with { Mechanism = "PLAIN", ReplyCode = 235, SecretTag = 3 });
+        events.Add(E(s.AddSeconds(5), 800, EventKind.Data, Bot, Victim, status: "2.0.0", detail: "recipients=3 queued=q1") with { ReplyCode = 250 });
+        events.Add(E(s.AddSeconds(6), 800, EventKind.Close, Bot, Victim, detail: "quit") with { Size = 8, DurationMs = 6000 });
+        for (var i = 0; i < 3; i++)
+        {
+            var failed = i < 2;
+            events.Add(E(s.AddMinutes(1).AddSeconds(i), 800, EventKind.Delivery, Bot, Victim, failed ? EventOutcome.Reject : EventOutcome.Ok,
+                failed ? "5.1.1" : "2.0.0", $"r{i}@far.example") with { ReplyCode = (ushort)(failed ? 550 : 250) });
+        }
+
+        await InsertAsync(store, events);
+        var features = (await new FeatureReader(store).ReadAsync(T, T.AddMinutes(-60))).ToDictionary(f => f.Entity);
+
+        var sprayer = features[new EntityRef(EntityKind.Ip, Sprayer)];
+        Assert.Equal(1, sprayer["passwords_1h"]);
+        Assert.Equal(1, sprayer["failed_passwords_1h"]);
+        Assert.Equal(6, sprayer["users_tried_1h"]);
+        Assert.Equal(6, sprayer["accounts_per_password_1h"]);
+        Assert.Equal(1, sprayer["helo_literal_share_1h"]);
+        Assert.Equal(0, sprayer["tls_share_1h"]);
+        Assert.Equal(1, sprayer["auth_login_share_1h"]);
+        Assert.Equal(0, sprayer["quit_share_1h"]);
+        Assert.Equal(2, sprayer["session_seconds_1h"], 3);
+        Assert.Equal(2, sprayer["commands_per_session_1h"], 3);
+        Assert.Equal(0, sprayer["interval_cv_1h"], 3); // every 5 minutes exactly
+
+        var victim = features[new EntityRef(EntityKind.User, Victim)];
+        Assert.Equal(3, victim["passwords_1h"]);
+        Assert.Equal(2, victim["failed_passwords_1h"]);
+        Assert.Equal(1, victim["auth_ok_after_fail_1h"]);
+        Assert.Equal(1, victim["sent_after_fail_1h"]);
+        Assert.Equal(0, victim["helo_bare_share_1h"]);
+        Assert.Equal(1, victim["tls_share_1h"]);
+        Assert.Equal(1, victim["quit_share_1h"]);
+        Assert.Equal(2, victim["delivery_failures_24h"]);
+        Assert.Equal(2f / 3f, victim["delivery_failure_ratio_24h"], 3);
+        Assert.Equal(1, victim["interval_cv_1h"]); // active in one minute only: no gaps, no regularity to measure
+
+        // Deliveries are the server's activity, not the client's: the minute they fall in does not make the account active.
+        Assert.Equal(1, victim["active_minutes_1h"]);
+    }
+
+    /// <summary>
     /// No feature reads anything at or after its scoring time: features as of t computed when the store
     /// holds only the events before t are identical to features as of t computed after the rest of the
     /// run (up to a day later) has been recorded. Checked at several times of a simulated day, for

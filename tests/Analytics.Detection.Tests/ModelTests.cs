@@ -12,6 +12,45 @@ namespace Analytics.Detection.Tests;
 [Collection(EmbeddedCollection.Name)]
 public sealed class ModelTests
 {
+    [Theory]
+    [InlineData(ThreatClass.BruteForce, "auth_failures_1h", 1f, false)] // one typo
+    [InlineData(ThreatClass.BruteForce, "auth_failures_1h", 2f, true)]
+    [InlineData(ThreatClass.BruteForce, "auth_failures_24h", 5f, true)] // a slow spray
+    [InlineData(ThreatClass.Harvester, "rcpt_unknown_1h", 1f, false)] // one mistyped recipient
+    [InlineData(ThreatClass.Harvester, "rcpt_unknown_24h", 5f, true)]
+    [InlineData(ThreatClass.Compromised, "messages_1h", 1f, false)] // a new account's first message
+    public void Evidence_ThinEvidenceNeverFlags_HoweverSureTheClassifier(ThreatClass cls, string feature, float value, bool enough)
+    {
+        var v = new float[FeatureSet.Count];
+        v[FeatureSet.Index(feature)] = value;
+        v[FeatureSet.Index("sessions_1h")] = 3;
+        if (feature == "messages_1h")
+        {
+            v[FeatureSet.Index("sessions_1h")] = 1;
+        }
+
+        Assert.Equal(enough, Evidence.Enough(cls, v));
+        var prediction = new Prediction(cls, 0.99f, new Dictionary<string, float>(), 0, false) { Evidence = Evidence.Enough(cls, v) };
+        Assert.Equal(enough, prediction.Flagged(0.5f));
+    }
+
+    [Theory]
+    [InlineData(1f, false)] // a phone retrying its stale password: one wrong password, however often
+    [InlineData(4f, true)] // a guesser
+    [InlineData(0f, true)] // no password tags (a server that shows none): the rule stays out
+    public void Evidence_AccountRetryingOneWrongPassword_IsAStaleClientNotABruteForce(float wrongPasswords, bool enough)
+    {
+        var v = new float[FeatureSet.Count];
+        v[FeatureSet.Index("is_user")] = 1;
+        v[FeatureSet.Index("auth_failures_1h")] = 12;
+        v[FeatureSet.Index("failed_passwords_1h")] = wrongPasswords;
+        Assert.Equal(enough, Evidence.Enough(ThreatClass.BruteForce, v));
+
+        v[FeatureSet.Index("is_user")] = 0;
+        v[FeatureSet.Index("is_ip")] = 1;
+        Assert.True(Evidence.Enough(ThreatClass.BruteForce, v)); // an address is judged by what it tried
+    }
+
     [Fact]
     public async Task TrainOnSmallScenario_HeldOutMetricsClearAFloor_ModelRoundTrips_AndScores()
     {

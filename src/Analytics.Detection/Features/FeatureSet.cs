@@ -66,6 +66,23 @@ public static class FeatureSet
         new("new_nets_1h", "{0:0} networks never used before by the account"),
         new("new_recipient_share_1h", "{0:P0} of recipients never mailed before"),
         new("new_domains_1h", "{0:0} recipient domains never mailed before"),
+        new("passwords_1h", "{0:0} distinct passwords tried in 1 h"),
+        new("failed_passwords_1h", "{0:0} distinct wrong passwords in 1 h"),
+        new("accounts_per_password_1h", "{0:0.#} accounts tried per distinct password in 1 h"),
+        new("auth_ok_after_fail_1h", "{0:0} logins that succeeded after a failure in the same session (1 h)"),
+        new("sent_after_fail_1h", "{0:0} messages sent in sessions whose login succeeded after a failure (1 h)"),
+        new("helo_literal_share_1h", "{0:P0} of sessions ended in 1 h greeted with an address literal"),
+        new("helo_bare_share_1h", "{0:P0} of sessions ended in 1 h greeted with a dotless name"),
+        new("tls_share_1h", "{0:P0} of sessions ended in 1 h used STARTTLS"),
+        new("auth_login_share_1h", "{0:P0} of AUTH attempts used LOGIN (1 h)"),
+        new("quit_share_1h", "{0:P0} of sessions ended with QUIT (1 h)"),
+        new("null_senders_1h", "{0:0} MAIL FROM:<> in 1 h"),
+        new("rsets_1h", "{0:0} RSETs in 1 h"),
+        new("session_seconds_1h", "sessions last {0:0.#} s on average (1 h)"),
+        new("commands_per_session_1h", "{0:0.#} commands per session (1 h)"),
+        new("interval_cv_1h", "gaps between its active minutes vary {0:0.##}x their mean (1 h; low is machine-regular)"),
+        new("delivery_failures_24h", "{0:0} of its messages' deliveries failed permanently in 24 h"),
+        new("delivery_failure_ratio_24h", "{0:P0} of its messages' deliveries failed in 24 h"),
         new("messages_vs_baseline", "{0:0.#}x its usual hourly messages"),
         new("rcpt_vs_baseline", "{0:0.#}x its usual hourly recipients"),
         new("hour_of_day_share", "{0:P0} of its usual activity falls in this hour of day"),
@@ -144,6 +161,26 @@ public static class FeatureSet
             Set("new_nets_1h", F("new_nets_1h"));
             Set("new_recipient_share_1h", F("recipients_1h") > 0 ? Math.Min(1, F("new_recipients_1h") / F("recipients_1h")) : 0);
             Set("new_domains_1h", F("new_domains_1h"));
+
+            Set("passwords_1h", F("passwords_1h"));
+            Set("failed_passwords_1h", F("failed_passwords_1h"));
+            Set("accounts_per_password_1h", F("passwords_1h") > 0 ? F("users_tried_1h") / F("passwords_1h") : 0);
+            Set("auth_ok_after_fail_1h", F("auth_ok_after_fail_1h"));
+            Set("sent_after_fail_1h", F("sent_after_fail_1h"));
+            Set("helo_literal_share_1h", Ratio(F("helo_literal_1h"), F("closes_1h")));
+            Set("helo_bare_share_1h", Ratio(F("helo_bare_1h"), F("closes_1h")));
+            Set("tls_share_1h", Ratio(F("tls_1h"), F("closes_1h")));
+            Set("auth_login_share_1h", Ratio(F("auth_login_1h"), F("auth_attempts_1h")));
+
+            // No session ended yet in the window: nothing was dropped (1), not "every session dropped".
+            Set("quit_share_1h", F("closes_1h") > 0 ? F("quits_1h") / F("closes_1h") : 1);
+            Set("null_senders_1h", F("null_senders_1h"));
+            Set("rsets_1h", F("rsets_1h"));
+            Set("session_seconds_1h", Ratio(F("session_ms_1h"), F("closes_1h")) / 1000.0);
+            Set("commands_per_session_1h", Ratio(F("session_commands_1h"), F("closes_1h")));
+            Set("interval_cv_1h", F("interval_cv_1h"));
+            Set("delivery_failures_24h", F("delivery_failures_24h"));
+            Set("delivery_failure_ratio_24h", Ratio(F("delivery_failures_24h"), F("deliveries_24h")));
 
             // Baseline: the 7 days before the last hour, per hour of that span the entity existed.
             var baselineHours = Math.Max(1, (Math.Min(F("age_minutes"), 7 * 24 * 60) - 60) / 60.0);

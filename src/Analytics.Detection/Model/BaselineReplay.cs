@@ -3,7 +3,8 @@ using Analytics.Store;
 namespace Analytics.Detection.Model;
 
 /// <summary>An action a detector took on an entity at a time: a ban, a throttle, a flag.</summary>
-public sealed record DetectorAction(DateTime At, EntityRef Entity, string Detector);
+/// <summary>An action a detector took on an entity; <see cref="Class"/>: what the model said it is (null for a rule, which acts on everything alike).</summary>
+public sealed record DetectorAction(DateTime At, EntityRef Entity, string Detector, ThreatClass? Class = null);
 
 /// <summary>
 /// What operators run today, replayed over the recorded event stream one event at a time, each

@@ -13,7 +13,17 @@ public sealed record FamilyRecall(
     double RecallHigh,
     double? MedianMinutesToDetect,
     double? P90MinutesToDetect,
-    IReadOnlyList<VariantRecall> Variants);
+    IReadOnlyList<VariantRecall> Variants)
+{
+    /// <summary>
+    /// The stricter reading: campaigns whose first alert of the right class (a rule's counts for any)
+    /// came within <see cref="HonestEvaluator.Prompt"/> of their first malicious event. Over days of
+    /// scoring every minute, "any entity of the campaign flagged once, as anything" is easy to meet.
+    /// </summary>
+    public int DetectedPromptly { get; init; }
+
+    public double RecallPromptly { get; init; }
+}
 
 /// <summary>Per-campaign recall of one attack variant (<see cref="HeldOut"/>: kept out of training entirely).</summary>
 public sealed record VariantRecall(string Variant, bool HeldOut, int Campaigns, int Detected, double? MedianMinutesToDetect);
@@ -29,7 +39,11 @@ public sealed record DetectorReport(
     int BenignAlerts,
     int BenignEntityDays,
     double BenignAlertsPer10kEntityDays,
-    IReadOnlyList<PopulationHarm> Populations);
+    IReadOnlyList<PopulationHarm> Populations)
+{
+    /// <summary>The first benign alert episodes (up to 20): which legitimate entity, when, as what.</summary>
+    public IReadOnlyList<string> BenignExamples { get; init; } = [];
+}
 
 /// <summary>What the fast path did to one population's sessions (from the throttle events recorded).</summary>
 public sealed record FastPathHarm(string Population, bool Legitimate, long Sessions, long ThrottledSessions, double ThrottledPer10kSessions);
@@ -86,6 +100,9 @@ public static class HonestEvaluator
     /// <summary>An alert after this long without one on the same entity is a new episode (the policy's throttle hold).</summary>
     public static readonly TimeSpan EpisodeGap = TimeSpan.FromMinutes(15);
 
+    /// <summary>Detection within this long of a campaign's first malicious event, with the right class, is prompt.</summary>
+    public static readonly TimeSpan Prompt = TimeSpan.FromHours(1);
+
     public static DetectorReport Measure(string detector, string description, IEnumerable<DetectorAction> alerts, LabelIndex labels,
         IReadOnlyList<LabelledRow> rows, IReadOnlyDictionary<string, DateTime> firstEvents, string? heldOut, int seed = 17)
     {
@@ -111,6 +128,8 @@ public static class HonestEvaluator
         }
 
         var detectedAt = new Dictionary<string, DateTime>(StringComparer.Ordinal);
+        var rightClassAt = new Dictionary<string, DateTime>(StringComparer.Ordinal);
+        var examples = new List<string>();
         var benign = new Dictionary<string, (int Alerts, HashSet<EntityRef> Entities)>(StringComparer.Ordinal);
         var last = new Dictionary<EntityRef, DateTime>();
         foreach (var a in alerts.OrderBy(a => a.At))
@@ -121,6 +140,11 @@ public static class HonestEvaluator
                 if (!detectedAt.ContainsKey(campaign))
                 {
                     detectedAt[campaign] = a.At;
+                }
+
+                if ((a.Class is null || a.Class == cls) && !rightClassAt.ContainsKey(campaign))
+                {
+                    rightClassAt[campaign] = a.At;
                 }
 
                 continue;
@@ -140,6 +164,10 @@ public static class HonestEvaluator
 
             b.Entities.Add(a.Entity);
             benign[variant] = (b.Alerts + 1, b.Entities);
+            if (examples.Count < 20)
+            {
+                examples.Add(string.Create(CultureInfo.InvariantCulture, $"{a.At:yyyy-MM-dd HH:mm} {a.Entity} ({variant}){(a.Class is { } c ? " as " + c.ToText() : "")}"));
+            }
         }
 
         var families = new List<FamilyRecall>();
@@ -162,8 +190,13 @@ public static class HonestEvaluator
                     var vm = g.Select(Minutes).Where(m => m is not null).Select(m => m!.Value).Order().ToList();
                     return new VariantRecall(g.Key, g.Key == heldOut, g.Count(), g.Count(c => detectedAt.ContainsKey(c.Id)), Quantile(vm, 0.5));
                 }).ToList();
+            var prompt = campaigns.Count(c => rightClassAt.TryGetValue(c.Id, out var at) && firstEvents.TryGetValue(c.Id, out var first) && at - first <= Prompt);
             families.Add(new FamilyRecall(family.ToText(), campaigns.Count, hits.Count(h => h), hits.Count(h => h) / (double)hits.Length, low, high,
-                Quantile(minutes, 0.5), Quantile(minutes, 0.9), variants));
+                Quantile(minutes, 0.5), Quantile(minutes, 0.9), variants)
+            {
+                DetectedPromptly = prompt,
+                RecallPromptly = prompt / (double)campaigns.Count,
+            });
         }
 
         var populations = days.Keys.Union(benign.Keys).Order(StringComparer.Ordinal).Select(p =>
@@ -174,7 +207,7 @@ public static class HonestEvaluator
         }).ToList();
         var totalDays = populations.Sum(p => p.EntityDays);
         var totalAlerts = populations.Sum(p => p.Alerts);
-        return new DetectorReport(detector, description, families, totalAlerts, totalDays, Per10k(totalAlerts, totalDays), populations);
+        return new DetectorReport(detector, description, families, totalAlerts, totalDays, Per10k(totalAlerts, totalDays), populations) { BenignExamples = examples };
     }
 
     /// <summary>Row-level precision and recall per class, for the model's flags on the rows.</summary>
@@ -282,13 +315,14 @@ public static class HonestEvaluator
         o.WriteLine($"evaluation on {report.World}");
         o.WriteLine($"  {report.Cadence}: {report.ScoringPoints:N0} scoring points from {report.From:yyyy-MM-dd HH:mm} to {report.To:yyyy-MM-dd HH:mm}, {report.Rows:N0} entity scorings; model {report.ModelVersion}");
         o.WriteLine();
-        o.WriteLine("per-campaign recall (bootstrap 95 % interval), minutes from the first malicious event to the first alert (median / p90)");
-        o.WriteLine($"  {"detector",-26}{"family",-13}{"campaigns",10}{"recall",8}{"95 % CI",16}{"ttd med",9}{"p90",7}");
+        o.WriteLine("per-campaign recall (bootstrap 95 % interval), minutes from the first malicious event to the first alert (median / p90),");
+        o.WriteLine("and the stricter recall: an alert of the right class within 1 h of the campaign's first malicious event");
+        o.WriteLine($"  {"detector",-26}{"family",-13}{"campaigns",10}{"recall",8}{"95 % CI",16}{"ttd med",9}{"p90",7}{"1 h, class",12}");
         foreach (var d in report.Detectors)
         {
             foreach (var f in d.Families)
             {
-                o.WriteLine($"  {d.Detector,-26}{f.Family,-13}{f.Detected,4}/{f.Campaigns,-5}{P(f.Recall),8}   [{P(f.RecallLow)}, {P(f.RecallHigh)}]{M(f.MedianMinutesToDetect),9}{M(f.P90MinutesToDetect),7}");
+                o.WriteLine($"  {d.Detector,-26}{f.Family,-13}{f.Detected,4}/{f.Campaigns,-5}{P(f.Recall),8}   [{P(f.RecallLow)}, {P(f.RecallHigh)}]{M(f.MedianMinutesToDetect),9}{M(f.P90MinutesToDetect),7}{P(f.RecallPromptly),12}");
             }
         }
 
@@ -309,6 +343,11 @@ public static class HonestEvaluator
         foreach (var d in report.Detectors)
         {
             o.WriteLine($"  {d.Detector,-26}{d.BenignAlerts,8}{d.BenignEntityDays,13:N0}{d.BenignAlertsPer10kEntityDays,10:0.00}");
+        }
+
+        foreach (var example in report.Detectors[0].BenignExamples)
+        {
+            o.WriteLine($"    {report.Detectors[0].Detector} benign alert: {example}");
         }
 
         o.WriteLine();

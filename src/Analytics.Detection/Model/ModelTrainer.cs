@@ -170,7 +170,7 @@ public static class ModelTrainer
 
     /// <summary>The model's flags (and, separately, its anomaly alerts) on rows, as actions.</summary>
     public static IEnumerable<DetectorAction> Flags(IReadOnlyList<LabelledRow> rows, IReadOnlyList<Prediction> predictions, float threshold) =>
-        rows.Select((r, i) => (r, p: predictions[i])).Where(x => x.p.Flagged(threshold)).Select(x => new DetectorAction(x.r.Features.AsOf, x.r.Features.Entity, "model"));
+        rows.Select((r, i) => (r, p: predictions[i])).Where(x => x.p.Flagged(threshold)).Select(x => new DetectorAction(x.r.Features.AsOf, x.r.Features.Entity, "model", x.p.Class));
 
     public static IEnumerable<DetectorAction> Anomalies(IReadOnlyList<LabelledRow> rows, IReadOnlyList<Prediction> predictions) =>
         rows.Select((r, i) => (r, p: predictions[i])).Where(x => x.p.IsAnomalous).Select(x => new DetectorAction(x.r.Features.AsOf, x.r.Features.Entity, "anomaly"));

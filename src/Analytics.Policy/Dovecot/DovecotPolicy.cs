@@ -192,6 +192,7 @@ internal sealed class DovecotPolicy
         }
 
         session.AuthUser = AccountName.Normalize(request.Login);
+        session.SecretTag = tag;
         if (request.Success == true)
         {
             _engine.Rules.AuthOutcome(session, tag, CredentialCheck.Ok);
@@ -302,6 +303,8 @@ internal sealed class DovecotPolicy
 
         public string AuthUser { get; set; } = "";
 
+        public ulong SecretTag { get; set; }
+
         public int AcceptedRecipients => 0;
 
         public int KnownRecipients { get; set; }
@@ -334,6 +337,7 @@ internal sealed class DovecotPolicy
                 Status = status,
                 DurationMs = durationMs,
                 Detail = detail,
+                SecretTag = kind == EventKind.Auth ? SecretTag : 0,
             });
     }
 }

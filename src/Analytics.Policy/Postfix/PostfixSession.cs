@@ -34,6 +34,9 @@ internal sealed class PostfixSession : IRuleSession
 
     public ulong Id { get; }
 
+    /// <summary>Postfix shows the engine no password (Dovecot's policy requests do): always 0 here.</summary>
+    public ulong SecretTag { get; set; }
+
     public ListenerRole Role { get; private set; }
 
     public IPAddress ClientIp { get; }

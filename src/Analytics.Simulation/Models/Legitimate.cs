@@ -121,7 +121,7 @@ internal class OrdinaryUser : Entity
     {
         var ip = Addresses.Pick(random, start);
         var steps = new List<Step>(12);
-        Greet(steps, random, "[" + ip + "]", tls: true);
+        Greet(steps, random, ClientName(ip), tls: true);
         var wellBehaved = true;
         var roll = random.Next(1000);
         if (roll < 40)
@@ -163,6 +163,17 @@ internal class OrdinaryUser : Entity
         steps.Add(new Step(StepKind.Quit, Ms(random, 1, 10)));
         return Script(random, ip, ListenerRole.Submission, start, steps, wellBehaved);
     }
+
+    /// <summary>
+    /// What the person's mail client says in EHLO, one style per person: an address literal
+    /// (Thunderbird, phones), a dotless machine name (Outlook on Windows), or a host name.
+    /// </summary>
+    private string ClientName(IPAddress ip) => (Index % 5) switch
+    {
+        0 or 1 => "[" + ip + "]",
+        2 or 3 => "DESKTOP-" + ((Index * 7919) % 0xFFFFFF).ToString("X6", CultureInfo.InvariantCulture),
+        _ => "laptop" + Index.ToString(CultureInfo.InvariantCulture) + ".home.example",
+    };
 
     protected static string Typo(Random random, string text)
     {
@@ -366,7 +377,7 @@ internal sealed class InboundRelay : Entity
             {
                 var start = DiurnalTime(random, day);
                 var steps = new List<Step>(10);
-                Greet(steps, random, "mx" + Index.ToString(CultureInfo.InvariantCulture) + ".relay.example", tls: false);
+                Greet(steps, random, "mx" + Index.ToString(CultureInfo.InvariantCulture) + ".relay.example", tls: random.Next(10) < 8);
                 var n = 1 + (int)(Math.Pow(random.NextDouble(), 3) * 4);
                 var recipients = new HashSet<string>(StringComparer.Ordinal);
                 var wellBehaved = true;

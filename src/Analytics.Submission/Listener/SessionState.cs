@@ -84,6 +84,8 @@ internal sealed partial class SessionState : IRuleSession
 
     public string AuthReason { get; set; } = "";
 
+    public ulong SecretTag { get; set; }
+
     public string Sender { get; private set; } = "";
 
     public List<string> Recipients { get; } = [];
@@ -339,7 +341,8 @@ internal sealed partial class SessionState : IRuleSession
                 }
 
                 Emit(EventKind.Auth, outcome, reply, status, AuthReason.Length > 0 ? AuthReason : text,
-                    mechanism: auth.Method.ToString().ToUpperInvariant(), user: AuthUser, durationMs: duration);
+                    mechanism: auth.Method.ToString().ToUpperInvariant(), user: AuthUser, durationMs: duration, secretTag: SecretTag);
+                SecretTag = 0;
                 break;
             case MailCommand mail:
                 InTransaction = code < 400;
@@ -405,7 +408,7 @@ internal sealed partial class SessionState : IRuleSession
     }
 
     public void Emit(EventKind kind, EventOutcome outcome, ushort reply, string status, string detail,
-        string mechanism = "", string? user = null, string sender = "", string recipient = "", string domain = "", ulong size = 0, uint durationMs = 0)
+        string mechanism = "", string? user = null, string sender = "", string recipient = "", string domain = "", ulong size = 0, uint durationMs = 0, ulong secretTag = 0)
     {
         Listener.Events.Publish(new SmtpEvent
         {
@@ -427,6 +430,7 @@ internal sealed partial class SessionState : IRuleSession
             Size = size,
             DurationMs = durationMs,
             Detail = detail,
+            SecretTag = secretTag,
         });
     }
 

@@ -70,6 +70,9 @@ public interface IRuleSession
     /// <summary>The account named by the AUTH in progress (canonical).</summary>
     string AuthUser { get; set; }
 
+    /// <summary>The keyed tag of the password of the AUTH in progress (<see cref="SessionRules.TagOf"/>), for its event; 0 when none.</summary>
+    ulong SecretTag { get; set; }
+
     /// <summary>Recipients accepted in the message under way.</summary>
     int AcceptedRecipients { get; }
 
@@ -110,11 +113,13 @@ public sealed class SessionRules
     private readonly IRecipientLookup _recipients;
     private readonly ICredentialVerifier _credentials;
 
-    // Key of the password tags: random per instance, so a tag means nothing outside this process's memory.
-    private readonly byte[] _tagKey = RandomNumberGenerator.GetBytes(32);
+    // Key of the password tags: random per instance, so a tag means nothing outside this process's memory
+    // (a simulator passes its own, so that one seed gives the same events).
+    private readonly byte[] _tagKey;
 
-    public SessionRules(LimitsOptions limits, ILimitBook book, IRecipientLookup recipients, ICredentialVerifier credentials)
+    public SessionRules(LimitsOptions limits, ILimitBook book, IRecipientLookup recipients, ICredentialVerifier credentials, byte[]? tagKey = null)
     {
+        _tagKey = tagKey ?? RandomNumberGenerator.GetBytes(32);
         _session = limits.Session;
         _fastPath = limits.FastPath;
         _book = book;
@@ -182,6 +187,7 @@ public sealed class SessionRules
     public RuleReply? AuthPolicy(IRuleSession session, string user, ulong secretTag)
     {
         session.AuthUser = AccountName.Normalize(user);
+        session.SecretTag = secretTag;
         var decision = _book.CheckAuth(new LimitSubject(session.Address, session.AuthUser) { SecretTag = secretTag });
         ApplyTarpit(session, decision);
         if (decision.Action == LimitAction.Allow)
