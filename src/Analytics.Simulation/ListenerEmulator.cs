@@ -87,6 +87,8 @@ internal sealed class ListenerEmulator
 
         public AddressKey Address { get; }
 
+        public LimitCache LimitCache { get; } = new();
+
         public string User { get; private set; } = "";
 
         public string AuthUser { get; set; } = "";

@@ -56,10 +56,12 @@ internal sealed class FastPath
     public int Entries => _hostFailures.Count + _userFailures.Count + _accountFailures.Count + _wrongPasswords.Count + _sprays.Count + _hostUnknowns.Count + _userUnknowns.Count;
 
     /// <summary>Why AUTH from this subject is refused now, or null.</summary>
-    public string? AuthRefusal(in LimitSubject subject, long now)
+    public string? AuthRefusal(in LimitSubject subject, ref CheckClock clock)
     {
-        if (now < Volatile.Read(ref _locksUntil))
+        var locked = Pending(ref _locksUntil, ref clock);
+        if (locked)
         {
+            var now = clock.Now;
             if (_hostFailures.TryGetValue(subject.Address, out var ip) && ip.IsLocked(now))
             {
                 return "ip locked after repeated AUTH failures";
@@ -71,31 +73,54 @@ internal sealed class FastPath
             }
         }
 
-        if (HostHeld(subject, now) is { } held)
+        if (HostHeld(subject, ref clock) is { } held)
         {
             return held;
         }
 
-        if (subject.SecretTag != 0 && now < Volatile.Read(ref _spraysUntil) && _sprays.TryGetValue(subject.SecretTag, out var spray) && spray.IsBurned(now))
+        if (subject.SecretTag != 0 && Pending(ref _spraysUntil, ref clock) && _sprays.TryGetValue(subject.SecretTag, out var spray) && spray.IsBurned(clock.Now))
         {
             return "password sprayed over many accounts";
         }
 
-        if (subject.User.Length == 0 || now >= Volatile.Read(ref _locksUntil))
+        if (subject.User.Length == 0 || !locked)
         {
             return null;
         }
 
         var network = subject.Address.Network();
-        if (_userFailures.TryGetValue((subject.User, network), out var fromHere) && fromHere.IsLocked(now))
+        if (_userFailures.TryGetValue((subject.User, network), out var fromHere) && fromHere.IsLocked(clock.Now))
         {
             return "user locked after repeated AUTH failures from this network";
         }
 
         // Guessing spread over many networks locks the account, but never against its owner.
-        return _accountFailures.TryGetValue(subject.User, out var account) && account.IsLocked(now) && !IsOwnersNetwork(subject.User, network, now)
+        return _accountFailures.TryGetValue(subject.User, out var account) && account.IsLocked(clock.Now) && !IsOwnersNetwork(subject.User, network, clock.Now)
             ? "user locked after AUTH failures from many networks"
             : null;
+    }
+
+    /// <summary>
+    /// Whether a deadline (<see cref="_locksUntil"/>, <see cref="_holdsUntil"/>, <see cref="_spraysUntil"/>)
+    /// is still ahead. While none was ever set the clock is not read at all, and one that has passed is
+    /// forgotten (0), so checks go back to not reading it once an attack is over. An
+    /// <see cref="Extend"/> racing with the reset wins: both compare-and-swap.
+    /// </summary>
+    private static bool Pending(ref long until, ref CheckClock clock)
+    {
+        var deadline = Volatile.Read(ref until);
+        if (deadline == 0)
+        {
+            return false;
+        }
+
+        if (clock.Now < deadline)
+        {
+            return true;
+        }
+
+        Interlocked.CompareExchange(ref until, 0, deadline);
+        return false;
     }
 
     public bool IsOwnersNetwork(in LimitSubject subject) =>
@@ -105,24 +130,24 @@ internal sealed class FastPath
         _known.TryGetValue(user, out var known) && known.Contains(network, now, FailureCounter.Ticks(_options.KnownNetworkTtl, _time.TimestampFrequency));
 
     /// <summary>Why the client's IP or network is held (unknown-recipient probing), or null.</summary>
-    public string? HostHeld(in LimitSubject subject, long now)
+    public string? HostHeld(in LimitSubject subject, ref CheckClock clock)
     {
-        if (now >= Volatile.Read(ref _holdsUntil))
+        if (!Pending(ref _holdsUntil, ref clock))
         {
             return null;
         }
 
-        if (_hostUnknowns.TryGetValue(subject.Address, out var own) && own.IsLocked(now))
+        if (_hostUnknowns.TryGetValue(subject.Address, out var own) && own.IsLocked(clock.Now))
         {
             return "ip held after probing unknown recipients";
         }
 
-        return _hostUnknowns.TryGetValue(subject.Address.Network(), out var net) && net.IsLocked(now) ? "network held after probing unknown recipients" : null;
+        return _hostUnknowns.TryGetValue(subject.Address.Network(), out var net) && net.IsLocked(clock.Now) ? "network held after probing unknown recipients" : null;
     }
 
     /// <summary>Why the account is held (unknown-recipient probing), or null.</summary>
-    public string? UserHeld(in LimitSubject subject, long now) =>
-        subject.User.Length > 0 && now < Volatile.Read(ref _holdsUntil) && _userUnknowns.TryGetValue(subject.User, out var state) && state.IsLocked(now)
+    public string? UserHeld(in LimitSubject subject, ref CheckClock clock) =>
+        subject.User.Length > 0 && Pending(ref _holdsUntil, ref clock) && _userUnknowns.TryGetValue(subject.User, out var state) && state.IsLocked(clock.Now)
             ? "user held after probing unknown recipients"
             : null;
 
@@ -232,7 +257,8 @@ internal sealed class FastPath
     public HoldOutcome RecordUnknownRecipient(in LimitSubject subject)
     {
         var now = _time.GetTimestamp();
-        if ((HostHeld(subject, now) ?? UserHeld(subject, now)) is { } already)
+        var clock = new CheckClock(_time, now);
+        if ((HostHeld(subject, ref clock) ?? UserHeld(subject, ref clock)) is { } already)
         {
             return new HoldOutcome(true, already, TimeSpan.Zero);
         }

@@ -45,6 +45,24 @@ public readonly record struct LimitSubject(AddressKey Address, string User)
     /// so one password sprayed over many accounts can be recognised without keeping it. 0 = none.
     /// </summary>
     public ulong SecretTag { get; init; }
+
+    /// <summary>
+    /// The session's <see cref="LimitCache"/>: the subject's limits are then looked up once per session
+    /// (and again only when the book's limits change), not on every command. Null: looked up each time.
+    /// </summary>
+    public LimitCache? Cache { get; init; }
+}
+
+/// <summary>
+/// What one session keeps of its subject between limit checks: the address's and the account's limits
+/// as resolved against the book's current snapshot, and the account's fixed-rate buckets. Checked on
+/// every use (same snapshot, same address, same account), so a stale or mismatched cache only costs a
+/// fresh lookup. One per session; a session's commands are checked one at a time.
+/// </summary>
+public sealed class LimitCache
+{
+    internal object? Resolved;
+    internal object? Fixed;
 }
 
 /// <summary>What recording an AUTH failure did.</summary>

@@ -14,13 +14,13 @@ namespace Analytics.Limits;
 public sealed class LimitBook : ILimitBook
 {
     private readonly SessionLimitOptions _session;
-    private readonly FixedLimitOptions _fixed;
+    private readonly FixedLimitOptions _fixedOptions;
     private readonly TimeProvider _time;
+    private readonly long _frequency;
     private readonly FastPath _fastPath;
     private readonly AddressKey[] _blockedNetworks;
     private readonly FrozenSet<string> _blockedUsers;
-    private readonly ConcurrentDictionary<string, TokenBucket> _fixedMessages = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, TokenBucket> _fixedRecipients = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, FixedBuckets> _fixed = new(StringComparer.Ordinal);
     private Snapshot _snapshot = Snapshot.Empty;
 
     public LimitBook(IOptions<LimitsOptions> options, TimeProvider time)
@@ -31,8 +31,9 @@ public sealed class LimitBook : ILimitBook
     public LimitBook(LimitsOptions options, TimeProvider time)
     {
         _session = options.Session;
-        _fixed = options.Fixed;
+        _fixedOptions = options.Fixed;
         _time = time;
+        _frequency = time.TimestampFrequency;
         _fastPath = new FastPath(options.FastPath, time);
         _blockedNetworks = [.. options.Fixed.BlockedNetworks.Select(n => AddressKey.TryParseNetwork(n, out var key) ? key : throw new FormatException($"'{n}' is not an IP address or CIDR network."))];
         _blockedUsers = options.Fixed.BlockedUsers.Select(AccountName.Normalize).ToFrozenSet(StringComparer.Ordinal);
@@ -75,7 +76,7 @@ public sealed class LimitBook : ILimitBook
 
     public LimitDecision CheckConnect(LimitSubject subject)
     {
-        var host = Volatile.Read(ref _snapshot).Host(subject.Address);
+        var (host, _) = Resolve(Volatile.Read(ref _snapshot), subject);
         if (host is { Limit.Blocked: true })
         {
             return new LimitDecision(LimitAction.Block, host.Limit.Tarpit, host.Limit.Reason);
@@ -90,16 +91,15 @@ public sealed class LimitBook : ILimitBook
             }
         }
 
-        return _fastPath.HostHeld(subject, _time.GetTimestamp()) is { } why
+        var clock = new CheckClock(_time);
+        return _fastPath.HostHeld(subject, ref clock) is { } why
             ? new LimitDecision(LimitAction.TempFail, tarpit, why)
             : new LimitDecision(LimitAction.Allow, tarpit, "");
     }
 
     public LimitDecision CheckAuth(LimitSubject subject)
     {
-        var s = Volatile.Read(ref _snapshot);
-        var host = s.Host(subject.Address);
-        var user = s.User(subject.User);
+        var (host, user) = Resolve(Volatile.Read(ref _snapshot), subject);
         var tarpit = Max(host?.Limit.Tarpit, user?.Limit.Tarpit);
         if (host is { Limit.AuthLocked: true } or { Limit.Blocked: true })
         {
@@ -111,40 +111,38 @@ public sealed class LimitBook : ILimitBook
             return new LimitDecision(LimitAction.Lock, tarpit, user.Limit.Reason);
         }
 
-        if (_fastPath.AuthRefusal(subject, _time.GetTimestamp()) is { } why)
+        var clock = new CheckClock(_time);
+        if (_fastPath.AuthRefusal(subject, ref clock) is { } why)
         {
             return new LimitDecision(LimitAction.Lock, tarpit, why);
         }
 
-        return subject.User.Length > 0 && _blockedUsers.Contains(subject.User)
+        return subject.User.Length > 0 && _blockedUsers.Count > 0 && _blockedUsers.Contains(subject.User)
             ? new LimitDecision(LimitAction.Lock, tarpit, "user blocked")
             : new LimitDecision(LimitAction.Allow, tarpit, "");
     }
 
     public LimitDecision CheckMail(LimitSubject subject)
     {
-        var s = Volatile.Read(ref _snapshot);
-        var host = s.Host(subject.Address);
-        var user = s.User(subject.User);
+        var (host, user) = Resolve(Volatile.Read(ref _snapshot), subject);
         var tarpit = Max(host?.Limit.Tarpit, user?.Limit.Tarpit);
         if ((host ?? user) is not null && Blocked(host, user) is { } blocked)
         {
             return new LimitDecision(LimitAction.Block, tarpit, blocked.Limit.Reason);
         }
 
-        var now = _time.GetTimestamp();
-        var frequency = _time.TimestampFrequency;
-        if (user?.Limit.MessagesPerMinute is { } perMinute && !user.Messages.TryTake(perMinute, OneMinute, now, frequency))
+        var clock = new CheckClock(_time);
+        if (user?.Limit.MessagesPerMinute is { } perMinute && !user.Messages.TryTake(perMinute, OneMinute, clock.Now, _frequency))
         {
             return new LimitDecision(LimitAction.TempFail, tarpit, user.Limit.Reason);
         }
 
-        if (host?.Limit.MessagesPerMinute is { } hostPerMinute && !host.Messages.TryTake(hostPerMinute, OneMinute, now, frequency))
+        if (host?.Limit.MessagesPerMinute is { } hostPerMinute && !host.Messages.TryTake(hostPerMinute, OneMinute, clock.Now, _frequency))
         {
             return new LimitDecision(LimitAction.TempFail, tarpit, host.Limit.Reason);
         }
 
-        if ((_fastPath.HostHeld(subject, now) ?? _fastPath.UserHeld(subject, now)) is { } held)
+        if ((_fastPath.HostHeld(subject, ref clock) ?? _fastPath.UserHeld(subject, ref clock)) is { } held)
         {
             return new LimitDecision(LimitAction.TempFail, tarpit, held);
         }
@@ -160,8 +158,8 @@ public sealed class LimitBook : ILimitBook
         }
 
         // A reviewer's override sets the account's own rates: the fixed ones do not apply to it.
-        if (_fixed.MessagesPerMinute > 0 && user is not { Limit.Source: LimitSource.Override }
-            && !_fixedMessages.GetOrAdd(subject.User, static _ => new TokenBucket()).TryTake(_fixed.MessagesPerMinute, OneMinute, now, frequency))
+        if (_fixedOptions.MessagesPerMinute > 0 && user is not { Limit.Source: LimitSource.Override }
+            && !Fixed(subject).Messages.TryTake(_fixedOptions.MessagesPerMinute, OneMinute, clock.Now, _frequency))
         {
             return new LimitDecision(LimitAction.TempFail, tarpit, "message rate exceeded");
         }
@@ -171,9 +169,7 @@ public sealed class LimitBook : ILimitBook
 
     public LimitDecision CheckRcpt(LimitSubject subject, int recipientsInMessage)
     {
-        var s = Volatile.Read(ref _snapshot);
-        var host = s.Host(subject.Address);
-        var user = s.User(subject.User);
+        var (host, user) = Resolve(Volatile.Read(ref _snapshot), subject);
         var tarpit = Max(host?.Limit.Tarpit, user?.Limit.Tarpit);
         if ((host ?? user) is not null && Blocked(host, user) is { } blocked)
         {
@@ -186,19 +182,18 @@ public sealed class LimitBook : ILimitBook
             return new LimitDecision(LimitAction.TooManyRecipients, tarpit, (user ?? host)!.Limit.Reason);
         }
 
-        var now = _time.GetTimestamp();
-        var frequency = _time.TimestampFrequency;
-        if (user?.Limit.RecipientsPerHour is { } perHour && !user.Recipients.TryTake(perHour, OneHour, now, frequency))
+        var clock = new CheckClock(_time);
+        if (user?.Limit.RecipientsPerHour is { } perHour && !user.Recipients.TryTake(perHour, OneHour, clock.Now, _frequency))
         {
             return new LimitDecision(LimitAction.TempFail, tarpit, user.Limit.Reason);
         }
 
-        if (host?.Limit.RecipientsPerHour is { } hostPerHour && !host.Recipients.TryTake(hostPerHour, OneHour, now, frequency))
+        if (host?.Limit.RecipientsPerHour is { } hostPerHour && !host.Recipients.TryTake(hostPerHour, OneHour, clock.Now, _frequency))
         {
             return new LimitDecision(LimitAction.TempFail, tarpit, host.Limit.Reason);
         }
 
-        if ((_fastPath.HostHeld(subject, now) ?? _fastPath.UserHeld(subject, now)) is { } held)
+        if ((_fastPath.HostHeld(subject, ref clock) ?? _fastPath.UserHeld(subject, ref clock)) is { } held)
         {
             return new LimitDecision(LimitAction.TempFail, tarpit, held);
         }
@@ -208,8 +203,8 @@ public sealed class LimitBook : ILimitBook
             return new LimitDecision(LimitAction.TooManyRecipients, tarpit, "too many recipients");
         }
 
-        if (subject.User.Length > 0 && _fixed.RecipientsPerHour > 0 && user is not { Limit.Source: LimitSource.Override }
-            && !_fixedRecipients.GetOrAdd(subject.User, static _ => new TokenBucket()).TryTake(_fixed.RecipientsPerHour, OneHour, now, frequency))
+        if (subject.User.Length > 0 && _fixedOptions.RecipientsPerHour > 0 && user is not { Limit.Source: LimitSource.Override }
+            && !Fixed(subject).Recipients.TryTake(_fixedOptions.RecipientsPerHour, OneHour, clock.Now, _frequency))
         {
             return new LimitDecision(LimitAction.TempFail, tarpit, "recipient rate exceeded");
         }
@@ -230,6 +225,53 @@ public sealed class LimitBook : ILimitBook
     public bool IsOwnersNetwork(LimitSubject subject) => _fastPath.IsOwnersNetwork(subject);
 
     public void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime At)> logins) => _fastPath.RememberLogins(logins);
+
+    // The subject's host and user limits in this snapshot: from the session's cache when it was resolved
+    // against this very snapshot for this address and account, else looked up (and cached).
+    private static (Entry? Host, Entry? User) Resolve(Snapshot s, in LimitSubject subject)
+    {
+        if (subject.Cache is not { } cache)
+        {
+            return (s.Host(subject.Address), s.User(subject.User));
+        }
+
+        if (cache.Resolved is Resolved r && ReferenceEquals(r.Snapshot, s) && r.Address == subject.Address && string.Equals(r.User, subject.User, StringComparison.Ordinal))
+        {
+            return (r.HostEntry, r.UserEntry);
+        }
+
+        var fresh = new Resolved(s, subject.Address, subject.User, s.Host(subject.Address), s.User(subject.User));
+        cache.Resolved = fresh;
+        return (fresh.HostEntry, fresh.UserEntry);
+    }
+
+    // The account's fixed-rate buckets (never removed, so a session may keep them).
+    private FixedBuckets Fixed(in LimitSubject subject)
+    {
+        if (subject.Cache?.Fixed is FixedBuckets cached && string.Equals(cached.User, subject.User, StringComparison.Ordinal))
+        {
+            return cached;
+        }
+
+        var buckets = _fixed.GetOrAdd(subject.User, static user => new FixedBuckets(user));
+        if (subject.Cache is { } cache)
+        {
+            cache.Fixed = buckets;
+        }
+
+        return buckets;
+    }
+
+    private sealed record Resolved(Snapshot Snapshot, AddressKey Address, string User, Entry? HostEntry, Entry? UserEntry);
+
+    private sealed class FixedBuckets(string user)
+    {
+        public string User { get; } = user;
+
+        public TokenBucket Messages { get; } = new();
+
+        public TokenBucket Recipients { get; } = new();
+    }
 
     private static readonly TimeSpan OneMinute = TimeSpan.FromMinutes(1);
     private static readonly TimeSpan OneHour = TimeSpan.FromHours(1);

@@ -43,6 +43,8 @@ internal sealed class PostfixSession : IRuleSession
 
     public AddressKey Address { get; }
 
+    public Analytics.Limits.LimitCache LimitCache { get; } = new();
+
     public ushort ClientPort { get; }
 
     /// <summary>The SASL user Postfix reports (canonical), empty before AUTH.</summary>

@@ -66,6 +66,8 @@ internal sealed partial class SessionState : IRuleSession
 
     public AddressKey Address { get; }
 
+    public Analytics.Limits.LimitCache LimitCache { get; } = new();
+
     public ushort ClientPort { get; }
 
     public SessionPipe? Pipe { get; set; }

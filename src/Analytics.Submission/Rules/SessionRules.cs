@@ -64,6 +64,9 @@ public interface IRuleSession
     /// <summary>The client address, keyed once per session.</summary>
     AddressKey Address { get; }
 
+    /// <summary>The session's limit lookups, kept between commands (null: looked up on every check).</summary>
+    LimitCache? LimitCache => null;
+
     /// <summary>The authenticated account (canonical), empty before AUTH succeeds.</summary>
     string User { get; }
 
@@ -135,7 +138,7 @@ public sealed class SessionRules
     /// </summary>
     public RuleReply? Connect(IRuleSession session, Action? admitted = null)
     {
-        var decision = _book.CheckConnect(new LimitSubject(session.Address, ""));
+        var decision = _book.CheckConnect(new LimitSubject(session.Address, "") { Cache = session.LimitCache });
         if (decision.Action == LimitAction.Allow)
         {
             admitted?.Invoke();
@@ -167,7 +170,7 @@ public sealed class SessionRules
             return new AuthResult(false, refused, refused.Reason);
         }
 
-        var subject = new LimitSubject(session.Address, session.AuthUser) { SecretTag = tag };
+        var subject = new LimitSubject(session.Address, session.AuthUser) { SecretTag = tag, Cache = session.LimitCache };
         var check = await _credentials.VerifyAsync(session.AuthUser, password, _book.IsOwnersNetwork(subject), cancellationToken);
         if (check == CredentialCheck.Busy)
         {
@@ -188,7 +191,7 @@ public sealed class SessionRules
     {
         session.AuthUser = AccountName.Normalize(user);
         session.SecretTag = secretTag;
-        var decision = _book.CheckAuth(new LimitSubject(session.Address, session.AuthUser) { SecretTag = secretTag });
+        var decision = _book.CheckAuth(new LimitSubject(session.Address, session.AuthUser) { SecretTag = secretTag, Cache = session.LimitCache });
         ApplyTarpit(session, decision);
         if (decision.Action == LimitAction.Allow)
         {
@@ -206,7 +209,7 @@ public sealed class SessionRules
     /// </summary>
     public AuthResult AuthOutcome(IRuleSession session, ulong secretTag, CredentialCheck check)
     {
-        var subject = new LimitSubject(session.Address, session.AuthUser) { SecretTag = secretTag };
+        var subject = new LimitSubject(session.Address, session.AuthUser) { SecretTag = secretTag, Cache = session.LimitCache };
         if (check == CredentialCheck.Ok)
         {
             _book.RecordAuthSuccess(subject);
@@ -227,7 +230,7 @@ public sealed class SessionRules
     public AuthResult MalformedAuth(IRuleSession session, string? user)
     {
         session.AuthUser = user is null ? "" : AccountName.Normalize(user);
-        RecordFailure(session, new LimitSubject(session.Address, session.AuthUser));
+        RecordFailure(session, new LimitSubject(session.Address, session.AuthUser) { Cache = session.LimitCache });
         return new AuthResult(false, new RuleReply(535, "5.7.8", "Authentication credentials invalid", "malformed response"), "malformed response");
     }
 
@@ -404,7 +407,7 @@ public sealed class SessionRules
         }
     }
 
-    private static LimitSubject Subject(IRuleSession session) => new(session.Address, session.User.Length > 0 ? session.User : session.AuthUser);
+    private static LimitSubject Subject(IRuleSession session) => new(session.Address, session.User.Length > 0 ? session.User : session.AuthUser) { Cache = session.LimitCache };
 
     /// <summary>A limit's refusal (and any tarpit) for MAIL or RCPT.</summary>
     private static RuleReply? Enforce(IRuleSession session, LimitDecision decision, string where)
