@@ -24,10 +24,7 @@ internal sealed partial class DovecotPolicyServer : IAsyncDisposable
     private readonly PolicyEndpoint _endpoint;
     private readonly ILogger _logger;
     private readonly byte[]? _apiKey;
-    private readonly CancellationTokenSource _stopping = new();
-    private readonly List<Task> _connections = [];
-    private Socket? _socket;
-    private Task _accept = Task.CompletedTask;
+    private PolicyListener? _listener;
 
     public DovecotPolicyServer(PolicyEngine engine, PolicyEndpoint endpoint, ILogger logger)
     {
@@ -43,42 +40,9 @@ internal sealed partial class DovecotPolicyServer : IAsyncDisposable
 
     public void Start()
     {
-        _socket = _endpoint.Bind();
-        Url = "http://" + PolicyEndpoint.Describe(_socket) + "/";
-        _accept = AcceptLoopAsync(_socket, _stopping.Token);
-    }
-
-    private async Task AcceptLoopAsync(Socket listener, CancellationToken cancellationToken)
-    {
-        while (!cancellationToken.IsCancellationRequested)
-        {
-            Socket client;
-            try
-            {
-                client = await listener.AcceptAsync(cancellationToken);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-            catch (SocketException) when (!cancellationToken.IsCancellationRequested)
-            {
-                await Task.Delay(TimeSpan.FromMilliseconds(50), _engine.Time, CancellationToken.None);
-                continue;
-            }
-            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-            {
-                return;
-            }
-
-            client.NoDelay = true;
-            var task = ServeAsync(client, cancellationToken);
-            lock (_connections)
-            {
-                _connections.RemoveAll(t => t.IsCompleted);
-                _connections.Add(task);
-            }
-        }
+        var socket = _endpoint.Bind();
+        Url = "http://" + PolicyEndpoint.Describe(socket) + "/";
+        _listener = new PolicyListener(socket, ServeAsync, _engine.Time);
     }
 
     /// <summary>One keep-alive connection: requests in order until the client closes or a request cannot be read safely.</summary>
@@ -351,17 +315,10 @@ internal sealed partial class DovecotPolicyServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await _stopping.CancelAsync();
-        _socket?.Dispose();
-        await _accept;
-        Task[] open;
-        lock (_connections)
+        if (_listener is not null)
         {
-            open = [.. _connections];
+            await _listener.DisposeAsync();
         }
-
-        await Task.WhenAll(open);
-        _stopping.Dispose();
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Dovecot policy request answered allow: {Error}")]

@@ -21,10 +21,7 @@ internal sealed partial class PostfixPolicyServer : IAsyncDisposable
     private readonly PostfixPolicy _policy;
     private readonly PolicyEndpoint _endpoint;
     private readonly ILogger _logger;
-    private readonly CancellationTokenSource _stopping = new();
-    private readonly List<Task> _connections = [];
-    private Socket? _socket;
-    private Task _accept = Task.CompletedTask;
+    private PolicyListener? _listener;
 
     public PostfixPolicyServer(PolicyEngine engine, PolicyEndpoint endpoint, ILogger logger)
     {
@@ -45,47 +42,9 @@ internal sealed partial class PostfixPolicyServer : IAsyncDisposable
     {
         var options = _engine.Options;
         var group = options.PostfixSocketGroup is { Length: > 0 } name ? PolicyEndpoint.GroupId(name) : null;
-        _socket = _endpoint.Bind(options.SocketMode, group);
-        Address = PolicyEndpoint.Describe(_socket);
-        _accept = AcceptLoopAsync(_socket, _stopping.Token);
-    }
-
-    private async Task AcceptLoopAsync(Socket listener, CancellationToken cancellationToken)
-    {
-        while (!cancellationToken.IsCancellationRequested)
-        {
-            Socket client;
-            try
-            {
-                client = await listener.AcceptAsync(cancellationToken);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-            catch (SocketException ex) when (!cancellationToken.IsCancellationRequested)
-            {
-                LogAcceptFailed(_logger, ex.SocketErrorCode);
-                await Task.Delay(TimeSpan.FromMilliseconds(50), _engine.Time, CancellationToken.None);
-                continue;
-            }
-            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-            {
-                return;
-            }
-
-            if (client.AddressFamily != AddressFamily.Unix)
-            {
-                client.NoDelay = true;
-            }
-
-            var task = ServeAsync(client, cancellationToken);
-            lock (_connections)
-            {
-                _connections.RemoveAll(t => t.IsCompleted);
-                _connections.Add(task);
-            }
-        }
+        var socket = _endpoint.Bind(options.SocketMode, group);
+        Address = PolicyEndpoint.Describe(socket);
+        _listener = new PolicyListener(socket, ServeAsync, _engine.Time, error => LogAcceptFailed(_logger, error));
     }
 
     /// <summary>One smtpd process's connection: requests in, answers out, in order, until either side closes.</summary>
@@ -160,16 +119,11 @@ internal sealed partial class PostfixPolicyServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await _stopping.CancelAsync();
-        _socket?.Dispose();
-        await _accept;
-        Task[] open;
-        lock (_connections)
+        if (_listener is not null)
         {
-            open = [.. _connections];
+            await _listener.DisposeAsync();
         }
 
-        await Task.WhenAll(open);
         if (_endpoint.UnixPath is { } path)
         {
             try
@@ -180,8 +134,6 @@ internal sealed partial class PostfixPolicyServer : IAsyncDisposable
             {
             }
         }
-
-        _stopping.Dispose();
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Postfix policy request answered DUNNO: {Error}")]
