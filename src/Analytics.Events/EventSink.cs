@@ -16,6 +16,10 @@ namespace Analytics.Events;
 /// disk refuses the spool too, batches are held in memory (two at most) and retried; the loop stops
 /// reading, the queue fills, and only then are new events refused. The loop never ends on an error:
 /// it records it (<see cref="Stats"/>), backs off and goes on. Disposal flushes.
+/// A caller that is about to tell a client its message was taken asks for its events to outlive the
+/// process first (<see cref="WaitDurableAsync"/>): the loop drains the queue and appends what the batch
+/// in collection holds to the batch's journal on disk (one write for every caller waiting, the batch
+/// itself still growing), so a SIGKILL loses no event of a message answered 250.
 /// Modelled on Serilog's BatchingSink.
 /// </summary>
 public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
@@ -36,6 +40,24 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
     // is held, so only the batch in flight can join the one held.
     private readonly Queue<HeldBatch> _held = new();
     private TimeSpan _backoff;
+
+    // Callers waiting for their events to outlive the process, and the signal that wakes the loop for them.
+    private readonly Lock _durableLock = new();
+    private List<TaskCompletionSource<bool>> _durableWaiters = [];
+    private volatile TaskCompletionSource _durableRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    // The journal of the batch in collection (owned by the loop): the events not yet in it, once any
+    // caller has asked; the sequence and token the batch will be shipped with once it has a journal;
+    // the batch in flight, and whether its journal held all of it.
+    private readonly List<SmtpEvent> _unjournaled = [];
+    private readonly EventBatch _journalFrame = new(4096);
+    private readonly ArrayBufferWriter<byte> _journalBuffer = new(1 << 16);
+    private bool _journaling;
+    private EventSpool.Journal? _journal;
+    private long _batchSequence;
+    private string? _batchToken;
+    private Task _inflight = Task.CompletedTask;
+    private bool _inflightJournaled = true;
     private long _nextRetryAt;
     private long _nextSealAt;
 
@@ -58,6 +80,8 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
     private volatile bool _spoolHealthy = true;
     private volatile string? _lastError;
     private volatile TaskCompletionSource _flushRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _journaled;
+    private long _durableTimeouts;
     private long _lastSpillWarning;
     private long _lastRefusalWarning;
     private int _disposed;
@@ -181,6 +205,8 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                 Recovered = _spool.RecoveredEvents,
                 QuarantinedFiles = _spool.QuarantinedFiles,
                 LoopErrors = Interlocked.Read(ref _loopErrors),
+                Journaled = Interlocked.Read(ref _journaled),
+                DurableTimeouts = Interlocked.Read(ref _durableTimeouts),
                 Health = health,
                 LastError = health == EventSinkHealth.Healthy ? null : _lastError,
             };
@@ -198,7 +224,14 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         {
             if (Interlocked.Read(ref _settled) >= target && Interlocked.Read(ref _heldEvents) == 0 && !_spool.HasOpenSpill)
             {
-                return _spool.Count == 0 && Interlocked.Read(ref _heldEvents) == 0;
+                if (_spool.Count == 0)
+                {
+                    return true;
+                }
+
+                // Spooled batches wait for the loop: wake it to replay them rather than wait out its interval.
+                _flushRequested.TrySetResult();
+                return false;
             }
 
             _flushRequested.TrySetResult();
@@ -207,6 +240,42 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
 
         cancellationToken.ThrowIfCancellationRequested();
         return false;
+    }
+
+    /// <summary>
+    /// Waits, at most <paramref name="timeout"/>, until every event published before the call would
+    /// outlive the process: in the store, in the spool, or in the journal of the batch being collected.
+    /// Callers answered together share one write. False when the time ran out (the events are still
+    /// queued and go on to the store as usual) or the sink is stopping.
+    /// </summary>
+    public async ValueTask<bool> WaitDurableAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            return false;
+        }
+
+        var waiter = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_durableLock)
+        {
+            _durableWaiters.Add(waiter);
+        }
+
+        _durableRequested.TrySetResult();
+        try
+        {
+            return await waiter.Task.WaitAsync(timeout, _time, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            Interlocked.Increment(ref _durableTimeouts);
+            return false;
+        }
+        finally
+        {
+            // A caller that gave up is not waited for any more (the loop drops answered waiters).
+            waiter.TrySetResult(false);
+        }
     }
 
     private async Task RunAsync()
@@ -254,8 +323,15 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                     batch.WriteTo(buffer);
                     var count = batch.Count;
                     await inflight;
+                    var journal = _journal;
+                    var journaled = journal is not null && _unjournaled.Count == 0;
+                    var token = _batchToken ?? NextToken(out _batchSequence);
+                    _journal = null;
+                    _batchToken = null;
+                    _unjournaled.Clear();
                     batch.Reset();
-                    inflight = ShipAsync(buffer.WrittenMemory, count);
+                    inflight = ShipAsync(buffer.WrittenMemory, count, _batchSequence, token, journal);
+                    (_inflight, _inflightJournaled) = (inflight, journaled);
                     current ^= 1;
                 }
                 else
@@ -318,6 +394,16 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         {
             LogLostAtShutdown(_logger, Interlocked.Read(ref _heldEvents), _spool.SpoolDirectory);
         }
+
+        lock (_durableLock)
+        {
+            foreach (var waiter in _durableWaiters)
+            {
+                waiter.TrySetResult(false);
+            }
+
+            _durableWaiters.Clear();
+        }
     }
 
     // Fills the batch from the queue until it is full, the flush interval passes or a flush is asked
@@ -328,17 +414,13 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         var started = _time.GetTimestamp();
         while (batch.Count < _options.BatchSize)
         {
-            while (batch.Count < _options.BatchSize && reader.TryRead(out var e))
+            Drain(batch);
+            if (batch.Count >= _options.BatchSize)
             {
-                if (batch.Count == 0)
-                {
-                    Interlocked.Exchange(ref _oldestPendingTicks, Stopwatch.GetTimestamp());
-                }
-
-                batch.Add(e);
+                return false;
             }
 
-            if (batch.Count >= _options.BatchSize)
+            if (_durableRequested.Task.IsCompleted && !await AnswerDurableWaitersAsync(batch))
             {
                 return false;
             }
@@ -359,14 +441,14 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
             var wait = reader.WaitToReadAsync().AsTask();
             using var delayCancel = new CancellationTokenSource();
             var delay = Task.Delay(remaining, _time, delayCancel.Token);
-            var winner = await Task.WhenAny(wait, delay, flush.Task);
+            var winner = await Task.WhenAny(wait, delay, flush.Task, _durableRequested.Task);
             await delayCancel.CancelAsync();
             if (winner == wait && !await wait)
             {
                 return true;
             }
 
-            if (winner != wait)
+            if (winner == delay || winner == flush.Task)
             {
                 return false;
             }
@@ -375,16 +457,130 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         return false;
     }
 
+    private void Drain(EventBatch batch)
+    {
+        var reader = _channel.Reader;
+        while (batch.Count < _options.BatchSize && reader.TryRead(out var e))
+        {
+            if (batch.Count == 0)
+            {
+                Interlocked.Exchange(ref _oldestPendingTicks, Stopwatch.GetTimestamp());
+            }
+
+            batch.Add(e);
+            if (_journaling)
+            {
+                _unjournaled.Add(e);
+            }
+        }
+    }
+
+    // Answers the callers waiting for durability. Every event they published before asking is by now
+    // in the queue, in this batch, in the producers' spill, or shipped: the queue is drained into the
+    // batch, the spill written, what the batch holds beyond its journal appended to it, and a batch
+    // shipped without a whole journal awaited. False cuts the batch short (it is full, or not all of
+    // it is in its journal: the first caller since start, or the disk refused the journal): it is
+    // shipped now, and the callers are answered on the next round, once it has settled.
+    private async Task<bool> AnswerDurableWaitersAsync(EventBatch batch)
+    {
+        _durableRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        List<TaskCompletionSource<bool>> waiters;
+        lock (_durableLock)
+        {
+            if (_durableWaiters.Count == 0)
+            {
+                return true;
+            }
+
+            (waiters, _durableWaiters) = (_durableWaiters, []);
+        }
+
+        waiters.RemoveAll(w => w.Task.IsCompleted);
+        if (waiters.Count == 0)
+        {
+            return true;
+        }
+
+        Drain(batch);
+        _spool.WriteSpillFrame();
+        var journaled = _journaling ? WriteJournal() : batch.Count == 0;
+        _journaling = true;
+        if (!journaled || batch.Count >= _options.BatchSize)
+        {
+            lock (_durableLock)
+            {
+                waiters.AddRange(_durableWaiters);
+                _durableWaiters = waiters;
+            }
+
+            _durableRequested.TrySetResult();
+            return false;
+        }
+
+        if (!_inflightJournaled)
+        {
+            await _inflight;
+        }
+
+        foreach (var waiter in waiters)
+        {
+            waiter.TrySetResult(true);
+        }
+
+        return true;
+    }
+
+    // Appends the batch's events not yet in its journal as one frame, in one write. False when the disk
+    // refuses it (nothing is half written: the journal is cut back to its last whole frame).
+    private bool WriteJournal()
+    {
+        if (_unjournaled.Count == 0)
+        {
+            return true;
+        }
+
+        try
+        {
+            if (_journal is null)
+            {
+                _batchToken ??= NextToken(out _batchSequence);
+                _journal = _spool.OpenJournal(_batchSequence, _batchToken);
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            _lastError = ex.Message;
+            return false;
+        }
+
+        _journalFrame.Reset();
+        foreach (var e in _unjournaled)
+        {
+            _journalFrame.Add(e);
+        }
+
+        _journalBuffer.ResetWrittenCount();
+        _journalFrame.WriteTo(_journalBuffer);
+        if (!_journal.Append(_journalBuffer.WrittenSpan))
+        {
+            return false;
+        }
+
+        Interlocked.Add(ref _journaled, _unjournaled.Count);
+        _unjournaled.Clear();
+        return true;
+    }
+
     private string NextToken(out long sequence)
     {
         sequence = _spool.NextSequence();
         return _tokenPrefix + "-" + sequence.ToString(CultureInfo.InvariantCulture);
     }
 
-    // Never throws: the frame ends in the store, in the spool, or held in memory.
-    private async Task ShipAsync(ReadOnlyMemory<byte> frames, int count)
+    // Never throws: the frame ends in the store, in the spool, or held in memory (its journal, if it
+    // has one, kept until then).
+    private async Task ShipAsync(ReadOnlyMemory<byte> frames, int count, long sequence, string token, EventSpool.Journal? journal)
     {
-        var token = NextToken(out var sequence);
         Interlocked.Increment(ref _batches);
 
         // Order is kept: while anything waits in the spool, new batches queue behind it.
@@ -395,6 +591,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                 await EventFrame.InsertAsync(_store, frames, token, _stopping.Token);
                 Interlocked.Add(ref _inserted, count);
                 Interlocked.Add(ref _settled, count);
+                journal?.Delete();
                 if (!_spoolHealthy && !_spool.HasOpenSpill)
                 {
                     // Nothing waits on the disk any more.
@@ -416,8 +613,12 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
 
         if (!TrySpool(sequence, token, count, frames.Span))
         {
-            _held.Enqueue(new HeldBatch(frames.ToArray(), count, sequence, token));
+            _held.Enqueue(new HeldBatch(frames.ToArray(), count, sequence, token, journal));
             Interlocked.Add(ref _heldEvents, count);
+        }
+        else
+        {
+            journal?.Delete();
         }
 
         Interlocked.Add(ref _settled, count);
@@ -474,6 +675,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
             }
 
             _held.Dequeue();
+            held.Journal?.Delete();
             Interlocked.Add(ref _heldEvents, -held.Count);
         }
 
@@ -708,7 +910,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         _stopping.Dispose();
     }
 
-    private sealed record HeldBatch(byte[] Frames, int Count, long Sequence, string Token);
+    private sealed record HeldBatch(byte[] Frames, int Count, long Sequence, string Token, EventSpool.Journal? Journal);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Event queue full ({Capacity} events): spilling to the disk spool; {Spilled} events spilled so far")]
     private static partial void LogSpilling(ILogger logger, int capacity, long spilled);

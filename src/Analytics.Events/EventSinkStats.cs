@@ -48,6 +48,12 @@ public sealed record EventSinkStats(
     /// <summary>Errors the loop caught and survived (it backs off and goes on).</summary>
     public long LoopErrors { get; init; }
 
+    /// <summary>Events appended to a batch's journal because a caller waited for them to outlive the process.</summary>
+    public long Journaled { get; init; }
+
+    /// <summary>Waits for durability that ran out of time (the reply went out anyway; the events went on as usual).</summary>
+    public long DurableTimeouts { get; init; }
+
     public EventSinkHealth Health { get; init; }
 
     /// <summary>The last failure, in words; null while healthy.</summary>

@@ -11,7 +11,8 @@ namespace Analytics.Events;
 /// used, so a batch that did land before the failure is not doubled).
 /// Producers spill here when memory is full: frames of up to 4,096 events appended to an open
 /// <c>.partial</c> segment, sealed into a regular batch by the sink's loop. After a crash, recovery
-/// keeps every complete frame of a segment and quarantines (and counts) only a torn tail.
+/// keeps every complete frame of a segment and quarantines (and counts) only a torn tail. The batch
+/// being collected may have a journal (<see cref="Journal"/>), recovered the same way.
 /// Nothing here throws into a producer: a spill that cannot be written is refused, not raised.
 /// </summary>
 internal sealed class EventSpool : IDisposable
@@ -20,6 +21,9 @@ internal sealed class EventSpool : IDisposable
 
     // Spool files of the versions before 0030: one Native events block each, replayed into events only.
     public const string LegacyExtension = ".native";
+
+    // The journal of the batch being collected (see <see cref="Journal"/>).
+    public const string JournalExtension = ".journal";
 
     // Spilled events are grouped into frames of this many before they are written: one-row blocks
     // would cost ClickHouse far more to parse on replay. At most this many wait in memory.
@@ -100,6 +104,89 @@ internal sealed class EventSpool : IDisposable
 
         Interlocked.Increment(ref _count);
         return new SpooledBatch(final, sequence, count, token);
+    }
+
+    /// <summary>
+    /// Opens the journal of the batch that will be shipped with <paramref name="sequence"/> and
+    /// <paramref name="token"/>. Throws when the disk refuses it.
+    /// </summary>
+    public Journal OpenJournal(long sequence, string token) =>
+        new(Path.Combine(_directory, string.Create(CultureInfo.InvariantCulture, $"{sequence:D16}_{token}{JournalExtension}")));
+
+    /// <summary>
+    /// The events of a batch still being collected, appended as frames when a caller needs them to
+    /// outlive the process (an SMTP reply that says the message was taken). Written through to the
+    /// kernel (no buffer of ours), not fsynced: a SIGKILL, a crash or an OOM kill keeps them, a power
+    /// cut may not (the mail spool fsyncs the message itself). Deleted once the batch is in the store or
+    /// spooled; after a crash, recovery makes a journal a spooled batch of its complete frames under the
+    /// batch's own token, so the copy of a batch that did reach the store is dropped by ClickHouse.
+    /// </summary>
+    internal sealed class Journal(string path) : IDisposable
+    {
+        // Unbuffered: each frame is one write(2), and a failed one leaves no bytes behind in a buffer.
+        private readonly FileStream _stream = new(path, FileMode.CreateNew, FileAccess.Write, FileShare.Read, bufferSize: 0);
+        private long _goodLength;
+
+        public string Path { get; } = path;
+
+        /// <summary>Appends one frame. False (the journal cut back to its last whole frame) when the disk refuses it.</summary>
+        public bool Append(ReadOnlySpan<byte> frame)
+        {
+            try
+            {
+                _stream.Write(frame);
+                _goodLength = _stream.Position;
+                return true;
+            }
+            catch (IOException)
+            {
+                try
+                {
+                    _stream.Position = _goodLength;
+                    _stream.SetLength(_goodLength);
+                }
+                catch (IOException)
+                {
+                    // Recovery keeps the whole frames before a torn one.
+                }
+
+                return false;
+            }
+        }
+
+        /// <summary>The batch is in the store or spooled: the journal has nothing left to keep.</summary>
+        public void Delete()
+        {
+            Dispose();
+            try
+            {
+                File.Delete(Path);
+            }
+            catch (IOException)
+            {
+                // Left behind, it is recovered at the next start and dropped by its token.
+            }
+        }
+
+        public void Dispose()
+        {
+            try
+            {
+                _stream.Dispose();
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    /// <summary>Writes the spill frame being filled, so the events in it outlive the process. Never throws.</summary>
+    public void WriteSpillFrame()
+    {
+        lock (_spillLock)
+        {
+            TryWriteSpillFrame();
+        }
     }
 
     /// <summary>
@@ -294,33 +381,9 @@ internal sealed class EventSpool : IDisposable
                 continue;
             }
 
-            var data = File.ReadAllBytes(partial);
-            var frames = EventFrame.Read(data, out var valid);
-            if (valid < data.Length)
-            {
-                var tail = data.AsSpan(valid);
-                var tailEvents = EventFrame.ClaimedCount(tail);
-                WriteQuarantine(Path.GetFileName(partial) + ".tail", tail, tailEvents);
-            }
-
-            if (frames.Count == 0)
-            {
-                File.Delete(partial);
-                continue;
-            }
-
-            var events = frames.Sum(f => f.Count);
-            using (var stream = new FileStream(partial, FileMode.Open, FileAccess.Write))
-            {
-                stream.SetLength(valid);
-                stream.Flush(flushToDisk: true);
-            }
-
             // The token is made from the segment itself, so a recovery interrupted and run again names
             // the same batch the same way and ClickHouse drops a second copy.
-            var token = string.Create(CultureInfo.InvariantCulture, $"rc-{sequence}-{valid}");
-            Durable.Move(partial, Path.Combine(_directory, FileName(sequence, events, token)));
-            Interlocked.Add(ref _recoveredEvents, events);
+            RecoverFrames(partial, sequence, null);
         }
 
         foreach (var temp in Directory.EnumerateFiles(_directory, "*" + Extension + ".tmp").ToList())
@@ -336,6 +399,57 @@ internal sealed class EventSpool : IDisposable
                 File.Delete(temp);
             }
         }
+
+        // Journals of batches a crash cut short: the batch's complete frames under the batch's token (a
+        // batch that reached the store before the crash is dropped by it), unless the whole batch was
+        // spooled already.
+        var spooled = Pending().Select(p => p.Sequence).ToHashSet();
+        foreach (var journal in Directory.EnumerateFiles(_directory, "*" + JournalExtension).Order(StringComparer.Ordinal).ToList())
+        {
+            var parts = Path.GetFileNameWithoutExtension(journal).Split('_', 2);
+            if (parts.Length != 2 || parts[1].Length == 0 || !long.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var sequence))
+            {
+                QuarantineFile(journal, 0);
+                continue;
+            }
+
+            if (spooled.Contains(sequence))
+            {
+                File.Delete(journal);
+                continue;
+            }
+
+            RecoverFrames(journal, sequence, parts[1]);
+        }
+    }
+
+    // Makes a file a crash left open a spooled batch of its complete frames; a torn tail is quarantined.
+    private void RecoverFrames(string path, long sequence, string? token)
+    {
+        var data = File.ReadAllBytes(path);
+        var frames = EventFrame.Read(data, out var valid);
+        if (valid < data.Length)
+        {
+            var tail = data.AsSpan(valid);
+            WriteQuarantine(Path.GetFileName(path) + ".tail", tail, EventFrame.ClaimedCount(tail));
+        }
+
+        if (frames.Count == 0)
+        {
+            File.Delete(path);
+            return;
+        }
+
+        var events = frames.Sum(f => f.Count);
+        using (var stream = new FileStream(path, FileMode.Open, FileAccess.Write))
+        {
+            stream.SetLength(valid);
+            stream.Flush(flushToDisk: true);
+        }
+
+        token ??= string.Create(CultureInfo.InvariantCulture, $"rc-{sequence}-{valid}");
+        Durable.Move(path, Path.Combine(_directory, FileName(sequence, events, token)));
+        Interlocked.Add(ref _recoveredEvents, events);
     }
 
     /// <summary>Spooled batches in replay order.</summary>

@@ -9,6 +9,15 @@ public interface IEventPublisher
     /// throws: an SMTP session must not fail because the event path does.
     /// </summary>
     bool Publish(SmtpEvent smtpEvent);
+
+    /// <summary>
+    /// Waits, at most <paramref name="timeout"/>, until every event this caller published before the
+    /// call would outlive the process (a SIGKILL, a crash): asked before a reply that tells a client its
+    /// message was taken. True when they would; false when the time ran out or the publisher is
+    /// stopping. Never throws but for <paramref name="cancellationToken"/>. Publishers that keep
+    /// nothing in memory answer at once.
+    /// </summary>
+    ValueTask<bool> WaitDurableAsync(TimeSpan timeout, CancellationToken cancellationToken = default) => ValueTask.FromResult(true);
 }
 
 /// <summary>A publisher that records nothing: for `bench smtp` with event capture off.</summary>

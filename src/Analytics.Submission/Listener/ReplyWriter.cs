@@ -7,8 +7,8 @@ namespace Analytics.Submission.Listener;
 
 /// <summary>
 /// The session's output. SmtpServer writes a reply and flushes; we hold the bytes until the flush,
-/// render the reply (<see cref="Replies"/>), apply any tarpit delay, send it, and then tell the
-/// session which reply went out, which is what every command event records.
+/// render the reply (<see cref="Replies"/>), apply any tarpit delay, tell the session which reply goes
+/// out (what every command event records), and send it.
 /// </summary>
 internal sealed class ReplyWriter : PipeWriter
 {
@@ -57,10 +57,15 @@ internal sealed class ReplyWriter : PipeWriter
             return new FlushResult(isCanceled: false, isCompleted: true);
         }
 
+        // The command's event is published before the reply goes out; a reply that says a message was
+        // taken waits until the session's events would outlive the process (see IEventPublisher).
+        if (_session.OnReply(code, status, final))
+        {
+            await _session.Listener.Events.WaitDurableAsync(SessionState.DurableEventsWait, cancellationToken);
+        }
+
         _inner.Write(Encoding.Latin1.GetBytes(text));
-        var result = await _inner.FlushAsync(cancellationToken);
-        _session.OnReplySent(code, status, final);
-        return result;
+        return await _inner.FlushAsync(cancellationToken);
     }
 
     /// <summary>Writes a reply of our own (not SmtpServer's) and flushes it.</summary>

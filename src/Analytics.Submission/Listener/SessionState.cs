@@ -303,13 +303,26 @@ internal sealed partial class SessionState : IRuleSession
         _current = null;
     }
 
-    /// <summary>Called by the reply writer with each reply as sent (after rendering and any delay).</summary>
-    public void OnReplySent(int code, string status, string text)
+    /// <summary>
+    /// How long a reply that says a message was taken waits for the session's events to outlive the
+    /// process. The event journal answers in well under a millisecond; this bounds a sink that cannot
+    /// (store and disk both failing): the message is in the spool either way, so the reply goes out.
+    /// </summary>
+    public static readonly TimeSpan DurableEventsWait = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// Called by the reply writer with each reply about to be sent (after rendering and any delay):
+    /// publishes the command's event. True when the reply tells the client its message was taken, so
+    /// the events must outlive the process before it goes out.
+    /// </summary>
+    public bool OnReply(int code, string status, string text)
     {
         if (code is >= 300 and < 400)
         {
-            return; // 334 / 354: the command goes on
+            return false; // 334 / 354: the command goes on
         }
+
+        var accepted = false;
 
         var current = _current;
         _current = null;
@@ -363,6 +376,7 @@ internal sealed partial class SessionState : IRuleSession
                     sender: Sender, recipient: recipient, domain: Clip(rcpt.Address.Host ?? "", 253).ToLowerInvariant(), durationMs: duration);
                 break;
             case DataCommand:
+                accepted = code < 400 && QueueId.Length > 0;
                 Emit(EventKind.Data, outcome, reply, status,
                     string.Create(CultureInfo.InvariantCulture, $"recipients={Recipients.Count}{(QueueId.Length > 0 && code < 400 ? " queued=" + QueueId : "")}"),
                     sender: Sender, size: (ulong)DataSize, durationMs: duration);
@@ -382,6 +396,8 @@ internal sealed partial class SessionState : IRuleSession
         {
             Closed = true;
         }
+
+        return accepted;
     }
 
     /// <summary>Publishes the close event, once, however the session ended.</summary>
