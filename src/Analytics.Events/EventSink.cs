@@ -50,7 +50,6 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
     // caller has asked; the sequence and token the batch will be shipped with once it has a journal;
     // the batch in flight, and whether its journal held all of it.
     private readonly List<SmtpEvent> _unjournaled = [];
-    private readonly EventBatch _journalFrame = new(4096);
     private readonly ArrayBufferWriter<byte> _journalBuffer = new(1 << 16);
     private bool _journaling;
     private EventSpool.Journal? _journal;
@@ -530,7 +529,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         return true;
     }
 
-    // Appends the batch's events not yet in its journal as one frame, in one write. False when the disk
+    // Appends the batch's events not yet in its journal as one group, in one write. False when the disk
     // refuses it (nothing is half written: the journal is cut back to its last whole frame).
     private bool WriteJournal()
     {
@@ -553,14 +552,8 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
             return false;
         }
 
-        _journalFrame.Reset();
-        foreach (var e in _unjournaled)
-        {
-            _journalFrame.Add(e);
-        }
-
         _journalBuffer.ResetWrittenCount();
-        _journalFrame.WriteTo(_journalBuffer);
+        JournalCodec.Write(_journalBuffer, _unjournaled);
         if (!_journal.Append(_journalBuffer.WrittenSpan))
         {
             return false;

@@ -22,7 +22,7 @@ internal sealed class EventSpool : IDisposable
     // Spool files of the versions before 0030: one Native events block each, replayed into events only.
     public const string LegacyExtension = ".native";
 
-    // The journal of the batch being collected (see <see cref="Journal"/>).
+    // The journal of the batch being collected (see <see cref="Journal"/>, <see cref="JournalCodec"/>).
     public const string JournalExtension = ".journal";
 
     // Spilled events are grouped into frames of this many before they are written: one-row blocks
@@ -118,8 +118,8 @@ internal sealed class EventSpool : IDisposable
     /// outlive the process (an SMTP reply that says the message was taken). Written through to the
     /// kernel (no buffer of ours), not fsynced: a SIGKILL, a crash or an OOM kill keeps them, a power
     /// cut may not (the mail spool fsyncs the message itself). Deleted once the batch is in the store or
-    /// spooled; after a crash, recovery makes a journal a spooled batch of its complete frames under the
-    /// batch's own token, so the copy of a batch that did reach the store is dropped by ClickHouse.
+    /// spooled; after a crash, recovery makes a journal a spooled batch of its intact events (one frame)
+    /// under the batch's own token, so the copy of a batch that did reach the store is dropped by ClickHouse.
     /// </summary>
     internal sealed class Journal(string path) : IDisposable
     {
@@ -129,7 +129,7 @@ internal sealed class EventSpool : IDisposable
 
         public string Path { get; } = path;
 
-        /// <summary>Appends one frame. False (the journal cut back to its last whole frame) when the disk refuses it.</summary>
+        /// <summary>Appends one group of events (<see cref="JournalCodec"/>). False (the journal cut back to its last whole group) when the disk refuses it.</summary>
         public bool Append(ReadOnlySpan<byte> frame)
         {
             try
@@ -419,8 +419,36 @@ internal sealed class EventSpool : IDisposable
                 continue;
             }
 
-            RecoverFrames(journal, sequence, parts[1]);
+            RecoverJournal(journal, sequence, parts[1]);
         }
+    }
+
+    // A journal becomes the spooled batch it would have been: its intact events as one frame, under the
+    // batch's token. A torn tail is quarantined, counted.
+    private void RecoverJournal(string path, long sequence, string token)
+    {
+        var data = File.ReadAllBytes(path);
+        var events = JournalCodec.Read(data, out var valid);
+        if (valid < data.Length)
+        {
+            var tail = data.AsSpan(valid);
+            WriteQuarantine(Path.GetFileName(path) + ".tail", tail, JournalCodec.ClaimedCount(tail));
+        }
+
+        if (events.Count > 0)
+        {
+            var batch = new EventBatch(events.Count);
+            foreach (var e in events)
+            {
+                batch.Add(e);
+            }
+
+            Write(sequence, token, events.Count, batch.ToArray());
+            Interlocked.Add(ref _recoveredEvents, events.Count);
+        }
+
+        File.Delete(path);
+        Durable.FsyncDirectory(_directory);
     }
 
     // Makes a file a crash left open a spooled batch of its complete frames; a torn tail is quarantined.

@@ -15,9 +15,9 @@ public interface IEventPublisher
     /// call would outlive the process (a SIGKILL, a crash): asked before a reply that tells a client its
     /// message was taken. True when they would; false when the time ran out or the publisher is
     /// stopping. Never throws but for <paramref name="cancellationToken"/>. Publishers that keep
-    /// nothing in memory answer at once.
+    /// nothing in memory answer at once; a decorator passes the call on.
     /// </summary>
-    ValueTask<bool> WaitDurableAsync(TimeSpan timeout, CancellationToken cancellationToken = default) => ValueTask.FromResult(true);
+    ValueTask<bool> WaitDurableAsync(TimeSpan timeout, CancellationToken cancellationToken = default);
 }
 
 /// <summary>A publisher that records nothing: for `bench smtp` with event capture off.</summary>
@@ -26,4 +26,6 @@ public sealed class NullEventPublisher : IEventPublisher
     public static NullEventPublisher Instance { get; } = new();
 
     public bool Publish(SmtpEvent smtpEvent) => true;
+
+    public ValueTask<bool> WaitDurableAsync(TimeSpan timeout, CancellationToken cancellationToken = default) => ValueTask.FromResult(true);
 }

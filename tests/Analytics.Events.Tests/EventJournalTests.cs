@@ -39,6 +39,13 @@ public sealed class EventJournalTests
         return batch.ToArray();
     }
 
+    private static byte[] Journal(int from, int count)
+    {
+        var output = new ArrayBufferWriter<byte>();
+        JournalCodec.Write(output, [.. Enumerable.Range(from, count).Select(Event)]);
+        return output.WrittenSpan.ToArray();
+    }
+
     private static async Task<EmbeddedStore> OpenAsync(string path)
     {
         var store = EmbeddedStore.Open(path);
@@ -90,7 +97,7 @@ public sealed class EventJournalTests
             var waiters = Enumerable.Range(0, 20).Select(_ => sink.WaitDurableAsync(TimeSpan.FromSeconds(20), ct).AsTask()).ToArray();
             Assert.All(await Task.WhenAll(waiters), Assert.True);
             var journal = Assert.Single(Directory.GetFiles(spool, "*" + EventSpool.JournalExtension));
-            Assert.Equal(500, EventFrame.CountEvents(await File.ReadAllBytesAsync(journal, ct)));
+            Assert.Equal(500, JournalCodec.Read(await File.ReadAllBytesAsync(journal, ct), out _).Count);
             Assert.Equal(100UL, (await store.QueryAsync("SELECT count() FROM events", null, ct)).Scalar<ulong>());
             Assert.Equal(500, sink.Stats.Journaled);
 
@@ -124,11 +131,11 @@ public sealed class EventJournalTests
         await using var store = await OpenAsync(Path.Combine(dir.Path, "store"));
 
         // Batch 5 reached the store (300 events) before the kill, its journal (the first 200, then a torn
-        // frame) not yet deleted; batch 9 had only its journal (50 events).
+        // frame) not yet deleted: one frame per round of waiting sessions; batch 9 had only its journal (50 events).
         await EventFrame.InsertAsync(store, Frame(0, 300), "ev-test-5", ct);
-        var torn = Frame(200, 100);
-        await File.WriteAllBytesAsync(Path.Combine(spool, "0000000000000005_ev-test-5" + EventSpool.JournalExtension), [.. Frame(0, 200), .. torn.AsSpan(0, torn.Length / 3)], ct);
-        await File.WriteAllBytesAsync(Path.Combine(spool, "0000000000000009_ev-test-9" + EventSpool.JournalExtension), Frame(1000, 50), ct);
+        var torn = Journal(200, 100);
+        await File.WriteAllBytesAsync(Path.Combine(spool, "0000000000000005_ev-test-5" + EventSpool.JournalExtension), [.. Journal(0, 120), .. Journal(120, 50), .. Journal(170, 30), .. torn.AsSpan(0, torn.Length / 3)], ct);
+        await File.WriteAllBytesAsync(Path.Combine(spool, "0000000000000009_ev-test-9" + EventSpool.JournalExtension), Journal(1000, 50), ct);
 
         await using (var sink = new EventSink(store, new EventSinkOptions { FlushInterval = TimeSpan.FromMilliseconds(20) }, spool, NullLogger.Instance))
         {
@@ -150,11 +157,49 @@ public sealed class EventJournalTests
         var spool = Path.Combine(dir.Path, "spool");
         Directory.CreateDirectory(spool);
         File.WriteAllBytes(Path.Combine(spool, "0000000000000004_300_ev-test-4" + EventSpool.Extension), Frame(0, 300));
-        File.WriteAllBytes(Path.Combine(spool, "0000000000000004_ev-test-4" + EventSpool.JournalExtension), Frame(0, 300));
+        File.WriteAllBytes(Path.Combine(spool, "0000000000000004_ev-test-4" + EventSpool.JournalExtension), Journal(0, 300));
         using var recovered = new EventSpool(spool);
         Assert.Equal(0, recovered.RecoveredEvents);
         var batch = Assert.Single(recovered.Pending());
         Assert.Equal(300, batch.Count);
         Assert.Empty(Directory.GetFiles(spool, "*" + EventSpool.JournalExtension));
+    }
+
+    [Fact]
+    public void JournalCodec_RoundTripsEveryField_AndStopsAtACorruptGroup()
+    {
+        var full = new SmtpEvent
+        {
+            Timestamp = new DateTimeOffset(2026, 11, 28, 13, 14, 15, 678, TimeSpan.FromHours(2)).AddTicks(9),
+            Node = "node-ü",
+            Role = ListenerRole.Submission,
+            SessionId = ulong.MaxValue,
+            Kind = EventKind.Auth,
+            ClientIp = IPAddress.Parse("2001:db8::42"),
+            ClientPort = 65535,
+            User = "alice@example.org",
+            Mechanism = "PLAIN",
+            Outcome = EventOutcome.Reject,
+            ReplyCode = 535,
+            Status = "5.7.8",
+            Sender = "s@example.net",
+            Recipient = "r@example.com",
+            RecipientDomain = "example.com",
+            Size = 1234567890123,
+            DurationMs = 4321,
+            Detail = "bad ✉\n\ttab",
+            SecretTag = 0xFEEDFACE,
+        };
+        var output = new ArrayBufferWriter<byte>();
+        JournalCodec.Write(output, [full, Event(7)]);
+        JournalCodec.Write(output, [Event(8)]);
+        var data = output.WrittenSpan.ToArray();
+        var events = JournalCodec.Read(data, out var valid);
+        Assert.Equal([full, Event(7), Event(8)], events);
+        Assert.Equal(data.Length, valid);
+
+        data[^1] ^= 0x40; // the second group's payload no longer matches its checksum
+        Assert.Equal([full, Event(7)], JournalCodec.Read(data, out valid));
+        Assert.Equal(1, JournalCodec.ClaimedCount(data.AsSpan(valid)));
     }
 }

@@ -18,6 +18,8 @@ internal sealed class EventLog : IEventPublisher
         return true;
     }
 
+    public ValueTask<bool> WaitDurableAsync(TimeSpan timeout, CancellationToken cancellationToken = default) => ValueTask.FromResult(true);
+
     public IReadOnlyList<SmtpEvent> All => [.. _events];
 
     public IEnumerable<SmtpEvent> Of(EventKind kind) => _events.Where(e => e.Kind == kind);

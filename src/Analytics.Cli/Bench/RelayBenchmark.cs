@@ -281,6 +281,8 @@ internal static class RelayBenchmark
 
             return true;
         }
+
+        public ValueTask<bool> WaitDurableAsync(TimeSpan timeout, CancellationToken cancellationToken = default) => ValueTask.FromResult(true);
     }
 
     /// <summary>

@@ -103,6 +103,8 @@ internal sealed class CountingEventPublisher : IEventPublisher
         _metrics.Count(smtpEvent);
         return _inner.Publish(smtpEvent);
     }
+
+    public ValueTask<bool> WaitDurableAsync(TimeSpan timeout, CancellationToken cancellationToken = default) => _inner.WaitDurableAsync(timeout, cancellationToken);
 }
 
 /// <summary>Counts the scorer's flags by class as the verdicts come out of each pass.</summary>
