@@ -322,6 +322,14 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                     batch.WriteTo(buffer);
                     var count = batch.Count;
                     await inflight;
+
+                    // A batch with a journal takes its last events into it too (one write per batch), so
+                    // callers who wait while it is in flight need not wait for its insert.
+                    if (_journal is not null)
+                    {
+                        WriteJournal();
+                    }
+
                     var journal = _journal;
                     var journaled = journal is not null && _unjournaled.Count == 0;
                     var token = _batchToken ?? NextToken(out _batchSequence);
