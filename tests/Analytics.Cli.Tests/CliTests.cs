@@ -108,6 +108,14 @@ public sealed class CliTests
         Assert.Contains("RetentionDays", stderr, StringComparison.Ordinal);
         Assert.Contains("BatchSize", stderr, StringComparison.Ordinal);
 
+        // A value the binder cannot convert (from the file here; ANALYTICS_* takes the same path) was an
+        // unhandled exception and exit 134.
+        await File.WriteAllTextAsync(config, """{ "Events": { "BatchSize": "lots" } }""", TestContext.Current.CancellationToken);
+        (code, _, stderr) = await CliProcess.RunAsync("serve", "--data", dir.Path, "--config", config);
+        Assert.Equal(2, code);
+        Assert.Contains("Events:BatchSize: 'lots' is not a whole number", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", stderr, StringComparison.Ordinal);
+
         await File.WriteAllTextAsync(config, "{ not json", TestContext.Current.CancellationToken);
         (code, _, stderr) = await CliProcess.RunAsync("serve", "--data", dir.Path, "--config", config);
         Assert.Equal(2, code);

@@ -198,7 +198,8 @@ internal static partial class ConfigCommand
         }
     }
 
-    private static string Explain(InvalidOperationException ex)
+    /// <summary>A binder failure ("Failed to convert configuration value …") in one line an operator can act on.</summary>
+    internal static string Explain(InvalidOperationException ex)
     {
         // "Failed to convert configuration value 'lots' at 'Events:Capacity' to type 'System.Int32'."
         var match = BinderFailure().Match(ex.Message);

@@ -168,6 +168,11 @@ internal static class AnalyticsServices
         {
             throw Invalid(ex.InnerExceptions.Cast<OptionsValidationException>().SelectMany(e => e.Failures));
         }
+        catch (InvalidOperationException ex) when (ex.InnerException is ArgumentException or FormatException)
+        {
+            // A value the binder cannot convert ('abc' for a number), from any layer: file or ANALYTICS_*.
+            throw Invalid([Commands.ConfigCommand.Explain(ex)]);
+        }
     }
 
     /// <summary>One problem: one line. Several: one line each, all at once.</summary>
