@@ -127,6 +127,8 @@ public static class Metrics
         registry.Collected("analytics_events_recovered_total", "counter", "Events kept from spill segments a crash left open.");
         registry.Collected("analytics_events_quarantined_files", "gauge", "Files this sink set aside in the spool's quarantine folder.");
         registry.Collected("analytics_event_loop_errors_total", "counter", "Errors the event loop caught and survived.");
+        registry.Collected("analytics_events_journaled_total", "counter", "Events written to a batch's journal because a reply that accepts a message waited for them.");
+        registry.Collected("analytics_events_durable_wait_timeouts_total", "counter", "Replies that accepted a message after waiting the longest time for its events to reach the journal, the spool or the store.");
         registry.Collected("analytics_event_sink_health", "gauge", "0 healthy, 1 store down (spooling), 2 spool failing (holding in memory, then refusing).");
         registry.AddCollector(_ =>
         {
@@ -149,6 +151,8 @@ public static class Metrics
                 Sample.Of("analytics_events_recovered_total", s.Recovered),
                 Sample.Of("analytics_events_quarantined_files", s.QuarantinedFiles),
                 Sample.Of("analytics_event_loop_errors_total", s.LoopErrors),
+                Sample.Of("analytics_events_journaled_total", s.Journaled),
+                Sample.Of("analytics_events_durable_wait_timeouts_total", s.DurableTimeouts),
                 Sample.Of("analytics_event_sink_health", (int)s.Health),
             ]);
         });
