@@ -51,6 +51,23 @@ public sealed class ModelTests
         Assert.True(Evidence.Enough(ThreatClass.BruteForce, v)); // an address is judged by what it tried
     }
 
+    [Theory]
+    [InlineData(2f, 1f, false)] // two typos in the hour: one already put right, the other scored before its retry
+    [InlineData(2f, 0f, true)] // two failures nothing put right
+    [InlineData(6f, 1f, true)] // a guesser that found the password failed many times first
+    public void Evidence_FailuresASuccessInTheSessionPutRight_AreTyposNotGuesses(float failures, float corrected, bool enough)
+    {
+        var v = new float[FeatureSet.Count];
+        v[FeatureSet.Index("is_ip")] = 1;
+        v[FeatureSet.Index("auth_failures_1h")] = failures;
+        v[FeatureSet.Index("auth_ok_after_fail_1h")] = corrected;
+        v[FeatureSet.Index("failed_passwords_1h")] = failures;
+        Assert.Equal(enough, Evidence.Enough(ThreatClass.BruteForce, v));
+
+        v[FeatureSet.Index("auth_failures_24h")] = 5;
+        Assert.True(Evidence.Enough(ThreatClass.BruteForce, v)); // a slow attack's day still counts
+    }
+
     [Fact]
     public async Task TrainOnSmallScenario_HeldOutMetricsClearAFloor_ModelRoundTrips_AndScores()
     {

@@ -38,11 +38,16 @@ internal static class DetectionCommands
         };
         var trees = new Option<int>("--trees") { Description = "Trees per class (default 100)", DefaultValueFactory = _ => 100 };
         var threshold = new Option<float?>("--threshold") { Description = "Flag threshold (default: the lowest that keeps validation alerts at or under 0.5 per 10,000 entity-days)" };
+        var validationStep = new Option<int>("--validation-step")
+        {
+            Description = "Minutes between validation points, on the validation groups after the cut (default 1: the scorer's cadence, so the threshold is chosen on as many scorings per entity-day as production makes; 0: the training points)",
+            DefaultValueFactory = _ => 1,
+        };
         var noAblation = new Option<bool>("--no-ablation") { Description = "Skip the ablation model (trained without " + string.Join(", ", AblatedFeatures) + ")" };
         var command = new Command("train",
             "Train the detector from the store (simulation labels and review decisions), split by campaign and group and by time with a gap; write it with its model card, the validation figures, and an ablation model beside it")
         {
-            ModelOption, seed, holdout, trees, threshold, noAblation, StepOption, BenchCommand.Json,
+            ModelOption, seed, holdout, trees, threshold, noAblation, StepOption, validationStep, BenchCommand.Json,
         };
         command.SetAction((parse, cancellationToken) => context.WithStoreAsync(parse, async store =>
         {
@@ -59,13 +64,29 @@ internal static class DetectionCommands
                 FlagThreshold = parse.GetValue(threshold),
                 DataDescription = await DescribeDataAsync(store, rows.Count, step, cancellationToken),
             };
+
+            // Validation at the scorer's cadence: the same groups and span, scored every minute.
+            List<LabelledRow>? validationRows = null;
+            if (parse.GetValue(validationStep) is var vstep and > 0 && TimeSpan.FromMinutes(vstep) != step)
+            {
+                var validFrom = ModelTrainer.ValidationStart(rows, options);
+                var every = TimeSpan.FromMinutes(vstep);
+                validationRows = await BuildRowsAsync(context.IO, new TrainingSetBuilder(store), $"computing validation features every {vstep} min from {validFrom:yyyy-MM-dd HH:mm}",
+                    (builder, progress) => builder.BuildAsync(every, every, validFrom, null, progress, cancellationToken));
+                options = options with
+                {
+                    ValidationCadence = vstep == 1
+                        ? "production cadence: every minute, the entities active in the minute before"
+                        : $"every {vstep} min, the entities active since the previous point",
+                };
+            }
             Status(context.IO, $"training on {rows.Count:N0} labelled rows (seed {options.Seed})…");
-            var (model, report) = ModelTrainer.Train(rows, labels, options, directory);
+            var (model, report) = ModelTrainer.Train(rows, labels, options, directory, validationRows);
             await File.WriteAllTextAsync(Path.Combine(directory, "metrics.json"), JsonSerializer.Serialize(report, DetectionModel.Json), cancellationToken);
             if (!parse.GetValue(noAblation))
             {
                 Status(context.IO, "training the ablation model (without " + string.Join(", ", AblatedFeatures) + ")…");
-                ModelTrainer.Train(rows, labels, options with { DisabledFeatures = AblatedFeatures }, Path.Combine(directory, AblationDirectory));
+                ModelTrainer.Train(rows, labels, options with { DisabledFeatures = AblatedFeatures }, Path.Combine(directory, AblationDirectory), validationRows);
             }
 
             if (parse.GetValue(BenchCommand.Json))

@@ -58,8 +58,22 @@ public static class Evidence
     /// <summary>Unknown-mailbox rejections: 2 in the last hour, or 5 in 24 h (a slow harvest).</summary>
     public const int HarvestUnknown1h = 2, HarvestUnknown24h = 5;
 
-    /// <summary>AUTH failures: 2 in the last hour (one typo is not an attack), or 5 in 24 h (a slow spray); never a stale client's retries (<see cref="StaleClient"/>).</summary>
+    /// <summary>
+    /// AUTH failures: 2 in the last hour that no success in the same session put right (<see cref="UncorrectedFailures1h"/>;
+    /// one typo is not an attack), or 5 in 24 h (a slow spray); never a stale client's retries (<see cref="StaleClient"/>).
+    /// </summary>
     public const int AuthFailures1h = 2, AuthFailures24h = 5;
+
+    /// <summary>
+    /// The hour's failed logins less those a success in the same session put right (one per such
+    /// session). A failure followed by a success in one session is a person correcting a typo: whoever
+    /// logs in knows the password, and a guesser who finds it has failed many times first, which still
+    /// counts. A person who mistypes twice in an hour is otherwise two failures, and a scoring that
+    /// falls between the second typo and its correction (seconds, but the scorer runs every few) read
+    /// it as a brute force. An attacker gains nothing from it: only a password holder can correct.
+    /// </summary>
+    public static float UncorrectedFailures1h(float[] v) =>
+        Math.Max(0, v[FeatureSet.Index("auth_failures_1h")] - v[FeatureSet.Index("auth_ok_after_fail_1h")]);
 
     /// <summary>Messages: 2 in the last hour, over 2 sessions or more (one message is no pattern).</summary>
     public const int Messages1h = 2, Sessions1h = 2;
@@ -77,7 +91,7 @@ public static class Evidence
     public static bool Enough(ThreatClass cls, float[] v) => cls switch
     {
         ThreatClass.Harvester => v[FeatureSet.Index("rcpt_unknown_1h")] >= HarvestUnknown1h || v[FeatureSet.Index("rcpt_unknown_24h")] >= HarvestUnknown24h,
-        ThreatClass.BruteForce => (v[FeatureSet.Index("auth_failures_1h")] >= AuthFailures1h || v[FeatureSet.Index("auth_failures_24h")] >= AuthFailures24h) && !StaleClient(v),
+        ThreatClass.BruteForce => (UncorrectedFailures1h(v) >= AuthFailures1h || v[FeatureSet.Index("auth_failures_24h")] >= AuthFailures24h) && !StaleClient(v),
         ThreatClass.Compromised => v[FeatureSet.Index("messages_1h")] >= Messages1h && v[FeatureSet.Index("sessions_1h")] >= Sessions1h,
         _ => true,
     };

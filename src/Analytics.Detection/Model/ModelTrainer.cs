@@ -35,6 +35,9 @@ public sealed record TrainingOptions
 
     public string? DataDescription { get; init; }
 
+    /// <summary>How often the validation rows score each entity, for the report. Default: "training cadence" (the rows' own step).</summary>
+    public string ValidationCadence { get; init; } = "training cadence";
+
     /// <summary>Features the model is trained and scores without (held at zero): the ablation.</summary>
     public IReadOnlyList<string> DisabledFeatures { get; init; } = [];
 }
@@ -66,7 +69,12 @@ public static class ModelTrainer
         }
 
         var (train, validation, split) = Split(rows, labels, options);
-        validation = validationRows is null ? validation : [.. validationRows.Where(r => !IsTrainGroup(labels, r, options))];
+        if (validationRows is not null)
+        {
+            var validFrom = ValidationStart(rows, options);
+            validation = [.. validationRows.Where(r => !IsTrainGroup(labels, r, options) && r.Features.AsOf >= validFrom)];
+        }
+
         if (train.Select(r => r.Class).Distinct().Count() < 2)
         {
             throw new InvalidOperationException("The training split holds fewer than two classes: record attacks and legitimate traffic first.");
@@ -161,7 +169,7 @@ public static class ModelTrainer
         card = card with { FlagThreshold = chosen };
         model = new DetectionModel(ml, classifier, anomaly, card, DetectionModel.SlotClasses(ml, classifier));
         var validationReport = Report(model, labels, validation, firstEvents, created,
-            "validation: the validation groups of the training world, after the cut and the gap", "training cadence", []);
+            "validation: the validation groups of the training world, after the cut and the gap", options.ValidationCadence, []);
         var trainingReport = new TrainingReport(split, train.Count, validation.Count, chosen, points, validationReport);
         card = card with { Validation = trainingReport };
         Write(directory, ml, classifier, anomaly, data, benign, card);
@@ -214,11 +222,24 @@ public static class ModelTrainer
         };
     }
 
-    public static (List<LabelledRow> Train, List<LabelledRow> Validation, string Description) Split(IReadOnlyList<LabelledRow> rows, LabelIndex labels, TrainingOptions options)
+    /// <summary>
+    /// Where validation begins on the training rows' span (the time cut plus the gap): rows of the
+    /// validation groups from there on may be computed again at another cadence (the scorer's, every
+    /// minute) and passed to <see cref="Train"/>, so that the threshold is calibrated on as many
+    /// scorings per entity-day as production makes.
+    /// </summary>
+    public static DateTime ValidationStart(IReadOnlyList<LabelledRow> rows, TrainingOptions options) => Cut(rows, options) + options.Gap;
+
+    private static DateTime Cut(IReadOnlyList<LabelledRow> rows, TrainingOptions options)
     {
         var first = rows.Min(r => r.Features.AsOf);
         var last = rows.Max(r => r.Features.AsOf);
-        var cut = first + TimeSpan.FromTicks((long)((last - first).Ticks * options.TrainTimeShare));
+        return first + TimeSpan.FromTicks((long)((last - first).Ticks * options.TrainTimeShare));
+    }
+
+    public static (List<LabelledRow> Train, List<LabelledRow> Validation, string Description) Split(IReadOnlyList<LabelledRow> rows, LabelIndex labels, TrainingOptions options)
+    {
+        var cut = Cut(rows, options);
         var validFrom = cut + options.Gap;
         var train = new List<LabelledRow>();
         var validation = new List<LabelledRow>();
