@@ -172,4 +172,35 @@ public sealed class EmbeddedStoreTests
         Assert.EndsWith(Path.Combine(ChdbLibrary.Version, "libchdb.so"), ChdbLibrary.ExpectedPath, StringComparison.Ordinal);
         Assert.True(File.Exists(ChdbLibrary.ExpectedPath), "the build fetches the pinned engine into the cache");
     }
+
+    [Fact]
+    public async Task Writes_GoAheadOfQueuedReads_SoHeavyQueriesCannotHoldInsertsBack()
+    {
+        using var dir = new TempDirectory();
+        await using var store = EmbeddedStore.Open(dir.Path);
+        var ct = TestContext.Current.CancellationToken;
+        await store.ExecuteAsync("CREATE TABLE t (x UInt32) ENGINE = MergeTree ORDER BY x", null, ct);
+        var order = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var reads = new List<Task>();
+        for (var i = 0; i < 4; i++)
+        {
+            var n = i;
+            reads.Add(Task.Run(async () =>
+            {
+                await store.QueryAsync("SELECT sleep(0.3)", null, ct);
+                order.Enqueue("read " + n);
+            }, ct));
+            await Task.Delay(30, ct);
+        }
+
+        var write = Task.Run(async () =>
+        {
+            await store.ExecuteAsync("INSERT INTO t VALUES (1)", null, ct);
+            order.Enqueue("write");
+        }, ct);
+        await Task.WhenAll([.. reads, write]);
+
+        // The first read held the connection when the insert came; three reads were queued before it.
+        Assert.Equal(1, order.ToList().IndexOf("write"));
+    }
 }

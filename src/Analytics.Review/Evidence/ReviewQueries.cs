@@ -11,6 +11,10 @@ namespace Analytics.Review.Evidence;
 internal sealed class ReviewQueries
 {
     // Latest flagged verdict per entity in the range, joined with its latest review action.
+    // The console's heavier reads stop themselves after 10 s (ClickHouse's own limit: chDB cannot cancel a
+    // query from outside, and the embedded engine has one connection that inserts and scoring share).
+    private const string Bounded = "\nSETTINGS max_execution_time = 10, timeout_overflow_mode = 'throw'";
+
     private const string QueueSql = """
         WITH q AS (
             SELECT entity_kind, entity,
@@ -35,7 +39,7 @@ internal sealed class ReviewQueries
         WHERE ({status:String} = '' OR status = {status:String})
         ORDER BY score DESC, last_seen DESC, entity
         LIMIT 5000
-        """;
+        """ + Bounded;
 
     private const string VerdictsSql = """
         SELECT scored_at, class, toFloat64(score) AS score, toFloat64(anomaly) AS anomaly, flagged, reasons, model_version
@@ -66,7 +70,7 @@ internal sealed class ReviewQueries
         FROM activity
         WHERE entity_kind = {kind:String} AND entity = {entity:String}
           AND minute >= {since:DateTime} AND minute < {anchor:DateTime}
-        """;
+        """ + Bounded;
 
     private const string TimelineSql = """
         SELECT minute, sum(messages) AS messages, sum(rcpt) AS recipients, sum(auth_failures) AS auth_failures, sum(rcpt_rejected) AS rejected_rcpts
@@ -75,7 +79,7 @@ internal sealed class ReviewQueries
           AND minute >= {from:DateTime} AND minute < {to:DateTime}
         GROUP BY minute
         ORDER BY minute
-        """;
+        """ + Bounded;
 
     // Sessions by the entity: one fixed predicate per kind (never built from input).
     private const string UserPredicate = "user = {entity:String}";
@@ -93,7 +97,7 @@ internal sealed class ReviewQueries
         GROUP BY session_id
         ORDER BY max(ts) DESC
         LIMIT {sessions:UInt32}
-        """;
+        """ + Bounded;
 
     private const string SessionEventsSql = """
         SELECT session_id, ts, toString(kind) AS kind, toString(outcome) AS outcome, reply_code, status, user, sender, recipient, detail
@@ -101,7 +105,7 @@ internal sealed class ReviewQueries
         WHERE session_id IN {ids:Array(UInt64)} AND ts >= {from:DateTime64(3)}
         ORDER BY session_id, ts
         LIMIT 60 BY session_id
-        """;
+        """ + Bounded;
 
     private const string ActionsSql = """
         SELECT id, at, reviewer, toString(action) AS action, class, reason, details

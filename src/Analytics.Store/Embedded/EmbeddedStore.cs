@@ -7,7 +7,10 @@ namespace Analytics.Store.Embedded;
 /// <summary>
 /// ClickHouse in-process through chDB, with MergeTree data in a directory. One process owns a data
 /// directory (an exclusive lock file guards it) and chDB allows one open connection per process, so
-/// this is opened once per process and shared. Calls are serialised on the one connection.
+/// this is opened once per process and shared. Calls are serialised on the one connection, and writes
+/// (inserts, statements) go ahead of waiting reads: a queue of heavy console queries cannot hold the
+/// event sink's inserts back by more than the one query running (which callers bound with
+/// max_execution_time; chDB cannot cancel a query from outside).
 /// </summary>
 public sealed class EmbeddedStore : IClickHouseStore
 {
@@ -17,6 +20,7 @@ public sealed class EmbeddedStore : IClickHouseStore
     private static EmbeddedStore? _open;
 
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private int _writesWaiting;
     private readonly string _tempDirectory;
     private long _insertSequence;
     private readonly FileStream _lock;
@@ -147,7 +151,7 @@ public sealed class EmbeddedStore : IClickHouseStore
     }
 
     public Task ExecuteAsync(string sql, QueryParameters? parameters = null, CancellationToken cancellationToken = default) =>
-        RunAsync(Encoding.UTF8.GetBytes(sql), "TSV", parameters, cancellationToken);
+        RunAsync(Encoding.UTF8.GetBytes(sql), "TSV", parameters, cancellationToken, write: true);
 
     public async Task<QueryResult> QueryAsync(string sql, QueryParameters? parameters = null, CancellationToken cancellationToken = default)
     {
@@ -171,7 +175,7 @@ public sealed class EmbeddedStore : IClickHouseStore
         try
         {
             var sql = InsertStatements.FromFile(table, columns, format, path, deduplicationToken);
-            await RunAsync(Encoding.UTF8.GetBytes(sql), "TSV", null, cancellationToken);
+            await RunAsync(Encoding.UTF8.GetBytes(sql), "TSV", null, cancellationToken, write: true);
         }
         finally
         {
@@ -179,9 +183,9 @@ public sealed class EmbeddedStore : IClickHouseStore
         }
     }
 
-    private async Task<byte[]> RunAsync(byte[] query, string format, QueryParameters? parameters, CancellationToken cancellationToken)
+    private async Task<byte[]> RunAsync(byte[] query, string format, QueryParameters? parameters, CancellationToken cancellationToken, bool write = false)
     {
-        await _gate.WaitAsync(cancellationToken);
+        await EnterAsync(write, cancellationToken);
         try
         {
             ObjectDisposedException.ThrowIf(_connection == 0, this);
@@ -192,6 +196,37 @@ public sealed class EmbeddedStore : IClickHouseStore
         finally
         {
             _gate.Release();
+        }
+    }
+
+    // One call at a time; a read that gets the connection while a write waits hands it over and queues again.
+    private async Task EnterAsync(bool write, CancellationToken cancellationToken)
+    {
+        if (write)
+        {
+            Interlocked.Increment(ref _writesWaiting);
+            try
+            {
+                await _gate.WaitAsync(cancellationToken);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _writesWaiting);
+            }
+
+            return;
+        }
+
+        while (true)
+        {
+            await _gate.WaitAsync(cancellationToken);
+            if (Volatile.Read(ref _writesWaiting) == 0)
+            {
+                return;
+            }
+
+            _gate.Release();
+            await Task.Delay(1, cancellationToken);
         }
     }
 
