@@ -79,7 +79,7 @@ internal static class MxBenchmark
     private static async Task<BenchReport> RunAsync(Settings settings, CliIO io, bool quiet, CancellationToken cancellationToken)
     {
         var root = Path.Combine(Path.GetTempPath(), "analytics-bench-mx-" + Guid.NewGuid().ToString("N")[..8]);
-        var data = Path.Combine(root, "serve");
+        var data = Path.Combine(root, "data");
         var serveLog = Path.Combine(root, "serve.log");
         Directory.CreateDirectory(data);
         var mailboxes = Mailboxes(settings.Recipients);
@@ -106,7 +106,8 @@ internal static class MxBenchmark
             var ours = new IPEndPoint(IPAddress.Loopback, ServeChild.FreePort());
 
             Progress(io, quiet, "starting serve (MX only)");
-            using var serve = await ServeChild.StartAsync(["--data", data, "--config", config, "--mx", ours.ToString(), "--http", http], serveLog, cancellationToken);
+            // Run from the folder that holds its data directory, as the default (./data) has it.
+            using var serve = await ServeChild.StartAsync(["--data", data, "--config", config, "--mx", ours.ToString(), "--http", http], serveLog, cancellationToken, root);
             try
             {
                 Progress(io, quiet, "starting Postfix (MX role)");
@@ -114,7 +115,7 @@ internal static class MxBenchmark
                 var theirs = postfix.EndPoint;
 
                 report.Context("client", $"smtp-source -s {settings.Sessions} -m {settings.Messages} -r {settings.Recipients} (HELO, MAIL, {settings.Recipients}×RCPT, DATA, QUIT; one message per session)");
-                report.Context("ours", $"analytics serve (child process) MX on {ours}, shipped settings, full event capture into embedded chDB {ChdbLibrary.Version}, Delivery:Discard");
+                report.Context("ours", $"analytics serve (child process, run from the folder of its ./data) MX on {ours}, shipped settings, full event capture into embedded chDB {ChdbLibrary.Version}, Delivery:Discard");
                 report.Context("postfix", $"{await PostfixVersionAsync(cancellationToken)} on {theirs}, private instance, recipient table, " + string.Join(", ", PostfixMx.MxSettings.Select(s => s.Replace("=", " = ", StringComparison.Ordinal))));
                 report.Context("postfix_rig", "rig settings: smtpd_peername_lookup = no, no DNS, chroot off, smtputf8_enable = no; other smtpd settings at their defaults");
                 report.Context("runs", settings.Runs.ToString(CultureInfo.InvariantCulture) + " each, alternating (ours first) after one unmeasured warm-up each");

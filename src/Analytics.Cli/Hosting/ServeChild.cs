@@ -14,11 +14,15 @@ internal static class ServeChild
 {
     private static readonly HashSet<int> HandedOut = [];
 
-    /// <summary>Starts <c>serve ARGS</c> and waits (up to a minute) until it serves; kills it if it does not.</summary>
-    public static async Task<Process> StartAsync(IEnumerable<string> args, string logPath, CancellationToken cancellationToken)
+    /// <summary>
+    /// Starts <c>serve ARGS</c> (in <paramref name="workingDirectory"/>, or this process's) and waits (up to a
+    /// minute) until it serves; kills it if it does not.
+    /// </summary>
+    public static async Task<Process> StartAsync(IEnumerable<string> args, string logPath, CancellationToken cancellationToken, string? workingDirectory = null)
     {
         var info = new ProcessStartInfo("dotnet")
         {
+            WorkingDirectory = workingDirectory ?? "",
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
