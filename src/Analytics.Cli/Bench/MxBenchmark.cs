@@ -39,7 +39,8 @@ internal static class MxBenchmark
         var keep = new Option<bool>("--keep") { Description = "Keep the temporary folder (serve's data and log, Postfix's instance and maillog)" };
         var command = new Command("mx",
             "Our MX (serve, full event capture) against Postfix as an MX (recipient table, mail discarded), both driven by Postfix's smtp-source: " +
-            "sessions/s per run, medians and the ratio ours/Postfix. Needs the Debian postfix package (smtp-source, postfix) and root; exits 2 without them")
+            "sessions/s per run, medians and the ratio ours/Postfix. Both run in a temporary folder of their own (--data and --config are not used). " +
+            "Needs the Debian postfix package (smtp-source, postfix) and root; exits 2 without them")
         {
             messages, sessions, recipients, runs, keep, BenchCommand.Json,
         };
