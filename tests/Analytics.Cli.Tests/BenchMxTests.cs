@@ -31,9 +31,9 @@ public sealed class BenchMxTests
         var ratio = Figure(stdout, "ratio of medians, ours/postfix (target ≥ 2)");
         Assert.InRange(ratio, ours / postfix * 0.99, ours / postfix * 1.01);
 
-        // Full capture: the warm-up's 20 sessions and the run's 40, every one in the store.
-        Assert.Equal(60, Figure(stdout, "ours: sessions in the event store (of 60 driven)"));
-        Assert.Equal(180, Figure(stdout, "ours: accepted RCPT events stored"));
+        // Full capture: the warm-up's 40 sessions and the run's 40, every one in the store.
+        Assert.Equal(80, Figure(stdout, "ours: sessions in the event store (of 80 driven)"));
+        Assert.Equal(240, Figure(stdout, "ours: accepted RCPT events stored"));
     }
 
     [Fact]
