@@ -14,6 +14,7 @@ internal static class BenchCommand
         command.Subcommands.Add(IngestBenchmark.Create(context));
         command.Subcommands.Add(SmtpBenchmark.Create(context));
         command.Subcommands.Add(RelayBenchmark.Create(context));
+        command.Subcommands.Add(MxBenchmark.Create(context));
         command.Subcommands.Add(SimulateBenchmark.Create(context));
         command.Subcommands.Add(ScoreBenchmark.Create(context));
         command.Subcommands.Add(LimitsBenchmark.Create(context));

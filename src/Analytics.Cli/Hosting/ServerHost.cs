@@ -18,7 +18,11 @@ internal static partial class ServerHost
     public static async Task<int> RunAsync(AnalyticsSettings settings, ServeOverrides overrides, CancellationToken cancellationToken)
     {
         using var serilog = Logging.CreateLogger(settings.Configuration);
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        // The content root is the install directory, not the working directory: the host watches its content
+        // root (recursively, for appsettings changes), and an operator's working directory usually holds the data
+        // directory (default ./data): every spool file and store part written and deleted there woke the watcher
+        // (an inotify event, a stat per file, a watch per new directory). Configuration comes from settings anyway.
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         builder.Services.AddSerilog(serilog, dispose: false);
         builder.AddAnalytics(settings, overrides);

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
+using Analytics.Cli.Hosting;
 using Analytics.Detection.Scoring;
 using Analytics.Policy;
 using Analytics.Simulation.Attacks;
@@ -264,94 +265,12 @@ internal sealed class ScenarioRunner
         return path;
     }
 
-    private static async Task<Process> StartServeAsync(string data, string config, IPEndPoint submission, IPEndPoint mx, string logPath, CancellationToken cancellationToken)
-    {
-        var info = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "analytics.dll"), "serve", "--data", data, "--config", config,
-                     "--submission", submission.ToString(), "--mx", mx.ToString() })
-        {
-            info.ArgumentList.Add(a);
-        }
+    private static Task<Process> StartServeAsync(string data, string config, IPEndPoint submission, IPEndPoint mx, string logPath, CancellationToken cancellationToken) =>
+        ServeChild.StartAsync(["--data", data, "--config", config, "--submission", submission.ToString(), "--mx", mx.ToString()], logPath, cancellationToken);
 
-        var process = Process.Start(info) ?? throw new CliException("Could not start serve.");
-        process.StandardInput.Close();
-        var output = new StreamWriter(logPath) { AutoFlush = true };
-        var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        void OnLine(string? line)
-        {
-            if (line is null)
-            {
-                return;
-            }
+    private static void Signal(int pid, string signal) => ServeChild.Signal(pid, signal);
 
-            lock (output)
-            {
-                output.WriteLine(line);
-            }
-
-            if (line.Contains(" serving; ", StringComparison.Ordinal))
-            {
-                ready.TrySetResult();
-            }
-        }
-
-        process.OutputDataReceived += (_, e) => OnLine(e.Data);
-        process.ErrorDataReceived += (_, e) => OnLine(e.Data);
-        process.Exited += (_, _) => ready.TrySetException(new CliException($"serve exited before it was ready; its log is {logPath}"));
-        process.EnableRaisingEvents = true;
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        try
-        {
-            await ready.Task.WaitAsync(TimeSpan.FromSeconds(60), cancellationToken);
-        }
-        catch
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-            }
-
-            throw;
-        }
-
-        return process;
-    }
-
-    private static void Signal(int pid, string signal)
-    {
-        using var kill = Process.Start("kill", ["-" + signal, pid.ToString(CultureInfo.InvariantCulture)]);
-        kill?.WaitForExit();
-    }
-
-    private static readonly HashSet<int> HandedOut = [];
-
-    /// <summary>
-    /// A loopback port nothing listens on, never one this process handed out before: the kernel may give
-    /// a just-closed ephemeral port again, and two endpoints of one serve on the same port fail its start.
-    /// </summary>
-    private static int FreePort()
-    {
-        while (true)
-        {
-            using var listener = new TcpListener(IPAddress.Loopback, 0);
-            listener.Start();
-            var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-            lock (HandedOut)
-            {
-                if (HandedOut.Add(port))
-                {
-                    return port;
-                }
-            }
-        }
-    }
+    private static int FreePort() => ServeChild.FreePort();
 
     private static async Task<string> ModelUsedAsync(IClickHouseStore store, string modelDirectory, CancellationToken cancellationToken)
     {

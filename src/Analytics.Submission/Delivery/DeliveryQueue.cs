@@ -563,9 +563,11 @@ public sealed partial class DeliveryQueue : IMailQueue, IAsyncDisposable
     {
         var id = entry.Envelope.Id;
         entry.Removed = true;
-        // The envelope first: without it, what remains is not mail (see LoadAsync).
-        MailSpool.TryDelete(_spool.EnvelopePath(id));
-        MailSpool.TryDelete(_spool.MessagePath(id));
+        // The envelope first: without it, what remains is not mail (see LoadAsync). Both files go back
+        // to the spool's pool (renamed, emptied) for the next message rather than being deleted.
+        var pool = SpoolFilePool.For(_spool.Directory);
+        pool.Release(_spool.EnvelopePath(id));
+        pool.Release(_spool.MessagePath(id));
         MailSpool.TryDelete(StatePath(id));
         if (_entries.TryRemove(id, out _))
         {

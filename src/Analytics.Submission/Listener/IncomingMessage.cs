@@ -121,7 +121,7 @@ internal sealed class IncomingMessage
 
         try
         {
-            _file ??= new FileStream(TempPath, new FileStreamOptions
+            _file ??= SpoolFilePool.Of(TempPath).Create(TempPath, new FileStreamOptions
             {
                 Mode = FileMode.CreateNew,
                 Access = FileAccess.Write,
@@ -151,7 +151,7 @@ internal sealed class IncomingMessage
     /// <summary>Makes the file durable (fsync) so that it can be renamed into the spool; an empty message gets its (empty) file here.</summary>
     public async Task CompleteAsync(CancellationToken cancellationToken)
     {
-        _file ??= new FileStream(TempPath, new FileStreamOptions
+        _file ??= SpoolFilePool.Of(TempPath).Create(TempPath, new FileStreamOptions
         {
             Mode = FileMode.CreateNew,
             Access = FileAccess.Write,

@@ -106,7 +106,7 @@ internal sealed partial class MailSpool
 
         try
         {
-            await using (var stream = new FileStream(temp, new FileStreamOptions
+            var options = new FileStreamOptions
             {
                 Mode = FileMode.CreateNew,
                 Access = FileAccess.Write,
@@ -114,7 +114,10 @@ internal sealed partial class MailSpool
                 Options = FileOptions.Asynchronous,
                 BufferSize = 1 << 16,
                 UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-            }))
+            };
+
+            // A state file is rewritten in place and deleted with its message: only new files come from the pool.
+            await using (var stream = overwrite ? new FileStream(temp, options) : SpoolFilePool.Of(temp).Create(temp, options))
             {
                 await write(stream);
                 await stream.FlushAsync(cancellationToken);
