@@ -62,6 +62,11 @@ internal sealed class NativeColumn
         Length += 8;
     }
 
+    public void VarUInt(ulong v)
+    {
+        Length += WriteVarUInt(Reserve(10), v);
+    }
+
     /// <summary>16 bytes in network order, as ClickHouse's IPv6 (see <see cref="IpText.ToUInt128"/>).</summary>
     public void IPv6(UInt128 address)
     {
