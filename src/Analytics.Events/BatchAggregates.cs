@@ -71,6 +71,12 @@ internal sealed class BatchAggregates
     private readonly List<Activity> _pool = [];
     private int _pooled;
 
+    // The rows (and hashes) the previous event counted in; see Add.
+    private Activity? _lastIpRow, _lastNetRow, _lastUserRow;
+    private UInt128 _lastIp;
+    private uint _lastMinute, _lastUserMinute, _lastIpHash, _lastNetHash;
+    private string? _lastUser;
+
     // Column buffers and hourly rows, reused batch after batch: fresh ones were tens of MB of large
     // objects per batch, and the full collections they caused cost more than the encoding itself.
     private readonly List<NativeColumn> _columns = [];
@@ -111,6 +117,7 @@ internal sealed class BatchAggregates
         _ipEntities.Clear();
         _netEntities.Clear();
         _pooled = 0;
+        _lastIpRow = _lastNetRow = _lastUserRow = null;
     }
 
     public void Add(SmtpEvent e)
@@ -136,6 +143,19 @@ internal sealed class BatchAggregates
             return;
         }
 
+        // Consecutive events of one client in one minute (a session's, mostly) count in the same rows:
+        // those of the previous event are kept, and the dictionaries only asked when the key changes.
+        if (_lastIpRow is null || ip != _lastIp || minute != _lastMinute)
+        {
+            _lastIpRow = Get(_ips, (ip, minute));
+            _lastNetRow = Get(_nets, (net, minute));
+            _lastIp = ip;
+            _lastMinute = minute;
+            _lastIpHash = UniqState.OfIPv6(ip);
+            _lastNetHash = NetHash(net);
+        }
+
+        var (ipRow, netRow, ipHash, netHash) = (_lastIpRow, _lastNetRow!, _lastIpHash, _lastNetHash);
         var marks = Marks(e);
         var recipient = e.Kind == EventKind.Rcpt ? NativeColumn.Stored(e.Recipient) : "";
         var domain = e.Kind == EventKind.Rcpt ? NativeColumn.Stored(e.RecipientDomain) : "";
@@ -144,8 +164,8 @@ internal sealed class BatchAggregates
         // The uniq hashes of the event's values, once for the three rows it counts in.
         var hashes = new Hashes
         {
-            Ip = UniqState.OfIPv6(ip),
-            Net = NetHash(net),
+            Ip = ipHash,
+            Net = netHash,
             Session = UniqState.OfUInt64(e.SessionId),
             User = e.Kind == EventKind.Auth && user.Length != 0 ? UniqState.OfString(user) : 0,
             Recipient = e.Kind == EventKind.Rcpt ? UniqState.OfString(recipient) : 0,
@@ -155,11 +175,18 @@ internal sealed class BatchAggregates
 
         if (user.Length != 0)
         {
-            Get(_users, (user, minute)).Add(e, user, domain, recipients, marks, in hashes);
+            if (_lastUserRow is null || minute != _lastUserMinute || !string.Equals(user, _lastUser, StringComparison.Ordinal))
+            {
+                _lastUserRow = Get(_users, (user, minute));
+                _lastUser = user;
+                _lastUserMinute = minute;
+            }
+
+            _lastUserRow.Add(e, user, domain, recipients, marks, in hashes);
         }
 
-        Get(_ips, (ip, minute)).Add(e, user, domain, recipients, marks, in hashes);
-        Get(_nets, (net, minute)).Add(e, user, domain, recipients, marks, in hashes);
+        ipRow.Add(e, user, domain, recipients, marks, in hashes);
+        netRow.Add(e, user, domain, recipients, marks, in hashes);
 
         if (user.Length == 0 || e.Outcome != EventOutcome.Ok)
         {
@@ -294,6 +321,12 @@ internal sealed class BatchAggregates
     // Appends the uniq state of a set of hashes.
     private void State(NativeColumn column, in SmallSet<uint> set)
     {
+        if (set.TryGetSmall(out var small))
+        {
+            UniqState.WriteSmall(column, small);
+            return;
+        }
+
         if (_hashScratch.Length < set.Count)
         {
             _hashScratch = new uint[Math.Max(set.Count, 2 * _hashScratch.Length)];
@@ -828,6 +861,13 @@ internal struct SmallSet<T> where T : IEquatable<T>
     }
 
     public readonly Enumerator GetEnumerator() => new(_items, _count, _set);
+
+    /// <summary>The values, when the set is still a short array.</summary>
+    public readonly bool TryGetSmall(out ReadOnlySpan<T> values)
+    {
+        values = _set is null ? _items.AsSpan(0, _count) : default;
+        return _set is null;
+    }
 
     public struct Enumerator(T[]? items, int count, HashSet<T>? set)
     {

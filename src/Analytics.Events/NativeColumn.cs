@@ -22,7 +22,7 @@ internal sealed class NativeColumn
 
     public ReadOnlySpan<byte> Written => Data.AsSpan(0, Length);
 
-    private Span<byte> Reserve(int bytes)
+    public Span<byte> Reserve(int bytes)
     {
         if (Length + bytes > Data.Length)
         {

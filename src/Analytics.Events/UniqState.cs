@@ -84,6 +84,20 @@ internal static class UniqState
     }
 
     // UniquesHashSet<DefaultHash<UInt64>>: the low 32 bits of intHash64 (the MurmurHash3 finalizer).
+    /// <summary>The state of a few distinct hashes (never thinned): one reservation, no copy.</summary>
+    public static void WriteSmall(NativeColumn output, ReadOnlySpan<uint> hashes)
+    {
+        var span = output.Reserve(2 + 4 * hashes.Length);
+        span[0] = 0;
+        span[1] = (byte)hashes.Length; // fewer than 128: a one-byte VarUInt
+        for (var i = 0; i < hashes.Length; i++)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(span[(2 + 4 * i)..], hashes[i]);
+        }
+
+        output.Length += 2 + 4 * hashes.Length;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static uint SetHash(ulong key)
     {
