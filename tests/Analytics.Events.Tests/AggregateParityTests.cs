@@ -149,6 +149,62 @@ public sealed class AggregateParityTests
         Assert.Equal(System.Text.Encoding.UTF8.GetString(fromEvents), System.Text.Encoding.UTF8.GetString(fromStates));
     }
 
+    [Fact]
+    public async Task LegacyFrame_SpooledByAnOlderBuild_StillFeedsTheAggregates()
+    {
+        using var dir = new TempDirectory();
+        await using var store = EmbeddedStore.Open(dir.Path);
+        var ct = TestContext.Current.CancellationToken;
+        await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), ct);
+
+        // An EVB2 frame as builds before the uniq states were written here made it: the minute row
+        // carries its distinct values as arrays, for activity_in and its view.
+        var events = new EventBlockEncoder();
+        events.Add(new SmtpEvent { Timestamp = T0, Node = "legacy", Role = ListenerRole.Mx, SessionId = 42, Kind = EventKind.Connect, ClientIp = IPAddress.Parse("10.1.2.3") });
+        var eventsBlock = events.ToArray();
+        var kind = new NativeColumn(8);
+        kind.Byte(2);
+        var entity = new NativeColumn(32);
+        entity.String("10.1.2.3");
+        var minute = new NativeColumn(8);
+        minute.UInt32((uint)(T0.ToUnixTimeSeconds() / 60 * 60));
+        var count = new NativeColumn(8);
+        count.UInt64(1);
+        var offsets = new NativeColumn(8);
+        offsets.UInt64(1);
+        var sessions = new NativeColumn(8);
+        sessions.UInt64(42);
+        var activity = new System.Buffers.ArrayBufferWriter<byte>();
+        NativeColumn.WriteBlockHeader(activity, 5, 1);
+        NativeColumn.WriteColumn(activity, "entity_kind", "Enum8('user' = 1, 'ip' = 2, 'net' = 3)", kind.Written);
+        NativeColumn.WriteColumn(activity, "entity", "String", entity.Written);
+        NativeColumn.WriteColumn(activity, "minute", "DateTime('UTC')", minute.Written);
+        NativeColumn.WriteColumn(activity, "events", "UInt64", count.Written);
+        NativeColumn.WriteArrayColumn(activity, "sessions", "Array(UInt64)", offsets, sessions);
+        byte[] blocks = [.. eventsBlock, .. activity.WrittenSpan];
+        var frame = new byte[EventFrame.HeaderSize + blocks.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(frame, 0x32425645); // "EVB2"
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(4), 1);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(8), eventsBlock.Length);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(12), activity.WrittenCount);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(frame.AsSpan(EventFrame.HeaderSize - 4), System.IO.Hashing.Crc32.HashToUInt32(blocks));
+        blocks.CopyTo(frame.AsSpan(EventFrame.HeaderSize));
+
+        var read = EventFrame.Read(frame, out var valid);
+        Assert.Equal(frame.Length, valid);
+        Assert.Equal("activity_in", Assert.Single(read).Tables[1]);
+
+        // A current frame after it in the same data: both reach the store, each through its own tables.
+        var batch = new EventBatch();
+        batch.Add(new SmtpEvent { Timestamp = T0, Node = "new", Role = ListenerRole.Mx, SessionId = 43, Kind = EventKind.Connect, ClientIp = IPAddress.Parse("10.1.2.3") });
+        await EventFrame.InsertAsync(store, (byte[])[.. frame, .. batch.ToArray()], "legacy-1", ct);
+
+        var r = await store.QueryAsync("SELECT sum(events), uniqMerge(sessions) FROM activity WHERE entity_kind = 'ip' AND entity = '10.1.2.3'", null, ct);
+        Assert.Equal(2UL, Convert.ToUInt64(r.Rows[0][0], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(2UL, Convert.ToUInt64(r.Rows[0][1], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(2UL, (await store.QueryAsync("SELECT count() FROM events", null, ct)).Scalar<ulong>());
+    }
+
     [Theory]
     [InlineData("127.0.0.1")]
     [InlineData("::ffff:127.0.0.1")]
