@@ -7,14 +7,20 @@ namespace Analytics.Events;
 /// The per-minute detection aggregates of one batch, computed where the batch already is. This is what
 /// the materialized views on <c>events</c> used to compute for every insert (migration 0010), with the
 /// same definitions: one <c>activity</c> row per (user | client IP | network, minute) and one
-/// <c>first_seen</c> row per (user, IP | network | recipient | domain). ClickHouse still owns the
-/// distinct-count states: the rows go to <c>activity_in</c> (a Null table) with the distinct values as
-/// arrays, and one view turns them into <c>uniq</c> states. Not thread-safe; reused batch after batch.
+/// <c>first_seen</c> row per (user, IP | network | recipient | domain). The distinct counts are kept as
+/// the hashes ClickHouse's <c>uniq</c> keeps and written as finished <c>uniq</c> states (see
+/// <see cref="UniqState"/>) straight into <c>activity</c> and <c>activity_hourly</c>: turning arrays of
+/// values into states in a view (<c>activity_in_mv</c>, 0030) cost the engine more than the events
+/// themselves. Not thread-safe; reused batch after batch.
 /// </summary>
 internal sealed class BatchAggregates
 {
-    public const string ActivityTable = "activity_in";
-    public const string HourlyTable = "activity_hourly_in";
+    public const string ActivityTable = "activity";
+    public const string HourlyTable = "activity_hourly";
+
+    // Where frames written before the states were built here (EVB2) send the same rows, as arrays.
+    public const string LegacyActivityTable = "activity_in";
+    public const string LegacyHourlyTable = "activity_hourly_in";
     public const string ActiveTable = "active_entities";
     public const string FirstSeenTable = "first_seen";
 
@@ -22,14 +28,27 @@ internal sealed class BatchAggregates
     private const string SeenKindType = "Enum8('ip' = 1, 'net' = 2, 'recipient' = 3, 'domain' = 4)";
     private const byte SeenIp = 1, SeenNet = 2, SeenRecipient = 3, SeenDomain = 4;
 
-    private static readonly string[] Counters =
+    private const string Sum = "SimpleAggregateFunction(sum, UInt64)";
+
+    private static readonly (string Name, string Type)[] Counters =
     [
-        "events", "auth_attempts", "auth_failures", "rcpt", "rcpt_rejected", "rcpt_unknown", "messages",
-        "message_rcpts", "max_message_rcpts", "invalid_commands", "throttled",
+        ("events", Sum), ("auth_attempts", Sum), ("auth_failures", Sum), ("rcpt", Sum), ("rcpt_rejected", Sum), ("rcpt_unknown", Sum),
+        ("messages", Sum), ("message_rcpts", Sum), ("max_message_rcpts", "SimpleAggregateFunction(max, UInt64)"), ("invalid_commands", Sum),
+        ("throttled", Sum),
 
         // Migration 0040: the client's fingerprint, success after failures, the fate of delivered mail.
-        "null_senders", "rsets", "closes", "quits", "session_ms", "session_commands", "helo_literal", "helo_bare", "tls",
-        "auth_login", "auth_ok_after_fail", "sent_after_fail", "deliveries", "delivery_failures",
+        ("null_senders", Sum), ("rsets", Sum), ("closes", Sum), ("quits", Sum), ("session_ms", Sum), ("session_commands", Sum),
+        ("helo_literal", Sum), ("helo_bare", Sum), ("tls", Sum), ("auth_login", Sum), ("auth_ok_after_fail", Sum), ("sent_after_fail", Sum),
+        ("deliveries", Sum), ("delivery_failures", Sum),
+    ];
+
+    // The uniq columns of activity, in the order WriteActivity fills them.
+    private static readonly (string Name, string Type)[] States =
+    [
+        ("users_tried", "AggregateFunction(uniq, String)"), ("ips", "AggregateFunction(uniq, IPv6)"), ("nets", "AggregateFunction(uniq, String)"),
+        ("recipients", "AggregateFunction(uniq, String)"), ("recipient_domains", "AggregateFunction(uniq, String)"),
+        ("sessions", "AggregateFunction(uniq, UInt64)"), ("data_sessions", "AggregateFunction(uniq, UInt64)"),
+        ("passwords", "AggregateFunction(uniq, UInt64)"), ("failed_passwords", "AggregateFunction(uniq, UInt64)"),
     ];
 
     // What this sink has seen of each open session (its events arrive in order, in one batch or a few
@@ -45,10 +64,18 @@ internal sealed class BatchAggregates
     private readonly Dictionary<(string User, byte Kind, UInt128 Address), Seen> _seenAddresses = [];
     private readonly Dictionary<(string User, byte Kind, string Value), Seen> _seenValues = [];
 
-    // Text of addresses, made once per distinct address of the batch.
+    // Text of addresses, made once per distinct address of the batch; a network's uniq hash (of that text).
     private readonly Dictionary<UInt128, string> _ipText = [];
+    private readonly Dictionary<UInt128, uint> _netHashes = [];
+    private uint[] _hashScratch = new uint[64];
     private readonly List<Activity> _pool = [];
     private int _pooled;
+
+    // The rows (and hashes) the previous event counted in; see Add.
+    private Activity? _lastIpRow, _lastNetRow, _lastUserRow;
+    private UInt128 _lastIp;
+    private uint _lastMinute, _lastUserMinute, _lastIpHash, _lastNetHash;
+    private string? _lastUser;
 
     // Column buffers and hourly rows, reused batch after batch: fresh ones were tens of MB of large
     // objects per batch, and the full collections they caused cost more than the encoding itself.
@@ -70,12 +97,6 @@ internal sealed class BatchAggregates
         return column;
     }
 
-    private ArraySet Set()
-    {
-        var set = new ArraySet(Column(), Column());
-        return set;
-    }
-
     public int ActivityRows => _users.Count + _ips.Count + _nets.Count;
 
     public int FirstSeenRows => _seenAddresses.Count + _seenValues.Count;
@@ -88,6 +109,7 @@ internal sealed class BatchAggregates
         _seenAddresses.Clear();
         _seenValues.Clear();
         _ipText.Clear();
+        _netHashes.Clear();
         if (_sessions.Count > MaxOpenSessions)
         {
             _sessions.Clear();
@@ -95,6 +117,7 @@ internal sealed class BatchAggregates
         _ipEntities.Clear();
         _netEntities.Clear();
         _pooled = 0;
+        _lastIpRow = _lastNetRow = _lastUserRow = null;
     }
 
     public void Add(SmtpEvent e)
@@ -120,18 +143,50 @@ internal sealed class BatchAggregates
             return;
         }
 
+        // Consecutive events of one client in one minute (a session's, mostly) count in the same rows:
+        // those of the previous event are kept, and the dictionaries only asked when the key changes.
+        if (_lastIpRow is null || ip != _lastIp || minute != _lastMinute)
+        {
+            _lastIpRow = Get(_ips, (ip, minute));
+            _lastNetRow = Get(_nets, (net, minute));
+            _lastIp = ip;
+            _lastMinute = minute;
+            _lastIpHash = UniqState.OfIPv6(ip);
+            _lastNetHash = NetHash(net);
+        }
+
+        var (ipRow, netRow, ipHash, netHash) = (_lastIpRow, _lastNetRow!, _lastIpHash, _lastNetHash);
         var marks = Marks(e);
         var recipient = e.Kind == EventKind.Rcpt ? NativeColumn.Stored(e.Recipient) : "";
         var domain = e.Kind == EventKind.Rcpt ? NativeColumn.Stored(e.RecipientDomain) : "";
         var recipients = e.Kind == EventKind.Data && e.Outcome == EventOutcome.Ok ? MessageRecipients(e.Detail) : 0;
 
+        // The uniq hashes of the event's values, once for the three rows it counts in.
+        var hashes = new Hashes
+        {
+            Ip = ipHash,
+            Net = netHash,
+            Session = UniqState.OfUInt64(e.SessionId),
+            User = e.Kind == EventKind.Auth && user.Length != 0 ? UniqState.OfString(user) : 0,
+            Recipient = e.Kind == EventKind.Rcpt ? UniqState.OfString(recipient) : 0,
+            Domain = domain.Length != 0 ? UniqState.OfString(domain) : 0,
+            Password = e.SecretTag != 0 ? UniqState.OfUInt64(e.SecretTag) : 0,
+        };
+
         if (user.Length != 0)
         {
-            Get(_users, (user, minute)).Add(e, ip, net, user, recipient, domain, recipients, marks);
+            if (_lastUserRow is null || minute != _lastUserMinute || !string.Equals(user, _lastUser, StringComparison.Ordinal))
+            {
+                _lastUserRow = Get(_users, (user, minute));
+                _lastUser = user;
+                _lastUserMinute = minute;
+            }
+
+            _lastUserRow.Add(e, user, domain, recipients, marks, in hashes);
         }
 
-        Get(_ips, (ip, minute)).Add(e, ip, net, user, recipient, domain, recipients, marks);
-        Get(_nets, (net, minute)).Add(e, ip, net, user, recipient, domain, recipients, marks);
+        ipRow.Add(e, user, domain, recipients, marks, in hashes);
+        netRow.Add(e, user, domain, recipients, marks, in hashes);
 
         if (user.Length == 0 || e.Outcome != EventOutcome.Ok)
         {
@@ -252,6 +307,40 @@ internal sealed class BatchAggregates
         }
     }
 
+    private uint NetHash(UInt128 net)
+    {
+        ref var hash = ref CollectionsMarshal.GetValueRefOrAddDefault(_netHashes, net, out var exists);
+        if (!exists)
+        {
+            hash = UniqState.OfString(Text(net));
+        }
+
+        return hash;
+    }
+
+    // Appends the uniq state of a set of hashes.
+    private void State(NativeColumn column, in SmallSet<uint> set)
+    {
+        if (set.TryGetSmall(out var small))
+        {
+            UniqState.WriteSmall(column, small);
+            return;
+        }
+
+        if (_hashScratch.Length < set.Count)
+        {
+            _hashScratch = new uint[Math.Max(set.Count, 2 * _hashScratch.Length)];
+        }
+
+        var n = 0;
+        foreach (var h in set)
+        {
+            _hashScratch[n++] = h;
+        }
+
+        UniqState.Write(column, _hashScratch.AsSpan(0, n));
+    }
+
     private string Text(UInt128 address)
     {
         ref var text = ref CollectionsMarshal.GetValueRefOrAddDefault(_ipText, address, out var exists);
@@ -263,7 +352,7 @@ internal sealed class BatchAggregates
         return text!;
     }
 
-    /// <summary>The <c>activity_in</c> block: the counters and the distinct values of every row.</summary>
+    /// <summary>The <c>activity</c> block: the counters and the uniq states of every row.</summary>
     public void WriteActivity(IBufferWriter<byte> output)
     {
         _columnsUsed = 0;
@@ -277,10 +366,10 @@ internal sealed class BatchAggregates
             counters[i] = Column();
         }
 
-        var sets = new ArraySet[9];
-        for (var i = 0; i < sets.Length; i++)
+        var states = new NativeColumn[States.Length];
+        for (var i = 0; i < states.Length; i++)
         {
-            sets[i] = Set();
+            states[i] = Column();
         }
 
         void Row(byte entityKind, string name, uint at, Activity a)
@@ -313,86 +402,36 @@ internal sealed class BatchAggregates
             counters[22].UInt64(a.SentAfterFail);
             counters[23].UInt64(a.Deliveries);
             counters[24].UInt64(a.DeliveryFailures);
-            foreach (var v in a.Passwords)
-            {
-                sets[7].Values.UInt64(v);
-            }
-
-            sets[7].EndRow(a.Passwords.Count);
-            foreach (var v in a.FailedPasswords)
-            {
-                sets[8].Values.UInt64(v);
-            }
-
-            sets[8].EndRow(a.FailedPasswords.Count);
-            foreach (var v in a.UsersTried)
-            {
-                sets[0].Values.String(v);
-            }
-
-            sets[0].EndRow(a.UsersTried.Count);
-            foreach (var v in a.Ips)
-            {
-                sets[1].Values.IPv6(v);
-            }
-
-            sets[1].EndRow(a.Ips.Count);
-            foreach (var v in a.Nets)
-            {
-                sets[2].Values.String(Text(v));
-            }
-
-            sets[2].EndRow(a.Nets.Count);
-            foreach (var v in a.Recipients)
-            {
-                sets[3].Values.String(v);
-            }
-
-            sets[3].EndRow(a.Recipients.Count);
-            foreach (var v in a.Domains)
-            {
-                sets[4].Values.String(v);
-            }
-
-            sets[4].EndRow(a.Domains.Count);
-            foreach (var v in a.Sessions)
-            {
-                sets[5].Values.UInt64(v);
-            }
-
-            sets[5].EndRow(a.Sessions.Count);
-            foreach (var v in a.DataSessions)
-            {
-                sets[6].Values.UInt64(v);
-            }
-
-            sets[6].EndRow(a.DataSessions.Count);
+            State(states[0], a.UsersTried);
+            State(states[1], a.Ips);
+            State(states[2], a.Nets);
+            State(states[3], a.Recipients);
+            State(states[4], a.Domains);
+            State(states[5], a.Sessions);
+            State(states[6], a.DataSessions);
+            State(states[7], a.Passwords);
+            State(states[8], a.FailedPasswords);
         }
 
         ForEachRow(Row);
 
-        NativeColumn.WriteBlockHeader(output, 3 + Counters.Length + sets.Length, rows);
+        NativeColumn.WriteBlockHeader(output, 3 + Counters.Length + States.Length, rows);
         NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
         NativeColumn.WriteColumn(output, "entity", "String", entity.Written);
         NativeColumn.WriteColumn(output, "minute", "DateTime('UTC')", minute.Written);
         for (var i = 0; i < Counters.Length; i++)
         {
-            NativeColumn.WriteColumn(output, Counters[i], "UInt64", counters[i].Written);
+            NativeColumn.WriteColumn(output, Counters[i].Name, Counters[i].Type, counters[i].Written);
         }
 
-        NativeColumn.WriteArrayColumn(output, "users_tried", "Array(String)", sets[0].Offsets, sets[0].Values);
-        NativeColumn.WriteArrayColumn(output, "ips", "Array(IPv6)", sets[1].Offsets, sets[1].Values);
-        NativeColumn.WriteArrayColumn(output, "nets", "Array(String)", sets[2].Offsets, sets[2].Values);
-        NativeColumn.WriteArrayColumn(output, "recipients", "Array(String)", sets[3].Offsets, sets[3].Values);
-        NativeColumn.WriteArrayColumn(output, "recipient_domains", "Array(String)", sets[4].Offsets, sets[4].Values);
-        NativeColumn.WriteArrayColumn(output, "sessions", "Array(UInt64)", sets[5].Offsets, sets[5].Values);
-        NativeColumn.WriteArrayColumn(output, "data_sessions", "Array(UInt64)", sets[6].Offsets, sets[6].Values);
-        NativeColumn.WriteArrayColumn(output, "passwords", "Array(UInt64)", sets[7].Offsets, sets[7].Values);
-        NativeColumn.WriteArrayColumn(output, "failed_passwords", "Array(UInt64)", sets[8].Offsets, sets[8].Values);
+        for (var i = 0; i < States.Length; i++)
+        {
+            NativeColumn.WriteColumn(output, States[i].Name, States[i].Type, states[i].Written);
+        }
     }
 
     /// <summary>
-    /// The <c>activity_hourly_in</c> block: the batch's minute rows rolled up per entity and hour, as
+    /// The <c>activity_hourly</c> block: the batch's minute rows rolled up per entity and hour, as
     /// activity_hourly_mv (0014) did per inserted activity block; active_minutes is the number of
     /// distinct minutes of the batch, as its uniqExact(minute) was.
     /// </summary>
@@ -456,9 +495,9 @@ internal sealed class BatchAggregates
             counters[i] = Column();
         }
 
-        var users = Set();
-        var ips = Set();
-        var recipients = Set();
+        var users = Column();
+        var ips = Column();
+        var recipients = Column();
         foreach (var ((k, e, at), h) in hours)
         {
             kind.Byte(k);
@@ -473,24 +512,9 @@ internal sealed class BatchAggregates
             counters[6].UInt64(h.Messages);
             counters[7].UInt64(h.Deliveries);
             counters[8].UInt64(h.DeliveryFailures);
-            foreach (var v in h.UsersTried)
-            {
-                users.Values.String(v);
-            }
-
-            users.EndRow(h.UsersTried.Count);
-            foreach (var v in h.Ips)
-            {
-                ips.Values.IPv6(v);
-            }
-
-            ips.EndRow(h.Ips.Count);
-            foreach (var v in h.Recipients)
-            {
-                recipients.Values.String(v);
-            }
-
-            recipients.EndRow(h.Recipients.Count);
+            State(users, h.UsersTried);
+            State(ips, h.Ips);
+            State(recipients, h.Recipients);
         }
 
         string[] names = ["events", "active_minutes", "auth_attempts", "auth_failures", "rcpt", "rcpt_unknown", "messages", "deliveries", "delivery_failures"];
@@ -500,12 +524,12 @@ internal sealed class BatchAggregates
         NativeColumn.WriteColumn(output, "hour", "DateTime('UTC')", hour.Written);
         for (var i = 0; i < names.Length; i++)
         {
-            NativeColumn.WriteColumn(output, names[i], "UInt64", counters[i].Written);
+            NativeColumn.WriteColumn(output, names[i], Sum, counters[i].Written);
         }
 
-        NativeColumn.WriteArrayColumn(output, "users_tried", "Array(String)", users.Offsets, users.Values);
-        NativeColumn.WriteArrayColumn(output, "ips", "Array(IPv6)", ips.Offsets, ips.Values);
-        NativeColumn.WriteArrayColumn(output, "recipients", "Array(String)", recipients.Offsets, recipients.Values);
+        NativeColumn.WriteColumn(output, "users_tried", "AggregateFunction(uniq, String)", users.Written);
+        NativeColumn.WriteColumn(output, "ips", "AggregateFunction(uniq, IPv6)", ips.Written);
+        NativeColumn.WriteColumn(output, "recipients", "AggregateFunction(uniq, String)", recipients.Written);
     }
 
     /// <summary>
@@ -575,9 +599,9 @@ internal sealed class BatchAggregates
     private sealed class Hour
     {
         public ulong Events, ActiveMinutes, AuthAttempts, AuthFailures, Rcpt, RcptUnknown, Messages, Deliveries, DeliveryFailures;
-        public SmallSet<string> UsersTried;
-        public SmallSet<UInt128> Ips;
-        public SmallSet<string> Recipients;
+        public SmallSet<uint> UsersTried;
+        public SmallSet<uint> Ips;
+        public SmallSet<uint> Recipients;
 
         public void Clear()
         {
@@ -626,21 +650,6 @@ internal sealed class BatchAggregates
 
     private readonly record struct Seen(long First, long Last, int Count);
 
-    private sealed class ArraySet(NativeColumn offsets, NativeColumn values)
-    {
-        private ulong _end;
-
-        public NativeColumn Offsets { get; } = offsets;
-
-        public NativeColumn Values { get; } = values;
-
-        public void EndRow(int count)
-        {
-            _end += (ulong)count;
-            Offsets.UInt64(_end);
-        }
-    }
-
     /// <summary>One activity row in the making.</summary>
     private sealed class Activity
     {
@@ -648,15 +657,16 @@ internal sealed class BatchAggregates
         public string? Name;
         public ulong Events, AuthAttempts, AuthFailures, Rcpt, RcptRejected, RcptUnknown, Messages, MessageRcpts, MaxMessageRcpts, InvalidCommands, Throttled;
         public ulong NullSenders, Rsets, Closes, Quits, SessionMs, SessionCommands, HeloLiteral, HeloBare, Tls, AuthLogin, AuthOkAfterFail, SentAfterFail, Deliveries, DeliveryFailures;
-        public SmallSet<ulong> Passwords;
-        public SmallSet<ulong> FailedPasswords;
-        public SmallSet<string> UsersTried;
-        public SmallSet<UInt128> Ips;
-        public SmallSet<UInt128> Nets;
-        public SmallSet<string> Recipients;
-        public SmallSet<string> Domains;
-        public SmallSet<ulong> Sessions;
-        public SmallSet<ulong> DataSessions;
+        // Distinct values as their uniq hashes (what a uniq state holds).
+        public SmallSet<uint> Passwords;
+        public SmallSet<uint> FailedPasswords;
+        public SmallSet<uint> UsersTried;
+        public SmallSet<uint> Ips;
+        public SmallSet<uint> Nets;
+        public SmallSet<uint> Recipients;
+        public SmallSet<uint> Domains;
+        public SmallSet<uint> Sessions;
+        public SmallSet<uint> DataSessions;
 
         public void Clear()
         {
@@ -681,12 +691,12 @@ internal sealed class BatchAggregates
         }
 
         // The definitions of activity_mv (0010_activity.sql), event by event, and those of 0040.
-        public void Add(SmtpEvent e, UInt128 ip, UInt128 net, string user, string recipient, string domain, ulong messageRecipients, SessionFlags marks)
+        public void Add(SmtpEvent e, string user, string domain, ulong messageRecipients, SessionFlags marks, in Hashes hashes)
         {
             Events++;
-            Ips.Add(ip);
-            Nets.Add(net);
-            Sessions.Add(e.SessionId);
+            Ips.Add(hashes.Ip);
+            Nets.Add(hashes.Net);
+            Sessions.Add(hashes.Session);
             HeloLiteral += (marks & SessionFlags.HeloLiteral) != 0 ? 1UL : 0UL;
             HeloBare += (marks & SessionFlags.HeloBare) != 0 ? 1UL : 0UL;
             AuthOkAfterFail += (marks & SessionFlags.OkAfterFail) != 0 ? 1UL : 0UL;
@@ -708,16 +718,16 @@ internal sealed class BatchAggregates
 
                     if (e.SecretTag != 0)
                     {
-                        Passwords.Add(e.SecretTag);
+                        Passwords.Add(hashes.Password);
                         if (e.ReplyCode == 535)
                         {
-                            FailedPasswords.Add(e.SecretTag);
+                            FailedPasswords.Add(hashes.Password);
                         }
                     }
 
                     if (user.Length != 0)
                     {
-                        UsersTried.Add(user);
+                        UsersTried.Add(hashes.User);
                     }
 
                     break;
@@ -733,10 +743,10 @@ internal sealed class BatchAggregates
                         RcptUnknown++;
                     }
 
-                    Recipients.Add(recipient);
+                    Recipients.Add(hashes.Recipient);
                     if (domain.Length != 0)
                     {
-                        Domains.Add(domain);
+                        Domains.Add(hashes.Domain);
                     }
 
                     break;
@@ -744,7 +754,7 @@ internal sealed class BatchAggregates
                     Messages++;
                     MessageRcpts += messageRecipients;
                     MaxMessageRcpts = Math.Max(MaxMessageRcpts, messageRecipients);
-                    DataSessions.Add(e.SessionId);
+                    DataSessions.Add(hashes.Session);
                     break;
                 case EventKind.Invalid:
                     InvalidCommands++;
@@ -766,6 +776,18 @@ internal sealed class BatchAggregates
                     break;
             }
         }
+    }
+
+    /// <summary>An event's values as uniq hashes (0 where the event has none to count).</summary>
+    private readonly struct Hashes
+    {
+        public uint Ip { get; init; }
+        public uint Net { get; init; }
+        public uint Session { get; init; }
+        public uint User { get; init; }
+        public uint Recipient { get; init; }
+        public uint Domain { get; init; }
+        public uint Password { get; init; }
     }
 
     /// <summary>What one session has shown so far, as far as the batch saw it.</summary>
@@ -839,6 +861,13 @@ internal struct SmallSet<T> where T : IEquatable<T>
     }
 
     public readonly Enumerator GetEnumerator() => new(_items, _count, _set);
+
+    /// <summary>The values, when the set is still a short array.</summary>
+    public readonly bool TryGetSmall(out ReadOnlySpan<T> values)
+    {
+        values = _set is null ? _items.AsSpan(0, _count) : default;
+        return _set is null;
+    }
 
     public struct Enumerator(T[]? items, int count, HashSet<T>? set)
     {

@@ -97,11 +97,17 @@ public static class EventFrame
     /// <summary>The tables a frame writes, in insert order (events first), and each one's token suffix.</summary>
     public static readonly string[] Tables = [EventBlockEncoder.Table, BatchAggregates.ActivityTable, BatchAggregates.HourlyTable, BatchAggregates.ActiveTable, BatchAggregates.FirstSeenTable];
 
+    // Frames written before the sink built the uniq states itself (EVB2, spooled by an older build) carry
+    // the minute and hour rows with their distinct values as arrays, for the Null tables whose views
+    // (0030, 0040) make the states: same header, same order, those two tables instead.
+    private static readonly string[] LegacyTables = [EventBlockEncoder.Table, BatchAggregates.LegacyActivityTable, BatchAggregates.LegacyHourlyTable, BatchAggregates.ActiveTable, BatchAggregates.FirstSeenTable];
+
     private static readonly string[] TokenSuffixes = ["", "-a", "-h", "-e", "-f"];
 
     public static int HeaderSize { get; } = 12 + 4 * Tables.Length;
 
-    private const uint Magic = 0x32425645; // "EVB2"
+    private const uint Magic = 0x33425645; // "EVB3"
+    private const uint LegacyMagic = 0x32425645; // "EVB2"
 
     internal static void Write(IBufferWriter<byte> output, int count, ReadOnlySpan<byte> blocks, ReadOnlySpan<int> lengths)
     {
@@ -118,8 +124,11 @@ public static class EventFrame
         output.Write(blocks);
     }
 
-    /// <summary>One complete frame: where each table's block is in the buffer it was read from.</summary>
-    public sealed record Frame(int Count, Range[] Blocks, int End);
+    /// <summary>One complete frame: where each table's block is in the buffer it was read from, and the tables they go to.</summary>
+    public sealed record Frame(int Count, Range[] Blocks, int End)
+    {
+        public IReadOnlyList<string> Tables { get; init; } = EventFrame.Tables;
+    }
 
     /// <summary>
     /// The complete, intact frames at the start of <paramref name="data"/>, in order. Reading stops at
@@ -133,7 +142,8 @@ public static class EventFrame
         while (data.Length - at >= HeaderSize)
         {
             var header = data[at..];
-            if (BinaryPrimitives.ReadUInt32LittleEndian(header) != Magic)
+            var magic = BinaryPrimitives.ReadUInt32LittleEndian(header);
+            if (magic is not (Magic or LegacyMagic))
             {
                 break;
             }
@@ -159,7 +169,7 @@ public static class EventFrame
                 break;
             }
 
-            frames.Add(new Frame(BinaryPrimitives.ReadInt32LittleEndian(header[4..]), blocks, (int)end));
+            frames.Add(new Frame(BinaryPrimitives.ReadInt32LittleEndian(header[4..]), blocks, (int)end) { Tables = magic == Magic ? Tables : LegacyTables });
             at = (int)end;
         }
 
@@ -169,7 +179,7 @@ public static class EventFrame
 
     /// <summary>The event count a frame header at the start of <paramref name="data"/> claims (0 when unreadable).</summary>
     internal static int ClaimedCount(ReadOnlySpan<byte> data) =>
-        data.Length >= HeaderSize && BinaryPrimitives.ReadUInt32LittleEndian(data) == Magic ? Math.Max(0, BinaryPrimitives.ReadInt32LittleEndian(data[4..])) : 0;
+        data.Length >= HeaderSize && BinaryPrimitives.ReadUInt32LittleEndian(data) is Magic or LegacyMagic ? Math.Max(0, BinaryPrimitives.ReadInt32LittleEndian(data[4..])) : 0;
 
     /// <summary>
     /// Inserts every frame of <paramref name="data"/>: the events first, then the aggregates. With a
@@ -185,13 +195,31 @@ public static class EventFrame
             throw new InvalidDataException($"Event frames are torn or corrupt at byte {valid} of {data.Length}.");
         }
 
-        for (var table = 0; table < Tables.Length; table++)
+        // Frames of both layouts only meet in a spool written across an upgrade: each run of one
+        // layout goes in as one insert per table (a token per run, so a replay still matches).
+        var run = 0;
+        for (var first = 0; first < frames.Count;)
         {
-            var block = Join(data, frames, table);
-            if (!block.IsEmpty)
+            var last = first;
+            while (last + 1 < frames.Count && ReferenceEquals(frames[last + 1].Tables, frames[first].Tables))
             {
-                await store.InsertAsync(Tables[table], null, InsertFormat.Native, block, token is null ? null : token + TokenSuffixes[table], cancellationToken);
+                last++;
             }
+
+            var part = first == 0 && last == frames.Count - 1 ? frames : frames.GetRange(first, last - first + 1);
+            var runToken = token is null ? null : run == 0 ? token : token + "-r" + run.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            var tables = frames[first].Tables;
+            for (var table = 0; table < tables.Count; table++)
+            {
+                var block = Join(data, part, table);
+                if (!block.IsEmpty)
+                {
+                    await store.InsertAsync(tables[table], null, InsertFormat.Native, block, runToken is null ? null : runToken + TokenSuffixes[table], cancellationToken);
+                }
+            }
+
+            run++;
+            first = last + 1;
         }
     }
 

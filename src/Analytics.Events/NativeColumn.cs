@@ -22,7 +22,7 @@ internal sealed class NativeColumn
 
     public ReadOnlySpan<byte> Written => Data.AsSpan(0, Length);
 
-    private Span<byte> Reserve(int bytes)
+    public Span<byte> Reserve(int bytes)
     {
         if (Length + bytes > Data.Length)
         {
@@ -60,6 +60,11 @@ internal sealed class NativeColumn
     {
         BinaryPrimitives.WriteInt64LittleEndian(Reserve(8), v);
         Length += 8;
+    }
+
+    public void VarUInt(ulong v)
+    {
+        Length += WriteVarUInt(Reserve(10), v);
     }
 
     /// <summary>16 bytes in network order, as ClickHouse's IPv6 (see <see cref="IpText.ToUInt128"/>).</summary>

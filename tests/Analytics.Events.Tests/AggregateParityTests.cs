@@ -45,6 +45,8 @@ public sealed class AggregateParityTests
                 ClientIp = IPAddress.Parse(Addresses[random.Next(Addresses.Length)]),
                 User = user,
                 Outcome = ok ? EventOutcome.Ok : random.Next(2) == 0 ? EventOutcome.Reject : EventOutcome.TempFail,
+                ReplyCode = (ushort)(kind == EventKind.Auth ? ok ? 235 : 535 : 250),
+                SecretTag = kind == EventKind.Auth && random.Next(5) != 0 ? (ulong)random.Next(1, 9) * 0x9E3779B97F4A7C15UL : 0,
                 Status = kind == EventKind.Rcpt && !ok ? "5.1.1" : "2.0.0",
                 Recipient = kind == EventKind.Rcpt ? (random.Next(10) == 0 ? "" : "r" + random.Next(30) + "@" + domain) : "",
                 RecipientDomain = kind == EventKind.Rcpt ? domain : "",
@@ -130,6 +132,77 @@ public sealed class AggregateParityTests
             Assert.True(expected.Length > 0, check);
             Assert.Equal(System.Text.Encoding.UTF8.GetString(expected), System.Text.Encoding.UTF8.GetString(actual));
         }
+
+        // Distinct passwords (0040) have no view to compare with: against the events themselves.
+        var fromEvents = await store.QueryFormattedAsync(
+            """
+            SELECT user, toStartOfMinute(toDateTime(ts)) AS m, uniqIf(secret_tag, kind = 'auth' AND secret_tag != 0) AS p,
+                   uniqIf(secret_tag, kind = 'auth' AND secret_tag != 0 AND reply_code = 535)
+            FROM events WHERE user != '' GROUP BY user, m HAVING p > 0 ORDER BY user, m
+            """, "TSV", null, ct);
+        var fromStates = await store.QueryFormattedAsync(
+            """
+            SELECT entity, minute, uniqMerge(passwords) AS p, uniqMerge(failed_passwords)
+            FROM activity WHERE entity_kind = 'user' GROUP BY entity, minute HAVING p > 0 ORDER BY entity, minute
+            """, "TSV", null, ct);
+        Assert.True(fromEvents.Length > 0);
+        Assert.Equal(System.Text.Encoding.UTF8.GetString(fromEvents), System.Text.Encoding.UTF8.GetString(fromStates));
+    }
+
+    [Fact]
+    public async Task LegacyFrame_SpooledByAnOlderBuild_StillFeedsTheAggregates()
+    {
+        using var dir = new TempDirectory();
+        await using var store = EmbeddedStore.Open(dir.Path);
+        var ct = TestContext.Current.CancellationToken;
+        await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), ct);
+
+        // An EVB2 frame as builds before the uniq states were written here made it: the minute row
+        // carries its distinct values as arrays, for activity_in and its view.
+        var events = new EventBlockEncoder();
+        events.Add(new SmtpEvent { Timestamp = T0, Node = "legacy", Role = ListenerRole.Mx, SessionId = 42, Kind = EventKind.Connect, ClientIp = IPAddress.Parse("10.1.2.3") });
+        var eventsBlock = events.ToArray();
+        var kind = new NativeColumn(8);
+        kind.Byte(2);
+        var entity = new NativeColumn(32);
+        entity.String("10.1.2.3");
+        var minute = new NativeColumn(8);
+        minute.UInt32((uint)(T0.ToUnixTimeSeconds() / 60 * 60));
+        var count = new NativeColumn(8);
+        count.UInt64(1);
+        var offsets = new NativeColumn(8);
+        offsets.UInt64(1);
+        var sessions = new NativeColumn(8);
+        sessions.UInt64(42);
+        var activity = new System.Buffers.ArrayBufferWriter<byte>();
+        NativeColumn.WriteBlockHeader(activity, 5, 1);
+        NativeColumn.WriteColumn(activity, "entity_kind", "Enum8('user' = 1, 'ip' = 2, 'net' = 3)", kind.Written);
+        NativeColumn.WriteColumn(activity, "entity", "String", entity.Written);
+        NativeColumn.WriteColumn(activity, "minute", "DateTime('UTC')", minute.Written);
+        NativeColumn.WriteColumn(activity, "events", "UInt64", count.Written);
+        NativeColumn.WriteArrayColumn(activity, "sessions", "Array(UInt64)", offsets, sessions);
+        byte[] blocks = [.. eventsBlock, .. activity.WrittenSpan];
+        var frame = new byte[EventFrame.HeaderSize + blocks.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(frame, 0x32425645); // "EVB2"
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(4), 1);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(8), eventsBlock.Length);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(12), activity.WrittenCount);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(frame.AsSpan(EventFrame.HeaderSize - 4), System.IO.Hashing.Crc32.HashToUInt32(blocks));
+        blocks.CopyTo(frame.AsSpan(EventFrame.HeaderSize));
+
+        var read = EventFrame.Read(frame, out var valid);
+        Assert.Equal(frame.Length, valid);
+        Assert.Equal("activity_in", Assert.Single(read).Tables[1]);
+
+        // A current frame after it in the same data: both reach the store, each through its own tables.
+        var batch = new EventBatch();
+        batch.Add(new SmtpEvent { Timestamp = T0, Node = "new", Role = ListenerRole.Mx, SessionId = 43, Kind = EventKind.Connect, ClientIp = IPAddress.Parse("10.1.2.3") });
+        await EventFrame.InsertAsync(store, (byte[])[.. frame, .. batch.ToArray()], "legacy-1", ct);
+
+        var r = await store.QueryAsync("SELECT sum(events), uniqMerge(sessions) FROM activity WHERE entity_kind = 'ip' AND entity = '10.1.2.3'", null, ct);
+        Assert.Equal(2UL, Convert.ToUInt64(r.Rows[0][0], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(2UL, Convert.ToUInt64(r.Rows[0][1], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(2UL, (await store.QueryAsync("SELECT count() FROM events", null, ct)).Scalar<ulong>());
     }
 
     [Theory]

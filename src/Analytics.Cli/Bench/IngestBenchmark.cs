@@ -204,6 +204,8 @@ internal static class IngestBenchmark
                 }
             }
 
+            // The breakdown leaves the same events in the table, which bytes_per_event below measures.
+            await BreakdownAsync(store, sample, batchSize, report, cancellationToken);
             await store.ExecuteAsync("OPTIMIZE TABLE events FINAL", null, cancellationToken);
             var bytes = (await store.QueryAsync(
                 "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = currentDatabase() AND table = 'events' AND active", null, cancellationToken)).Scalar<ulong>();
@@ -224,6 +226,80 @@ internal static class IngestBenchmark
             {
                 TryDelete(data);
             }
+        }
+    }
+
+    /// <summary>
+    /// Where the sink's time goes, over the same events: the C# side (the events block alone, the
+    /// events and their aggregates, the frame written) and each table's insert in the engine, timed
+    /// alone (with a token, as the sink inserts). Figures are ns per event of the whole run.
+    /// </summary>
+    private static async Task BreakdownAsync(EmbeddedStore store, SmtpEvent[] sample, int batchSize, BenchReport report, CancellationToken cancellationToken)
+    {
+        var encoder = new EventBlockEncoder(batchSize);
+        var batch = new EventBatch(batchSize);
+        var buffer = new ArrayBufferWriter<byte>(1 << 20);
+        var frames = new List<byte[]>();
+        long encodeTicks = 0, addTicks = 0, writeTicks = 0;
+        for (var i = 0; i < sample.Length; i += batchSize)
+        {
+            var end = Math.Min(sample.Length, i + batchSize);
+            var t0 = Stopwatch.GetTimestamp();
+            for (var j = i; j < end; j++)
+            {
+                encoder.Add(sample[j]);
+            }
+
+            encoder.ToArray();
+            encoder.Reset();
+            var t1 = Stopwatch.GetTimestamp();
+            for (var j = i; j < end; j++)
+            {
+                batch.Add(sample[j]);
+            }
+
+            var t2 = Stopwatch.GetTimestamp();
+            buffer.ResetWrittenCount();
+            batch.WriteTo(buffer);
+            batch.Reset();
+            var t3 = Stopwatch.GetTimestamp();
+            frames.Add(buffer.WrittenSpan.ToArray());
+            encodeTicks += t1 - t0;
+            addTicks += t2 - t1;
+            writeTicks += t3 - t2;
+        }
+
+        double PerEvent(double ticks) => ticks * 1e9 / Stopwatch.Frequency / sample.Length;
+        report.Add("encode_events_ns_per_event", PerEvent(encodeTicks), "ns", "C#: events block alone, per event");
+        report.Add("batch_add_ns_per_event", PerEvent(addTicks), "ns", "C#: EventBatch.Add (events + aggregates), per event");
+        report.Add("batch_write_ns_per_event", PerEvent(writeTicks), "ns", "C#: EventBatch.WriteTo (all blocks), per event");
+
+        await TruncateAsync(store, "", cancellationToken);
+        var tables = EventFrame.Tables;
+        var ticks = new long[tables.Length];
+        var bytes = new long[tables.Length];
+        for (var f = 0; f < frames.Count; f++)
+        {
+            var frame = EventFrame.Read(frames[f], out _)[0];
+            for (var t = 0; t < tables.Length; t++)
+            {
+                var block = frames[f].AsMemory(frame.Blocks[t]);
+                if (block.IsEmpty)
+                {
+                    continue;
+                }
+
+                var t0 = Stopwatch.GetTimestamp();
+                await store.InsertAsync(tables[t], null, InsertFormat.Native, block, "breakdown-" + f.ToString(CultureInfo.InvariantCulture) + "-" + t.ToString(CultureInfo.InvariantCulture), cancellationToken);
+                ticks[t] += Stopwatch.GetTimestamp() - t0;
+                bytes[t] += block.Length;
+            }
+        }
+
+        for (var t = 0; t < tables.Length; t++)
+        {
+            report.Add("insert_" + tables[t] + "_ns_per_event", PerEvent(ticks[t]), "ns", "engine: insert into " + tables[t] + ", per event");
+            report.Add("block_" + tables[t] + "_bytes_per_event", (double)bytes[t] / sample.Length, "bytes", "Native block for " + tables[t] + ", per event");
         }
     }
 
