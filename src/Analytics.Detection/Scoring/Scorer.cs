@@ -95,7 +95,7 @@ public sealed partial class Scorer
 
     /// <summary>Appends verdicts to <c>verdicts</c> (RowBinary), as a pass does.</summary>
     public static Task WriteAsync(IClickHouseStore store, IReadOnlyList<Verdict> verdicts, string node, CancellationToken cancellationToken = default) =>
-        store.InsertRowBinaryAsync("verdicts", Columns, Encode(verdicts, node), null, cancellationToken);
+        verdicts.Count == 0 ? Task.CompletedTask : store.InsertRowBinaryAsync("verdicts", Columns, Encode(verdicts, node), null, cancellationToken);
 
     public static List<Verdict> ByModel(DetectionModel model, IReadOnlyList<EntityFeatures> entities, DateTime asOf)
     {
