@@ -107,99 +107,254 @@ public static class FeatureSet
     public static List<EntityFeatures> FromRows(QueryResult result, DateTime? asOf)
     {
         var o = result.Columns.Select(c => c.Name).Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
+        var columns = Raw.Names.Select(n => o.TryGetValue(n, out var i) ? i : throw new InvalidOperationException($"The feature query has no column '{n}'.")).ToArray();
         var list = new List<EntityFeatures>(result.Rows.Count);
+        var r = new double[Raw.Count];
         foreach (var row in result.Rows)
         {
-            double F(string column) => row[o[column]] switch
+            for (var c = 0; c < columns.Length; c++)
             {
-                null => 0,
-                ulong u => u,
-                long l => l,
-                double d => double.IsFinite(d) ? d : 0,
-                var other => Convert.ToDouble(other, CultureInfo.InvariantCulture),
-            };
+                r[c] = row[columns[c]] switch
+                {
+                    null => 0,
+                    ulong u => u,
+                    long l => l,
+                    double d => d,
+                    var other => Convert.ToDouble(other, CultureInfo.InvariantCulture),
+                };
+            }
 
             var kind = EntityKinds.Parse((string)row[o["entity_kind"]]!);
             var at = asOf ?? DateTime.SpecifyKind((DateTime)row[o["t"]]!, DateTimeKind.Utc);
-            var v = new float[Count];
-            void Set(string name, double value) => v[Indexes[name]] = (float)value;
-            Set("is_user", kind == EntityKind.User ? 1 : 0);
-            Set("is_ip", kind == EntityKind.Ip ? 1 : 0);
-            Set("is_net", kind == EntityKind.Net ? 1 : 0);
-            Set("auth_attempts_5m", F("auth_attempts_5m"));
-            Set("auth_failures_5m", F("auth_failures_5m"));
-            Set("auth_failures_10m", F("auth_failures_10m"));
-            Set("auth_failures_1h", F("auth_failures_1h"));
-            Set("auth_fail_ratio_1h", Ratio(F("auth_failures_1h"), F("auth_attempts_1h")));
-            Set("auth_failures_24h", F("auth_failures_24h"));
-            Set("users_tried_1h", F("users_tried_1h"));
-            Set("users_tried_24h", F("users_tried_24h"));
-            Set("ips_1h", F("ips_1h"));
-            Set("nets_1h", F("nets_1h"));
-            Set("ips_24h", F("ips_24h"));
-            Set("rcpt_5m", F("rcpt_5m"));
-            Set("rcpt_1h", F("rcpt_1h"));
-            Set("rcpt_unknown_10m", F("rcpt_unknown_10m"));
-            Set("rcpt_unknown_1h", F("rcpt_unknown_1h"));
-            Set("rcpt_unknown_ratio_1h", Ratio(F("rcpt_unknown_1h"), F("rcpt_1h")));
-            Set("rcpt_rejected_ratio_1h", Ratio(F("rcpt_rejected_1h"), F("rcpt_1h")));
-            Set("rcpt_unknown_24h", F("rcpt_unknown_24h"));
-            Set("recipients_1h", F("recipients_1h"));
-            Set("recipient_domains_1h", F("recipient_domains_1h"));
-            Set("recipients_24h", F("recipients_24h"));
-            Set("messages_5m", F("messages_5m"));
-            Set("messages_1h", F("messages_1h"));
-            Set("messages_24h", F("messages_24h"));
-            Set("rcpt_per_minute_5m", F("rcpt_5m") / 5.0);
-            Set("max_message_rcpts_1h", F("max_message_rcpts_1h"));
-            Set("sessions_1h", F("sessions_1h"));
-            Set("sessions_without_data_ratio_1h", F("sessions_1h") > 0 ? 1 - Math.Min(1, F("data_sessions_1h") / F("sessions_1h")) : 0);
-            Set("active_minutes_1h", F("active_minutes_1h"));
-            Set("burstiness_1h", F("burstiness_1h"));
-            Set("invalid_commands_1h", F("invalid_commands_1h"));
-            Set("new_ip_share_1h", F("ips_1h") > 0 ? Math.Min(1, F("new_ips_1h") / F("ips_1h")) : 0);
-            Set("new_nets_1h", F("new_nets_1h"));
-            Set("new_recipient_share_1h", F("recipients_1h") > 0 ? Math.Min(1, F("new_recipients_1h") / F("recipients_1h")) : 0);
-            Set("new_domains_1h", F("new_domains_1h"));
-
-            Set("passwords_1h", F("passwords_1h"));
-            Set("failed_passwords_1h", F("failed_passwords_1h"));
-            Set("accounts_per_password_1h", F("passwords_1h") > 0 ? F("users_tried_1h") / F("passwords_1h") : 0);
-            Set("auth_ok_after_fail_1h", F("auth_ok_after_fail_1h"));
-            Set("sent_after_fail_1h", F("sent_after_fail_1h"));
-            Set("helo_literal_share_1h", Ratio(F("helo_literal_1h"), F("closes_1h")));
-            Set("helo_bare_share_1h", Ratio(F("helo_bare_1h"), F("closes_1h")));
-            Set("tls_share_1h", Ratio(F("tls_1h"), F("closes_1h")));
-            Set("auth_login_share_1h", Ratio(F("auth_login_1h"), F("auth_attempts_1h")));
-
-            // No session ended yet in the window: nothing was dropped (1), not "every session dropped".
-            Set("quit_share_1h", F("closes_1h") > 0 ? F("quits_1h") / F("closes_1h") : 1);
-            Set("null_senders_1h", F("null_senders_1h"));
-            Set("rsets_1h", F("rsets_1h"));
-            Set("session_seconds_1h", Ratio(F("session_ms_1h"), F("closes_1h")) / 1000.0);
-            Set("commands_per_session_1h", Ratio(F("session_commands_1h"), F("closes_1h")));
-            Set("interval_cv_1h", F("interval_cv_1h"));
-            Set("delivery_failures_24h", F("delivery_failures_24h"));
-            Set("delivery_failure_ratio_24h", Ratio(F("delivery_failures_24h"), F("deliveries_24h")));
-
-            // Baseline: the 7 days before the last hour, per hour of that span the entity existed.
-            var baselineHours = Math.Max(1, (Math.Min(F("age_minutes"), 7 * 24 * 60) - 60) / 60.0);
-            var hasBaseline = F("age_minutes") >= 24 * 60 && F("baseline_active_minutes") > 0;
-            Set("messages_vs_baseline", F("messages_1h") / (F("baseline_messages") / baselineHours + 1));
-            Set("rcpt_vs_baseline", F("rcpt_1h") / (F("baseline_rcpt") / baselineHours + 1));
-            Set("hour_of_day_share", hasBaseline ? Ratio(F("baseline_minutes_this_hour"), F("baseline_active_minutes")) : 0);
-            Set("has_baseline", hasBaseline ? 1 : 0);
-            Set("age_hours", F("age_minutes") / 60.0);
-            var baselineDays = baselineHours / 24.0;
-            list.Add(new EntityFeatures(new EntityRef(kind, (string)row[o["entity"]]!), at, v)
-            {
-                BaselineMessagesPerDay = hasBaseline ? F("baseline_messages") / baselineDays : double.NaN,
-                BaselineRecipientsPerDay = hasBaseline ? F("baseline_rcpt") / baselineDays : double.NaN,
-                BaselineAuthFailuresPerDay = hasBaseline ? F("baseline_auth_failures") / baselineDays : double.NaN,
-            });
+            list.Add(Build(kind, (string)row[o["entity"]]!, at, r));
         }
 
         return list;
+    }
+
+    /// <summary>
+    /// The vector of one entity from the query's raw figures, laid out as <see cref="Raw.Names"/>
+    /// (non-finite figures read as 0). Every reader (typed rows, RowBinary) comes through here, so the
+    /// derived features are the same whichever way the figures were read.
+    /// </summary>
+    public static EntityFeatures Build(EntityKind kind, string entity, DateTime at, ReadOnlySpan<double> raw)
+    {
+        Span<double> r = stackalloc double[Raw.Count];
+        for (var c = 0; c < r.Length; c++)
+        {
+            r[c] = double.IsFinite(raw[c]) ? raw[c] : 0;
+        }
+
+        // The features are set in their layout order: a position, not a lookup by name per value (a
+        // million entities a pass); a name out of order fails at once, in every test.
+        var v = new float[Count];
+        var k = 0;
+        void Set(string name, double value)
+        {
+            if (!ReferenceEquals(All[k].Name, name) && All[k].Name != name)
+            {
+                throw new InvalidOperationException($"Feature '{name}' is set out of the layout's order (expected '{All[k].Name}').");
+            }
+
+            v[k++] = (float)value;
+        }
+        Set("is_user", kind == EntityKind.User ? 1 : 0);
+        Set("is_ip", kind == EntityKind.Ip ? 1 : 0);
+        Set("is_net", kind == EntityKind.Net ? 1 : 0);
+        Set("auth_attempts_5m", r[Raw.AuthAttempts5m]);
+        Set("auth_failures_5m", r[Raw.AuthFailures5m]);
+        Set("auth_failures_10m", r[Raw.AuthFailures10m]);
+        Set("auth_failures_1h", r[Raw.AuthFailures1h]);
+        Set("auth_fail_ratio_1h", Ratio(r[Raw.AuthFailures1h], r[Raw.AuthAttempts1h]));
+        Set("auth_failures_24h", r[Raw.AuthFailures24h]);
+        Set("users_tried_1h", r[Raw.UsersTried1h]);
+        Set("users_tried_24h", r[Raw.UsersTried24h]);
+        Set("ips_1h", r[Raw.Ips1h]);
+        Set("nets_1h", r[Raw.Nets1h]);
+        Set("ips_24h", r[Raw.Ips24h]);
+        Set("rcpt_5m", r[Raw.Rcpt5m]);
+        Set("rcpt_1h", r[Raw.Rcpt1h]);
+        Set("rcpt_unknown_10m", r[Raw.RcptUnknown10m]);
+        Set("rcpt_unknown_1h", r[Raw.RcptUnknown1h]);
+        Set("rcpt_unknown_ratio_1h", Ratio(r[Raw.RcptUnknown1h], r[Raw.Rcpt1h]));
+        Set("rcpt_rejected_ratio_1h", Ratio(r[Raw.RcptRejected1h], r[Raw.Rcpt1h]));
+        Set("rcpt_unknown_24h", r[Raw.RcptUnknown24h]);
+        Set("recipients_1h", r[Raw.Recipients1h]);
+        Set("recipient_domains_1h", r[Raw.RecipientDomains1h]);
+        Set("recipients_24h", r[Raw.Recipients24h]);
+        Set("messages_5m", r[Raw.Messages5m]);
+        Set("messages_1h", r[Raw.Messages1h]);
+        Set("messages_24h", r[Raw.Messages24h]);
+        Set("rcpt_per_minute_5m", r[Raw.Rcpt5m] / 5.0);
+        Set("max_message_rcpts_1h", r[Raw.MaxMessageRcpts1h]);
+        Set("sessions_1h", r[Raw.Sessions1h]);
+        Set("sessions_without_data_ratio_1h", r[Raw.Sessions1h] > 0 ? 1 - Math.Min(1, r[Raw.DataSessions1h] / r[Raw.Sessions1h]) : 0);
+        Set("active_minutes_1h", r[Raw.ActiveMinutes1h]);
+        Set("burstiness_1h", r[Raw.Burstiness1h]);
+        Set("invalid_commands_1h", r[Raw.InvalidCommands1h]);
+        Set("new_ip_share_1h", r[Raw.Ips1h] > 0 ? Math.Min(1, r[Raw.NewIps1h] / r[Raw.Ips1h]) : 0);
+        Set("new_nets_1h", r[Raw.NewNets1h]);
+        Set("new_recipient_share_1h", r[Raw.Recipients1h] > 0 ? Math.Min(1, r[Raw.NewRecipients1h] / r[Raw.Recipients1h]) : 0);
+        Set("new_domains_1h", r[Raw.NewDomains1h]);
+
+        Set("passwords_1h", r[Raw.Passwords1h]);
+        Set("failed_passwords_1h", r[Raw.FailedPasswords1h]);
+        Set("accounts_per_password_1h", r[Raw.Passwords1h] > 0 ? r[Raw.UsersTried1h] / r[Raw.Passwords1h] : 0);
+        Set("auth_ok_after_fail_1h", r[Raw.AuthOkAfterFail1h]);
+        Set("sent_after_fail_1h", r[Raw.SentAfterFail1h]);
+        Set("helo_literal_share_1h", Ratio(r[Raw.HeloLiteral1h], r[Raw.Closes1h]));
+        Set("helo_bare_share_1h", Ratio(r[Raw.HeloBare1h], r[Raw.Closes1h]));
+        Set("tls_share_1h", Ratio(r[Raw.Tls1h], r[Raw.Closes1h]));
+        Set("auth_login_share_1h", Ratio(r[Raw.AuthLogin1h], r[Raw.AuthAttempts1h]));
+
+        // No session ended yet in the window: nothing was dropped (1), not "every session dropped".
+        Set("quit_share_1h", r[Raw.Closes1h] > 0 ? r[Raw.Quits1h] / r[Raw.Closes1h] : 1);
+        Set("null_senders_1h", r[Raw.NullSenders1h]);
+        Set("rsets_1h", r[Raw.Rsets1h]);
+        Set("session_seconds_1h", Ratio(r[Raw.SessionMs1h], r[Raw.Closes1h]) / 1000.0);
+        Set("commands_per_session_1h", Ratio(r[Raw.SessionCommands1h], r[Raw.Closes1h]));
+        Set("interval_cv_1h", r[Raw.IntervalCv1h]);
+        Set("delivery_failures_24h", r[Raw.DeliveryFailures24h]);
+        Set("delivery_failure_ratio_24h", Ratio(r[Raw.DeliveryFailures24h], r[Raw.Deliveries24h]));
+
+        // Baseline: the 7 days before the last hour, per hour of that span the entity existed.
+        var baselineHours = Math.Max(1, (Math.Min(r[Raw.AgeMinutes], 7 * 24 * 60) - 60) / 60.0);
+        var hasBaseline = r[Raw.AgeMinutes] >= 24 * 60 && r[Raw.BaselineActiveMinutes] > 0;
+        Set("messages_vs_baseline", r[Raw.Messages1h] / (r[Raw.BaselineMessages] / baselineHours + 1));
+        Set("rcpt_vs_baseline", r[Raw.Rcpt1h] / (r[Raw.BaselineRcpt] / baselineHours + 1));
+        Set("hour_of_day_share", hasBaseline ? Ratio(r[Raw.BaselineMinutesThisHour], r[Raw.BaselineActiveMinutes]) : 0);
+        Set("has_baseline", hasBaseline ? 1 : 0);
+        Set("age_hours", r[Raw.AgeMinutes] / 60.0);
+        var baselineDays = baselineHours / 24.0;
+        return new EntityFeatures(new EntityRef(kind, entity), at, v)
+        {
+            BaselineMessagesPerDay = hasBaseline ? r[Raw.BaselineMessages] / baselineDays : double.NaN,
+            BaselineRecipientsPerDay = hasBaseline ? r[Raw.BaselineRcpt] / baselineDays : double.NaN,
+            BaselineAuthFailuresPerDay = hasBaseline ? r[Raw.BaselineAuthFailures] / baselineDays : double.NaN,
+        };
+    }
+
+    /// <summary>The raw figures the feature query returns per entity (beside entity_kind and entity), by column name.</summary>
+    public static class Raw
+    {
+        public const int AuthAttempts5m = 0;
+        public const int AuthFailures5m = 1;
+        public const int AuthFailures10m = 2;
+        public const int AuthFailures1h = 3;
+        public const int AuthAttempts1h = 4;
+        public const int AuthFailures24h = 5;
+        public const int UsersTried1h = 6;
+        public const int UsersTried24h = 7;
+        public const int Ips1h = 8;
+        public const int Nets1h = 9;
+        public const int Ips24h = 10;
+        public const int Rcpt5m = 11;
+        public const int Rcpt1h = 12;
+        public const int RcptUnknown10m = 13;
+        public const int RcptUnknown1h = 14;
+        public const int RcptRejected1h = 15;
+        public const int RcptUnknown24h = 16;
+        public const int Recipients1h = 17;
+        public const int RecipientDomains1h = 18;
+        public const int Recipients24h = 19;
+        public const int Messages5m = 20;
+        public const int Messages1h = 21;
+        public const int Messages24h = 22;
+        public const int MaxMessageRcpts1h = 23;
+        public const int Sessions1h = 24;
+        public const int DataSessions1h = 25;
+        public const int ActiveMinutes1h = 26;
+        public const int Burstiness1h = 27;
+        public const int InvalidCommands1h = 28;
+        public const int NewIps1h = 29;
+        public const int NewNets1h = 30;
+        public const int NewRecipients1h = 31;
+        public const int NewDomains1h = 32;
+        public const int Passwords1h = 33;
+        public const int FailedPasswords1h = 34;
+        public const int AuthOkAfterFail1h = 35;
+        public const int SentAfterFail1h = 36;
+        public const int HeloLiteral1h = 37;
+        public const int Closes1h = 38;
+        public const int HeloBare1h = 39;
+        public const int Tls1h = 40;
+        public const int AuthLogin1h = 41;
+        public const int Quits1h = 42;
+        public const int NullSenders1h = 43;
+        public const int Rsets1h = 44;
+        public const int SessionMs1h = 45;
+        public const int SessionCommands1h = 46;
+        public const int IntervalCv1h = 47;
+        public const int DeliveryFailures24h = 48;
+        public const int Deliveries24h = 49;
+        public const int AgeMinutes = 50;
+        public const int BaselineActiveMinutes = 51;
+        public const int BaselineMessages = 52;
+        public const int BaselineRcpt = 53;
+        public const int BaselineMinutesThisHour = 54;
+        public const int BaselineAuthFailures = 55;
+
+        public static IReadOnlyList<string> Names { get; } =
+        [
+            "auth_attempts_5m",
+            "auth_failures_5m",
+            "auth_failures_10m",
+            "auth_failures_1h",
+            "auth_attempts_1h",
+            "auth_failures_24h",
+            "users_tried_1h",
+            "users_tried_24h",
+            "ips_1h",
+            "nets_1h",
+            "ips_24h",
+            "rcpt_5m",
+            "rcpt_1h",
+            "rcpt_unknown_10m",
+            "rcpt_unknown_1h",
+            "rcpt_rejected_1h",
+            "rcpt_unknown_24h",
+            "recipients_1h",
+            "recipient_domains_1h",
+            "recipients_24h",
+            "messages_5m",
+            "messages_1h",
+            "messages_24h",
+            "max_message_rcpts_1h",
+            "sessions_1h",
+            "data_sessions_1h",
+            "active_minutes_1h",
+            "burstiness_1h",
+            "invalid_commands_1h",
+            "new_ips_1h",
+            "new_nets_1h",
+            "new_recipients_1h",
+            "new_domains_1h",
+            "passwords_1h",
+            "failed_passwords_1h",
+            "auth_ok_after_fail_1h",
+            "sent_after_fail_1h",
+            "helo_literal_1h",
+            "closes_1h",
+            "helo_bare_1h",
+            "tls_1h",
+            "auth_login_1h",
+            "quits_1h",
+            "null_senders_1h",
+            "rsets_1h",
+            "session_ms_1h",
+            "session_commands_1h",
+            "interval_cv_1h",
+            "delivery_failures_24h",
+            "deliveries_24h",
+            "age_minutes",
+            "baseline_active_minutes",
+            "baseline_messages",
+            "baseline_rcpt",
+            "baseline_minutes_this_hour",
+            "baseline_auth_failures",
+        ];
+
+        public static int Count => Names.Count;
     }
 
     private static double Ratio(double part, double whole) => whole > 0 ? part / whole : 0;

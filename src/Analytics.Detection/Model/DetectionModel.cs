@@ -238,6 +238,14 @@ public sealed class DetectionModel
         return names.DenseValues().Select(n => n.ToString()).ToArray();
     }
 
+    // Below this many entities a pass predicts on one thread; above it, in one slice per core.
+    private const int ParallelFrom = 20_000;
+
+    /// <summary>
+    /// Predictions for <paramref name="entities"/>, in their order. A large pass is cut into one slice
+    /// per core, each through its own data view and cursors (the transformers are immutable; ML.NET's
+    /// cursors, not the models, are what must not be shared), so prediction uses every core.
+    /// </summary>
     public IReadOnlyList<Prediction> Predict(IReadOnlyList<EntityFeatures> entities)
     {
         if (entities.Count == 0)
@@ -245,32 +253,61 @@ public sealed class DetectionModel
             return [];
         }
 
-        var data = _ml.Data.LoadFromEnumerable(entities.Select(e => new ModelInput { Features = Mask(e.Values, _disabled), Label = "" }), ModelInput.Schema());
-        var classes = _ml.Data.CreateEnumerable<ClassifierOutput>(_classifier.Transform(data), reuseRowObject: false).ToList();
-        var anomalies = _ml.Data.CreateEnumerable<AnomalyOutput>(_anomaly.Transform(data), reuseRowObject: false).ToList();
         var result = new Prediction[entities.Count];
-        for (var i = 0; i < result.Length; i++)
+        var slices = entities.Count < ParallelFrom ? 1 : Environment.ProcessorCount;
+        var size = (entities.Count + slices - 1) / slices;
+        Parallel.For(0, slices, new ParallelOptions { MaxDegreeOfParallelism = slices }, s =>
+        {
+            var from = s * size;
+            PredictInto(entities, from, Math.Min(entities.Count, from + size), result);
+        });
+        return result;
+    }
+
+    private void PredictInto(IReadOnlyList<EntityFeatures> entities, int from, int to, Prediction[] result)
+    {
+        if (from >= to)
+        {
+            return;
+        }
+
+        var rows = new ModelInput[to - from];
+        for (var r = 0; r < rows.Length; r++)
+        {
+            rows[r] = new ModelInput { Features = Mask(entities[from + r].Values, _disabled), Label = "" };
+        }
+
+        var data = _ml.Data.LoadFromEnumerable(rows, ModelInput.Schema());
+        var anomalies = new float[rows.Length];
+        var k = 0;
+        foreach (var a in _ml.Data.CreateEnumerable<AnomalyOutput>(_anomaly.Transform(data), reuseRowObject: true))
+        {
+            anomalies[k++] = a.Score;
+        }
+
+        var classes = _ml.Data.CreateEnumerable<ClassifierOutput>(_classifier.Transform(data), reuseRowObject: true);
+        var i = from;
+        foreach (var c in classes)
         {
             var probabilities = new Dictionary<string, float>(_slotClasses.Length);
             var best = 0;
-            for (var c = 0; c < _slotClasses.Length; c++)
+            for (var j = 0; j < _slotClasses.Length; j++)
             {
-                probabilities[_slotClasses[c]] = classes[i].Score[c];
-                if (classes[i].Score[c] > classes[i].Score[best])
+                probabilities[_slotClasses[j]] = c.Score[j];
+                if (c.Score[j] > c.Score[best])
                 {
-                    best = c;
+                    best = j;
                 }
             }
 
-            var anomaly = anomalies[i].Score;
+            var anomaly = anomalies[i - from];
             var cls = ThreatClasses.Parse(_slotClasses[best]);
-            result[i] = new Prediction(cls, classes[i].Score[best], probabilities, anomaly, anomaly > Card.AnomalyThreshold)
+            result[i] = new Prediction(cls, c.Score[best], probabilities, anomaly, anomaly > Card.AnomalyThreshold)
             {
                 Evidence = Evidence.Enough(cls, entities[i].Values),
             };
+            i++;
         }
-
-        return result;
     }
 
     internal sealed class ClassifierOutput

@@ -10,7 +10,11 @@ using Microsoft.Extensions.Logging;
 namespace Analytics.Detection.Scoring;
 
 /// <summary>The outcome of one scoring pass.</summary>
-public sealed record ScoringPass(DateTime AsOf, int Entities, int Flagged, TimeSpan FeatureTime, TimeSpan ModelTime, TimeSpan Total, string ModelVersion, IReadOnlyList<Verdict> Verdicts);
+public sealed record ScoringPass(DateTime AsOf, int Entities, int Flagged, TimeSpan FeatureTime, TimeSpan ModelTime, TimeSpan Total, string ModelVersion, IReadOnlyList<Verdict> Verdicts)
+{
+    /// <summary>Writing the verdicts to the store and handing them to the listeners.</summary>
+    public TimeSpan WriteTime { get; init; }
+}
 
 /// <summary>
 /// One pass: features of the entities active since the previous pass (from the aggregates), the
@@ -66,9 +70,10 @@ public sealed partial class Scorer
             }
         }
 
+        var writeStart = total.Elapsed;
         if (written.Count > 0)
         {
-            await _store.InsertRowBinaryAsync("verdicts", Columns, Encode(written, _node), null, cancellationToken);
+            await WriteAsync(_store, written, _node, cancellationToken);
             foreach (var listener in _listeners)
             {
                 listener.OnVerdicts(written);
@@ -82,8 +87,15 @@ public sealed partial class Scorer
             LogPass(_logger, entities.Count, flagged, total.ElapsedMilliseconds, model?.Version ?? "rules");
         }
 
-        return new ScoringPass(asOf, entities.Count, flagged, featureTime, modelTime, total.Elapsed, model?.Version ?? "rules", written);
+        return new ScoringPass(asOf, entities.Count, flagged, featureTime, modelTime, total.Elapsed, model?.Version ?? "rules", written)
+        {
+            WriteTime = total.Elapsed - writeStart,
+        };
     }
+
+    /// <summary>Appends verdicts to <c>verdicts</c> (RowBinary), as a pass does.</summary>
+    public static Task WriteAsync(IClickHouseStore store, IReadOnlyList<Verdict> verdicts, string node, CancellationToken cancellationToken = default) =>
+        verdicts.Count == 0 ? Task.CompletedTask : store.InsertRowBinaryAsync("verdicts", Columns, Encode(verdicts, node), null, cancellationToken);
 
     public static List<Verdict> ByModel(DetectionModel model, IReadOnlyList<EntityFeatures> entities, DateTime asOf)
     {
