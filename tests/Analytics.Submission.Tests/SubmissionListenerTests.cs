@@ -202,6 +202,51 @@ public sealed class SubmissionListenerTests(StoreFixture fixture)
     }
 
     [Fact]
+    public async Task ListServer_WhoseFirstAddressesAreStale_IsNotTarpitted_OnceItHasDeliveredLately()
+    {
+        // Issue 17, world C: a ticket system whose list begins with three stale addresses was tarpitted
+        // on every send (51 of 295 sessions): within a session the share of unknown recipients was of
+        // the first few recipients only. What the sender delivered lately now counts as well.
+        await using var h = await Harness.StartAsync(fixture, o => o.AllowInsecureAuth = true, limits: l => l.FastPath.TarpitDelay = TimeSpan.FromMilliseconds(10));
+        async Task<List<string?>> SendAsync(IEnumerable<string> recipients)
+        {
+            await using var smtp = await RawSmtp.ConnectAsync(h.Submission);
+            await smtp.CommandAsync("EHLO tickets.example");
+            Assert.StartsWith("235", await smtp.CommandAsync("AUTH PLAIN " + Plain(h.User, Harness.Password)), StringComparison.Ordinal);
+            await smtp.CommandAsync($"MAIL FROM:<{h.User}>");
+            var replies = new List<string?>();
+            foreach (var r in recipients)
+            {
+                replies.Add(await smtp.CommandAsync($"RCPT TO:<{r}>"));
+            }
+
+            if (replies.Any(r => r?.StartsWith("250", StringComparison.Ordinal) == true))
+            {
+                Assert.StartsWith("354", await smtp.CommandAsync("DATA"), StringComparison.Ordinal);
+                Assert.StartsWith("250", await smtp.CommandAsync("Subject: ticket\r\n\r\nupdate\r\n."), StringComparison.Ordinal);
+            }
+
+            await smtp.CommandAsync("QUIT");
+            return replies;
+        }
+
+        string[] stale = [$"gone1@{h.Domain}", $"gone2@{h.Domain}", $"gone3@{h.Domain}"];
+        string[] team = [.. Enumerable.Range(0, 30).Select(i => $"customer{i}@elsewhere.example")];
+
+        // The first send of the day: no history, so the three stale addresses up front tarpit it, as a probe.
+        await SendAsync([.. stale, .. team]);
+        var events = await h.EventsWhenAsync(e => e.Any(x => x.Kind == "close"));
+        Assert.Single(events, e => e.Kind == "throttle" && e.Detail.StartsWith("tarpit after 3", StringComparison.Ordinal));
+
+        // The next send, after 30 recipients delivered: the same stale addresses are only 550s.
+        var replies = await SendAsync([.. stale, .. team]);
+        Assert.All(replies.Take(3), r => Assert.Equal("550 5.1.1 Mailbox unknown", r));
+        events = await h.EventsWhenAsync(e => e.Count(x => x.Kind == "close") >= 2);
+        Assert.Single(events, e => e.Kind == "throttle" && e.Detail.StartsWith("tarpit after 3", StringComparison.Ordinal));
+        Assert.Equal(60, events.Count(e => e.Kind == "rcpt" && e.ReplyCode == 250));
+    }
+
+    [Fact]
     public async Task Auth_FailuresFromOneIp_LockTheIpAtConfiguredN()
     {
         await using var h = await Harness.StartAsync(fixture, o => o.AllowInsecureAuth = true, limits: l =>

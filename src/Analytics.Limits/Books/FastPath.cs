@@ -318,6 +318,25 @@ internal sealed class FastPath
         }
     }
 
+    /// <summary>Recent deliveries of the IP or the account (the larger), up to the history credit.</summary>
+    public double DeliveredCredit(in LimitSubject subject)
+    {
+        if (_hostUnknowns.IsEmpty && _userUnknowns.IsEmpty)
+        {
+            return 0;
+        }
+
+        var now = _time.GetTimestamp();
+        var halfLife = RatioCounter.Ticks(HistoryHalfLife, _time.TimestampFrequency);
+        var credit = _hostUnknowns.TryGetValue(subject.Address, out var ip) ? ip.History(now, halfLife) : 0;
+        if (subject.User.Length > 0 && _userUnknowns.TryGetValue(subject.User, out var user))
+        {
+            credit = Math.Max(credit, user.History(now, halfLife));
+        }
+
+        return Math.Min(credit, _options.DeliveredHistoryCredit);
+    }
+
     /// <summary>A message accepted for <paramref name="recipients"/> recipients: history that vouches for the IP, its network and the account.</summary>
     public void RecordDelivery(in LimitSubject subject, int recipients)
     {

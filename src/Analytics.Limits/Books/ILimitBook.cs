@@ -123,6 +123,14 @@ public interface ILimitBook
     /// <summary>A message accepted (250 after DATA) for <paramref name="recipients"/> recipients: history that vouches for the sender.</summary>
     void RecordDelivery(LimitSubject subject, int recipients);
 
+    /// <summary>
+    /// Recipients the IP or the account delivered to lately (halving every hour), up to
+    /// <c>Limits:FastPath:DeliveredHistoryCredit</c>: what a session's own share of unknown recipients is
+    /// weighed against besides its known ones, so a list server whose first few addresses are stale is
+    /// judged on what it has delivered, as it is across sessions.
+    /// </summary>
+    double DeliveredCredit(LimitSubject subject);
+
     /// <summary>The subject's network is one its account logged in from lately (its owner's): such logins go ahead of others.</summary>
     bool IsOwnersNetwork(LimitSubject subject) => false;
 

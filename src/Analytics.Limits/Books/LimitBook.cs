@@ -220,6 +220,8 @@ public sealed class LimitBook : ILimitBook
 
     public void RecordKnownRecipient(LimitSubject subject) => _fastPath.RecordKnownRecipient(subject);
 
+    public double DeliveredCredit(LimitSubject subject) => _fastPath.DeliveredCredit(subject);
+
     public void RecordDelivery(LimitSubject subject, int recipients) => _fastPath.RecordDelivery(subject, recipients);
 
     public bool IsOwnersNetwork(LimitSubject subject) => _fastPath.IsOwnersNetwork(subject);

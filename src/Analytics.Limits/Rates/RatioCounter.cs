@@ -60,6 +60,15 @@ internal sealed class RatioCounter
         }
     }
 
+    /// <summary>Recipients delivered lately, as the history counts them now.</summary>
+    public double History(long now, long halfLife)
+    {
+        lock (_bucket)
+        {
+            return Decayed(now, halfLife);
+        }
+    }
+
     /// <summary>
     /// Records one bad outcome at <paramref name="now"/>; returns the lock it set (zero when none). A lock
     /// needs <paramref name="threshold"/> bad outcomes in the window that are at least

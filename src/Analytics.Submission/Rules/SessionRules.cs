@@ -353,8 +353,9 @@ public sealed class SessionRules
         }
 
         // Within the session, unknown recipients count only while they are a large share of its
-        // recipients: a list server's few stale addresses among hundreds are not probing.
-        if (session.UnknownRecipients < _fastPath.UnknownRecipientShare * (session.UnknownRecipients + session.KnownRecipients))
+        // recipients and of what the sender delivered lately: a list server's few stale addresses among
+        // hundreds are not probing, even when they come first in its list.
+        if (session.UnknownRecipients < _fastPath.UnknownRecipientShare * (session.UnknownRecipients + session.KnownRecipients + _book.DeliveredCredit(Subject(session))))
         {
             return new RuleReply(550, "5.1.1", "Mailbox unknown", "unknown mailbox");
         }
