@@ -230,7 +230,7 @@ internal static class DetectionCommands
 
         targets.Add(new TargetCheck("benign alerts <= 1 per 10,000 entity-days",
             string.Create(CultureInfo.InvariantCulture, $"{model.BenignAlertsPer10kEntityDays:0.00} ({model.BenignAlerts} in {model.BenignEntityDays:N0})"), model.BenignAlertsPer10kEntityDays <= 1));
-        foreach (var population in new[] { "office_nat", "cgnat", "newsletter" })
+        foreach (var population in new[] { "office_nat", "cgnat", "newsletter", "ticket_system", "mailing_list" })
         {
             var alerts = model.Populations.FirstOrDefault(p => p.Population == population)?.Alerts ?? 0;
             var throttled = fastPath.FirstOrDefault(p => p.Population == population)?.ThrottledSessions ?? 0;
