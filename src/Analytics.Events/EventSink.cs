@@ -283,7 +283,6 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
         var batch = new EventBatch(_options.BatchSize);
         var buffers = new[] { new ArrayBufferWriter<byte>(1 << 20), new ArrayBufferWriter<byte>(1 << 20) };
         var current = 0;
-        Task inflight = Task.CompletedTask;
         var completed = false;
         while (!completed)
         {
@@ -293,7 +292,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                 // producers spill, and once the disk refuses that too they are refused).
                 if (_held.Count > 0)
                 {
-                    await inflight;
+                    await _inflight;
                     if (_time.GetTimestamp() >= _nextRetryAt)
                     {
                         // The spool first: replaying it is what frees the disk a held batch needs (and
@@ -321,7 +320,7 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                     buffer.ResetWrittenCount();
                     batch.WriteTo(buffer);
                     var count = batch.Count;
-                    await inflight;
+                    await _inflight;
 
                     // A batch with a journal takes its last events into it too (one write per batch), so
                     // callers who wait while it is in flight need not wait for its insert.
@@ -337,25 +336,25 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
                     _batchToken = null;
                     _unjournaled.Clear();
                     batch.Reset();
-                    inflight = ShipAsync(buffer.WrittenMemory, count, _batchSequence, token, journal);
-                    (_inflight, _inflightJournaled) = (inflight, journaled);
+                    _inflight = ShipAsync(buffer.WrittenMemory, count, _batchSequence, token, journal);
+                    _inflightJournaled = journaled;
                     current ^= 1;
                 }
                 else
                 {
-                    await inflight;
+                    await _inflight;
                     Interlocked.Exchange(ref _oldestPendingTicks, 0);
                 }
 
                 if (_spool.HasOpenSpill)
                 {
-                    await inflight;
+                    await _inflight;
                     SealSpill();
                 }
 
                 if (ReplayDue())
                 {
-                    await inflight;
+                    await _inflight;
                     await ReplayIfDueAsync(force: false);
                 }
             }
@@ -370,14 +369,14 @@ public sealed partial class EventSink : IEventPublisher, IAsyncDisposable
             }
         }
 
-        await Finish(inflight);
+        await Finish();
     }
 
-    private async Task Finish(Task inflight)
+    private async Task Finish()
     {
         try
         {
-            await inflight;
+            await _inflight;
             while (_held.Count > 0 && !_stopping.IsCancellationRequested)
             {
                 await ReplayIfDueAsync(force: true);
