@@ -44,7 +44,7 @@ internal static partial class LimitsBenchmark
     private static BenchReport Run(int count, int iterations)
     {
         var time = TimeProvider.System;
-        var book = new LimitBook(new LimitsOptions { Fixed = { MessagesPerMinute = 15 } }, time);
+        var book = new LimitBook(new LimitsOptions { Fixed = { MessagesPerMinute = 30 } }, time);
         var now = time.GetUtcNow().UtcDateTime;
         var entries = new List<EntityLimit>(count);
         for (var i = 0; i < count; i++)
@@ -73,7 +73,7 @@ internal static partial class LimitsBenchmark
         var sessions = subjects.Select(x => x with { Cache = new LimitCache() }).ToArray();
 
         var report = new BenchReport("limits");
-        report.Context("book", $"{book.Limits.Count:N0} limits (users, IPs, /24s) in the book, with fixed caps (15 messages/min per user)");
+        report.Context("book", $"{book.Limits.Count:N0} limits (users, IPs, /24s) in the book, with fixed caps (30 messages/min per user)");
         report.Context("subjects", "1,024, half limited; one thread");
         report.Context("iterations", iterations.ToString("N0", CultureInfo.InvariantCulture));
         report.Context("session", "as the listener checks: the subject keyed once per session (its LimitCache)");

@@ -70,12 +70,12 @@ internal static class PolicyBenchmark
             await using var store = EmbeddedStore.Open(data);
             await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings(), cancellationToken);
             await using var sink = new EventSink(store, new EventSinkOptions(), Path.Combine(data, "spool", "events"), NullLogger.Instance);
-            var limits = new LimitsOptions { Fixed = { MessagesPerMinute = 15 } };
+            var limits = new LimitsOptions { Fixed = { MessagesPerMinute = 30 } };
             var options = new PolicyOptions { PostfixEndpoint = "unix:" + Path.Combine(data, "policy.sock"), PostfixSocketMode = "0600" };
             await using var engine = PolicyHostedService.Create(options, limits, new LimitBook(limits, TimeProvider.System), sink, TimeProvider.System, NullLoggerFactory.Instance);
             await engine.StartAsync(cancellationToken);
             report.Context("engine", "in this process, Unix socket; events through the real sink into the embedded store (chDB " + ChdbLibrary.Version + ")");
-            report.Context("book", "shipped caps (15 messages/min per account), 10,000 accounts over 2,000 addresses");
+            report.Context("book", "shipped caps (30 messages/min per account), 10,000 accounts over 2,000 addresses");
 
             // A short warm-up (JIT, buckets, sessions), then the measurement.
             await MeasureAsync(new BenchReport("warm-up"), engine.PostfixAddress!, clients, Math.Max(clients, messages / 20), cancellationToken);
