@@ -70,39 +70,26 @@ public static class FastSimulation
     public static (long Sessions, long Events) Play(World world, LimitsOptions? options, Action<SmtpEvent> emit, IProgress<SimulationProgress>? progress,
         out IReadOnlyDictionary<string, SessionHarm> harm)
     {
-        var emulator = new ListenerEmulator(world, options);
-        long sessions = 0, events = 0;
-        bool throttled = false, refused = false;
-        void Count(SmtpEvent e)
-        {
-            events++;
-            if (e.Kind == EventKind.Throttle)
-            {
-                throttled = true;
-                refused |= e.ReplyCode >= 400 && e.ReplyCode != 550;
-            }
-
-            emit(e);
-        }
-
         var counts = new Dictionary<string, (string Class, long Sessions, long Throttled, long Refused)>(StringComparer.Ordinal);
+        var play = new InterleavedPlay(new ListenerEmulator(world, options), emit, (script, throttled, refused) =>
+        {
+            var key = script.Population.Length > 0 ? script.Population : script.Class;
+            var c = counts.GetValueOrDefault(key, (script.Class, 0, 0, 0));
+            counts[key] = (c.Class, c.Sessions + 1, c.Throttled + (throttled ? 1 : 0), c.Refused + (refused ? 1 : 0));
+        });
         for (var day = 0; day < world.Scenario.Days; day++)
         {
             foreach (var script in PlanDay(world, day))
             {
-                throttled = refused = false;
-                emulator.Play(script, Count);
-                sessions++;
-                var key = script.Population.Length > 0 ? script.Population : script.Class;
-                var c = counts.GetValueOrDefault(key, (script.Class, 0, 0, 0));
-                counts[key] = (c.Class, c.Sessions + 1, c.Throttled + (throttled ? 1 : 0), c.Refused + (refused ? 1 : 0));
+                play.Add(script);
             }
 
-            progress?.Report(new SimulationProgress(day + 1, world.Scenario.Days, sessions, events));
+            progress?.Report(new SimulationProgress(day + 1, world.Scenario.Days, play.Sessions, play.Events));
         }
 
+        play.Finish();
         harm = counts.ToDictionary(c => c.Key, c => new SessionHarm(c.Value.Class, c.Value.Sessions, c.Value.Throttled, c.Value.Refused), StringComparer.Ordinal);
-        return (sessions, events);
+        return (play.Sessions, play.Events);
     }
 
     /// <summary>Writes the labels, then the events of the whole run, into <paramref name="store"/>.</summary>
@@ -167,5 +154,75 @@ public static class FastSimulation
 
         await insert;
         return new SimulationResult(runId, counts.Sessions, counts.Events, world.Labels.Count, Stopwatch.GetElapsedTime(started)) { Populations = harm! };
+    }
+}
+
+/// <summary>
+/// Sessions played through one <see cref="ListenerEmulator"/>, each command at its own time: sessions in
+/// flight wait in a queue ordered by when their next command arrives (ties in the order queued), so
+/// sessions that overlap interleave as they do on a real server. Sessions are added in start order.
+/// </summary>
+internal sealed class InterleavedPlay(ListenerEmulator emulator, Action<SmtpEvent> emit, Action<SessionScript, bool, bool> finished)
+{
+    private readonly PriorityQueue<Running, (DateTimeOffset At, long Order)> _running = new();
+    private long _order;
+
+    public long Sessions { get; private set; }
+
+    public long Events { get; private set; }
+
+    /// <summary>Plays every command of the sessions in flight that arrives before this one connects, then its connection.</summary>
+    public void Add(SessionScript script)
+    {
+        RunUntil(script.Start);
+        var r = new Running(script);
+        r.Commands = emulator.Start(script, e =>
+        {
+            Events++;
+            if (e.Kind == EventKind.Throttle)
+            {
+                r.Throttled = true;
+                r.Refused |= e.ReplyCode >= 400 && e.ReplyCode != 550;
+            }
+
+            emit(e);
+        });
+        Advance(r);
+    }
+
+    /// <summary>Plays the sessions in flight to their ends.</summary>
+    public void Finish() => RunUntil(DateTimeOffset.MaxValue);
+
+    private void RunUntil(DateTimeOffset until)
+    {
+        while (_running.TryPeek(out _, out var next) && next.At < until)
+        {
+            Advance(_running.Dequeue());
+        }
+    }
+
+    private void Advance(Running r)
+    {
+        if (r.Commands.MoveNext())
+        {
+            _running.Enqueue(r, (r.Commands.Current, _order++));
+            return;
+        }
+
+        r.Commands.Dispose();
+        Sessions++;
+        finished(r.Script, r.Throttled, r.Refused);
+    }
+
+    /// <summary>A session being played, and what the server did to it so far.</summary>
+    private sealed class Running(SessionScript script)
+    {
+        public SessionScript Script { get; } = script;
+
+        public IEnumerator<DateTimeOffset> Commands { get; set; } = null!;
+
+        public bool Throttled { get; set; }
+
+        public bool Refused { get; set; }
     }
 }

@@ -13,7 +13,7 @@ namespace Analytics.Simulation;
 /// over a real <see cref="LimitBook"/> on a virtual clock, with the world's accounts and mailboxes as
 /// the directories. What is emulated here is only the wire: reply timing, the event each reply
 /// becomes, and how a session ends. Sessions must be played in start order, as locks and holds depend
-/// on it. Not thread-safe: one emulator per run.
+/// on it (<see cref="Start"/> plays them interleaved). Not thread-safe: one emulator per run.
 /// </summary>
 internal sealed class ListenerEmulator
 {
@@ -36,12 +36,25 @@ internal sealed class ListenerEmulator
         _node = node ?? world.Scenario.Node;
     }
 
-    /// <summary>Plays one session; events go to <paramref name="emit"/> in the order the listener records them.</summary>
+    /// <summary>Plays one session to its end, alone; events go to <paramref name="emit"/> in the order the listener records them.</summary>
     public void Play(SessionScript script, Action<SmtpEvent> emit)
     {
-        var s = new Session(this, script, emit);
-        s.Run();
+        using var commands = Start(script, emit);
+        while (commands.MoveNext())
+        {
+        }
     }
+
+    /// <summary>
+    /// A session played command by command: the first <see cref="IEnumerator{T}.MoveNext"/> answers the
+    /// connection, each later one the next command, and <see cref="IEnumerator{T}.Current"/> says when
+    /// that next command arrives. Played from a queue ordered by those times (<see cref="FastSimulation"/>),
+    /// sessions that overlap interleave as they do on a real server: two campaigns of one list server
+    /// share its account's rate as they go, where played one after the other the second saw a bucket
+    /// the first had already emptied up to its end.
+    /// </summary>
+    public IEnumerator<DateTimeOffset> Start(SessionScript script, Action<SmtpEvent> emit) =>
+        new Session(this, script, emit).Run().GetEnumerator();
 
     /// <summary>The world's accounts and mailboxes, as the listener's directories would hold them.</summary>
     private sealed class WorldDirectory(World world) : ICredentialVerifier, IRecipientLookup
@@ -109,7 +122,8 @@ internal sealed class ListenerEmulator
             Emit(EventKind.Throttle, code >= 500 ? EventOutcome.Reject : code >= 400 ? EventOutcome.TempFail : EventOutcome.None,
                 (ushort)code, status, detail, user: user, duration: delay);
 
-        public void Run()
+        /// <summary>Answers the connection, then yields the arrival time of each command before answering it.</summary>
+        public IEnumerable<DateTimeOffset> Run()
         {
             var start = _now;
             _e._clock.Set(_now);
@@ -118,13 +132,15 @@ internal sealed class ListenerEmulator
                 Emit(EventKind.Connect, refused.Code >= 500 ? EventOutcome.Reject : EventOutcome.TempFail, refused.Code, refused.Status, refused.Reason);
                 Throttle(refused.Code, refused.Status, "connection refused: " + refused.Reason, TimeSpan.Zero);
                 Emit(EventKind.Close, EventOutcome.None, 0, "", "server closed: " + refused.CloseReason, size: 0, duration: TimeSpan.Zero);
-                return;
+                yield break;
             }
 
             var quit = false;
             foreach (var step in _script.Steps)
             {
-                _now += step.Delay;
+                var arrives = _now + step.Delay;
+                yield return arrives;
+                _now = arrives;
                 _e._clock.Set(_now);
                 if (step.Kind == StepKind.Auth && User.Length > 0)
                 {
