@@ -69,6 +69,36 @@ public sealed class SpoolFilePoolTests
     }
 
     [Fact]
+    public void CreateFile_ReusesAPooledInode_WritesFromTheStart_AndNeverReplacesAFile()
+    {
+        using var dir = new TempDirectory();
+        var pool = SpoolFilePool.For(dir.Path);
+        var old = Path.Combine(dir.Path, "a.eml");
+        File.WriteAllText(old, "a longer, deleted message's content");
+        var inode = Inode(old);
+        pool.Release(old);
+
+        var next = Path.Combine(dir.Path, "b.eml.tmp");
+        using (var file = pool.CreateFile(next))
+        {
+            file.Write("new"u8);
+            file.Fsync();
+            Assert.Equal(3, file.Length);
+        }
+
+        Assert.Equal(inode, Inode(next));
+        Assert.Equal("new", File.ReadAllText(next));
+
+        // A pooled file is never renamed over an existing name (RENAME_NOREPLACE), nor is one created there.
+        var taken = Path.Combine(dir.Path, "c.json.tmp");
+        File.WriteAllText(taken, "keep");
+        File.WriteAllText(old, "m");
+        pool.Release(old);
+        Assert.Throws<IOException>(() => pool.CreateFile(taken).Dispose());
+        Assert.Equal("keep", File.ReadAllText(taken));
+    }
+
+    [Fact]
     public void Release_PastCapacity_Deletes_AndAMissingFileIsIgnored()
     {
         using var dir = new TempDirectory();

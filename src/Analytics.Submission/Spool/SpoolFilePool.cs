@@ -38,20 +38,8 @@ internal sealed class SpoolFilePool
     /// </summary>
     public FileStream Create(string path, FileStreamOptions options)
     {
-        while (_free.TryDequeue(out var free))
+        if (TryTake(path))
         {
-            Interlocked.Decrement(ref _count);
-            try
-            {
-                File.Move(free, path, overwrite: false);
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
-                // Gone (a restart's cleanup) or the name is taken: the new file is made the usual way.
-                MailSpool.TryDelete(free);
-                break;
-            }
-
             try
             {
                 return new FileStream(path, new FileStreamOptions
@@ -66,11 +54,54 @@ internal sealed class SpoolFilePool
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
                 MailSpool.TryDelete(path);
-                break;
             }
         }
 
         return new FileStream(path, options);
+    }
+
+    /// <summary>
+    /// <see cref="Create(string, FileStreamOptions)"/> without a <see cref="FileStream"/>: the spool's own
+    /// writer (<see cref="SpoolFile"/>), a rename and an open for a pooled file, a create for a new one.
+    /// </summary>
+    public SpoolFile CreateFile(string path)
+    {
+        if (TryTake(path))
+        {
+            try
+            {
+                // Emptied when it was released (see Release) and written from offset 0: not truncated again.
+                return SpoolFile.OpenExisting(path);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                MailSpool.TryDelete(path);
+            }
+        }
+
+        return SpoolFile.CreateNew(path);
+    }
+
+    // A pooled file renamed to path; false when the pool is empty or the rename failed (the file is then dropped).
+    private bool TryTake(string path)
+    {
+        if (!_free.TryDequeue(out var free))
+        {
+            return false;
+        }
+
+        Interlocked.Decrement(ref _count);
+        try
+        {
+            SpoolFile.Rename(free, path);
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // Gone (a restart's cleanup) or the name is taken: the new file is made the usual way.
+            MailSpool.TryDelete(free);
+            return false;
+        }
     }
 
     /// <summary>
@@ -88,7 +119,7 @@ internal sealed class SpoolFilePool
         var free = Path.Combine(_directory, "free-" + Interlocked.Increment(ref _next).ToString("x", CultureInfo.InvariantCulture) + ".tmp");
         try
         {
-            File.Move(path, free);
+            SpoolFile.Rename(path, free);
         }
         catch (FileNotFoundException)
         {
@@ -102,9 +133,9 @@ internal sealed class SpoolFilePool
 
         try
         {
-            // Emptied now, not at reuse: what the pool holds is never a deleted message's content.
-            using var handle = File.OpenHandle(free, FileMode.Open, FileAccess.Write);
-            RandomAccess.SetLength(handle, 0);
+            // Emptied now, not at reuse: what the pool holds is never a deleted message's content, and
+            // whoever takes it writes from offset 0 into an empty file. truncate(2) by name: no open, no close.
+            SpoolFile.Truncate(free);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
