@@ -2,7 +2,7 @@ using Analytics.Testing;
 
 namespace Analytics.Submission.Tests;
 
-/// <summary>Spool files are recycled (renamed and emptied), never deleted and created again per message.</summary>
+/// <summary>Spool files are recycled (renamed, their blocks kept), never deleted and created again per message.</summary>
 public sealed class SpoolFilePoolTests
 {
     private static FileStreamOptions NewFile => new()
@@ -13,7 +13,7 @@ public sealed class SpoolFilePoolTests
     };
 
     [Fact]
-    public void Release_ThenCreate_ReusesTheInodeEmptied_AndTheOldNameIsGone()
+    public void Release_ThenCreate_ReusesTheInode_AndTheOldNameIsGone()
     {
         using var dir = new TempDirectory();
         var pool = SpoolFilePool.For(dir.Path);
@@ -26,7 +26,6 @@ public sealed class SpoolFilePoolTests
         Assert.Equal(1, pool.Count);
         var pooled = Assert.Single(Directory.GetFiles(dir.Path));
         Assert.EndsWith(".tmp", pooled, StringComparison.Ordinal); // a crash leaves it to the queue's *.tmp cleanup
-        Assert.Equal(0, new FileInfo(pooled).Length);
 
         var next = Path.Combine(dir.Path, "b.eml.tmp");
         using (var stream = pool.Create(next, NewFile))
@@ -69,7 +68,7 @@ public sealed class SpoolFilePoolTests
     }
 
     [Fact]
-    public void CreateFile_ReusesAPooledInode_WritesFromTheStart_AndNeverReplacesAFile()
+    public void CreateFile_ReusesAPooledInode_AndNothingOfItsOldContentOutlivesTheFsync_NorReplacesAFile()
     {
         using var dir = new TempDirectory();
         var pool = SpoolFilePool.For(dir.Path);
@@ -88,6 +87,17 @@ public sealed class SpoolFilePoolTests
 
         Assert.Equal(inode, Inode(next));
         Assert.Equal("new", File.ReadAllText(next));
+
+        // Released again and reused for an empty message: empty.
+        pool.Release(next);
+        var empty = Path.Combine(dir.Path, "e.eml.tmp");
+        using (var file = pool.CreateFile(empty))
+        {
+            file.Fsync();
+        }
+
+        Assert.Equal(inode, Inode(empty));
+        Assert.Equal(0, new FileInfo(empty).Length);
 
         // A pooled file is never renamed over an existing name (RENAME_NOREPLACE), nor is one created there.
         var taken = Path.Combine(dir.Path, "c.json.tmp");

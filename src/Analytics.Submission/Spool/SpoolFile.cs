@@ -27,6 +27,9 @@ internal sealed partial class SpoolFile : SafeHandleMinusOneIsInvalid
 
     private long _length;
 
+    // A pooled file still holds what it held before (see SpoolFilePool): cut to what was written before the fsync.
+    private bool _reused;
+
     public SpoolFile()
         : base(ownsHandle: true)
     {
@@ -35,8 +38,16 @@ internal sealed partial class SpoolFile : SafeHandleMinusOneIsInvalid
     /// <summary>Bytes written so far (every write appends).</summary>
     public long Length => _length;
 
-    /// <summary>Opens an existing, empty file (a pooled one) for writing.</summary>
-    public static SpoolFile OpenExisting(string path) => Open(path, OWronly | OCloexec);
+    /// <summary>
+    /// Opens an existing file (a pooled one) for writing from its start, its blocks kept: <see cref="Fsync"/>
+    /// cuts it to what was written, so what it held before never outlives the fsync.
+    /// </summary>
+    public static SpoolFile OpenExisting(string path)
+    {
+        var file = Open(path, OWronly | OCloexec);
+        file._reused = true;
+        return file;
+    }
 
     /// <summary>Creates <paramref name="path"/> (mode 0600); fails if it exists.</summary>
     public static SpoolFile CreateNew(string path) => Open(path, OWronly | OCreat | OExcl | OCloexec);
@@ -77,9 +88,17 @@ internal sealed partial class SpoolFile : SafeHandleMinusOneIsInvalid
         }
     }
 
-    /// <summary>Waits until what was written, and the file's size and blocks, are on the disk.</summary>
+    /// <summary>
+    /// Waits until what was written, and the file's size and blocks, are on the disk. A reused file is cut
+    /// to what was written first (the same size as before, the common case, frees and allocates nothing).
+    /// </summary>
     public void Fsync()
     {
+        if (_reused && Native.FTruncate(this, _length) != 0)
+        {
+            throw Error("ftruncate", null, Marshal.GetLastPInvokeError());
+        }
+
         if (Native.Fsync(this) != 0)
         {
             throw Error("fsync", null, Marshal.GetLastPInvokeError());
@@ -106,15 +125,6 @@ internal sealed partial class SpoolFile : SafeHandleMinusOneIsInvalid
         }
 
         throw Error("rename", from, errno);
-    }
-
-    /// <summary>Empties the file at <paramref name="path"/> without opening it.</summary>
-    public static void Truncate(string path)
-    {
-        if (Native.Truncate(path, 0) != 0)
-        {
-            throw Error("truncate", path, Marshal.GetLastPInvokeError());
-        }
     }
 
     protected override bool ReleaseHandle() => Native.Close((int)handle) == 0;
@@ -145,7 +155,7 @@ internal sealed partial class SpoolFile : SafeHandleMinusOneIsInvalid
         [LibraryImport("libc", EntryPoint = "renameat2", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
         public static partial int RenameAt2(int olddirfd, string oldpath, int newdirfd, string newpath, uint flags);
 
-        [LibraryImport("libc", EntryPoint = "truncate", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        public static partial int Truncate(string path, long length);
+        [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
+        public static partial int FTruncate(SpoolFile fd, long length);
     }
 }
