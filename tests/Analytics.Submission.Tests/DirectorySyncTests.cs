@@ -26,6 +26,7 @@ public sealed class DirectorySyncTests
         // The first caller runs the fsync on its own thread; it is held inside it.
         var first = Task.Run(sync.SyncAsync, Ct);
         Assert.True(inFlight.Wait(TimeSpan.FromSeconds(10), Ct));
+        var mark = sync.Mark();
         var second = sync.SyncAsync();
         var third = sync.SyncAsync();
         Assert.False(second.IsCompleted);
@@ -33,6 +34,10 @@ public sealed class DirectorySyncTests
         release.Set();
         await first.WaitAsync(TimeSpan.FromSeconds(10), Ct);
         await Task.WhenAll(second, third).WaitAsync(TimeSpan.FromSeconds(10), Ct);
+
+        // A mark taken while the first fsync was in flight is covered by the second only.
+        Assert.True(sync.Covers(mark));
+        Assert.False(sync.Covers(sync.Mark()));
 
         // Had the late callers been answered by the fsync in flight, there would have been one round.
         Assert.Equal(2, started);
@@ -52,7 +57,9 @@ public sealed class DirectorySyncTests
             }
         });
 
+        var mark = sync.Mark();
         await Assert.ThrowsAsync<IOException>(() => sync.SyncAsync().WaitAsync(TimeSpan.FromSeconds(10), Ct));
+        Assert.False(sync.Covers(mark));
         fail = false;
         await sync.SyncAsync().WaitAsync(TimeSpan.FromSeconds(10), Ct);
         Assert.Equal(1, sync.Rounds);

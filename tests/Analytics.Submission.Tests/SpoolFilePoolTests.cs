@@ -12,8 +12,13 @@ public sealed class SpoolFilePoolTests
         UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
     };
 
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    // What the commits of other messages do all the time: an fsync of the spool directory.
+    private static Task SyncAsync(string directory) => DirectorySync.For(directory).SyncAsync().WaitAsync(TimeSpan.FromSeconds(10), Ct);
+
     [Fact]
-    public void Release_ThenCreate_ReusesTheInode_AndTheOldNameIsGone()
+    public async Task Release_ThenCreate_ReusesTheInode_OnceTheReleaseIsOnDisk_AndTheOldNameIsGone()
     {
         using var dir = new TempDirectory();
         var pool = SpoolFilePool.For(dir.Path);
@@ -26,6 +31,17 @@ public sealed class SpoolFilePoolTests
         Assert.Equal(1, pool.Count);
         var pooled = Assert.Single(Directory.GetFiles(dir.Path));
         Assert.EndsWith(".tmp", pooled, StringComparison.Ordinal); // a crash leaves it to the queue's *.tmp cleanup
+
+        // Before an fsync of the directory the old name could come back after a power loss: not reused yet.
+        var early = Path.Combine(dir.Path, "early.eml.tmp");
+        using (var file = pool.CreateFile(early))
+        {
+            Assert.NotEqual(inode, Inode(early));
+        }
+
+        File.Delete(early);
+        Assert.Equal(1, pool.Count);
+        await SyncAsync(dir.Path);
 
         var next = Path.Combine(dir.Path, "b.eml.tmp");
         using (var stream = pool.Create(next, NewFile))
@@ -40,7 +56,7 @@ public sealed class SpoolFilePoolTests
     }
 
     [Fact]
-    public void Create_NeverReplacesAFile_AndAPooledFileGoneMeansANewOne()
+    public async Task Create_NeverReplacesAFile_AndAPooledFileGoneMeansANewOne()
     {
         using var dir = new TempDirectory();
         var pool = SpoolFilePool.For(dir.Path);
@@ -57,6 +73,8 @@ public sealed class SpoolFilePoolTests
             File.Delete(tmp); // the queue's start-up cleanup
         }
 
+        await SyncAsync(dir.Path);
+
         var fresh = Path.Combine(dir.Path, "z.json.tmp");
         using (var stream = pool.Create(fresh, NewFile))
         {
@@ -68,7 +86,7 @@ public sealed class SpoolFilePoolTests
     }
 
     [Fact]
-    public void CreateFile_ReusesAPooledInode_AndNothingOfItsOldContentOutlivesTheFsync_NorReplacesAFile()
+    public async Task CreateFile_ReusesAPooledInode_AndNothingOfItsOldContentOutlivesTheFsync_NorReplacesAFile()
     {
         using var dir = new TempDirectory();
         var pool = SpoolFilePool.For(dir.Path);
@@ -76,6 +94,7 @@ public sealed class SpoolFilePoolTests
         File.WriteAllText(old, "a longer, deleted message's content");
         var inode = Inode(old);
         pool.Release(old);
+        await SyncAsync(dir.Path);
 
         var next = Path.Combine(dir.Path, "b.eml.tmp");
         using (var file = pool.CreateFile(next))
@@ -90,6 +109,7 @@ public sealed class SpoolFilePoolTests
 
         // Released again and reused for an empty message: empty.
         pool.Release(next);
+        await SyncAsync(dir.Path);
         var empty = Path.Combine(dir.Path, "e.eml.tmp");
         using (var file = pool.CreateFile(empty))
         {
@@ -104,6 +124,7 @@ public sealed class SpoolFilePoolTests
         File.WriteAllText(taken, "keep");
         File.WriteAllText(old, "m");
         pool.Release(old);
+        await SyncAsync(dir.Path);
         Assert.Throws<IOException>(() => pool.CreateFile(taken).Dispose());
         Assert.Equal("keep", File.ReadAllText(taken));
     }

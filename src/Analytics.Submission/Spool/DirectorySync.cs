@@ -29,6 +29,11 @@ internal sealed class DirectorySync
     // round is in flight (its runner takes _next once more before it stops).
     private TaskCompletionSource? _next;
     private bool _running;
+
+    // Rounds begun (written under _lock), and the number of the last one whose fsync succeeded (rounds run
+    // one after another, so it only grows): see Mark and Covers.
+    private long _started;
+    private long _durableThrough;
     private long _rounds;
     private long _requests;
 
@@ -46,6 +51,15 @@ internal sealed class DirectorySync
 
     /// <summary>Callers answered so far (<see cref="Requests"/> / <see cref="Rounds"/> is what grouping saved).</summary>
     public long Requests => Interlocked.Read(ref _requests);
+
+    /// <summary>
+    /// A mark for "the directory as it is now" (taken after a rename): <see cref="Covers"/> is true once an
+    /// fsync that began after the mark was taken has succeeded, i.e. once that rename is on disk.
+    /// </summary>
+    public long Mark() => Volatile.Read(ref _started);
+
+    /// <summary>Whether an fsync begun after <paramref name="mark"/> was taken has succeeded.</summary>
+    public bool Covers(long mark) => Volatile.Read(ref _durableThrough) > mark;
 
     /// <summary>
     /// Completes once an fsync of the directory that began after this call has succeeded (faults with its
@@ -74,6 +88,7 @@ internal sealed class DirectorySync
     private void RunRound()
     {
         TaskCompletionSource? round;
+        long number;
         lock (_lock)
         {
             round = _next;
@@ -83,12 +98,15 @@ internal sealed class DirectorySync
                 _running = false;
                 return;
             }
+
+            number = Interlocked.Increment(ref _started);
         }
 
         // Taken before the fsync starts: whoever joins from here on waits for the next round.
         try
         {
             _fsync(_directory);
+            Volatile.Write(ref _durableThrough, number);
             Interlocked.Increment(ref _rounds);
             round.SetResult();
         }

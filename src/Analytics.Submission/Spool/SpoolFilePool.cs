@@ -16,6 +16,13 @@ namespace Analytics.Submission;
 /// directory that holds the queued mail itself, as the blocks of a deleted or truncated file held it.
 /// A crash leaves only <c>*.tmp</c> names, which the queue deletes at start. One pool per directory,
 /// shared by the listener's and the queue's <see cref="MailSpool"/>.
+/// <para>
+/// A released file is reused only once its release is on disk: once an fsync of the directory that began
+/// after the rename into the pool has succeeded (<see cref="DirectorySync.Covers"/>; the commits of other
+/// messages make them all the time under load). Otherwise a power loss could bring back the old name
+/// (<c>A.json</c>, <c>A.eml</c>) on a file that by then holds another message's envelope or content, and
+/// the queue would deliver the one under the other's envelope. Until then a new file is made instead.
+/// </para>
 /// </summary>
 internal sealed class SpoolFilePool
 {
@@ -23,12 +30,17 @@ internal sealed class SpoolFilePool
     public const int Capacity = 256;
 
     private static readonly ConcurrentDictionary<string, SpoolFilePool> ByDirectory = new(StringComparer.Ordinal);
-    private readonly ConcurrentQueue<string> _free = new();
+    private readonly ConcurrentQueue<(string Path, long Mark)> _free = new();
     private readonly string _directory;
+    private readonly DirectorySync _sync;
     private int _count;
     private long _next;
 
-    private SpoolFilePool(string directory) => _directory = directory;
+    private SpoolFilePool(string directory)
+    {
+        _directory = directory;
+        _sync = DirectorySync.For(directory);
+    }
 
     public static SpoolFilePool For(string directory) => ByDirectory.GetOrAdd(Path.GetFullPath(directory), d => new SpoolFilePool(d));
 
@@ -89,11 +101,19 @@ internal sealed class SpoolFilePool
     // A pooled file renamed to path; false when the pool is empty or the rename failed (the file is then dropped).
     private bool TryTake(string path)
     {
-        if (!_free.TryDequeue(out var free))
+        if (!_free.TryPeek(out var head) || !_sync.Covers(head.Mark) || !_free.TryDequeue(out var taken))
         {
             return false;
         }
 
+        if (!_sync.Covers(taken.Mark))
+        {
+            // Another caller took the head first and this one is newer: back to the queue, a new file for now.
+            _free.Enqueue(taken);
+            return false;
+        }
+
+        var free = taken.Path;
         Interlocked.Decrement(ref _count);
         try
         {
@@ -135,7 +155,7 @@ internal sealed class SpoolFilePool
             return;
         }
 
-        _free.Enqueue(free);
+        _free.Enqueue((free, _sync.Mark()));
         Interlocked.Increment(ref _count);
     }
 }
