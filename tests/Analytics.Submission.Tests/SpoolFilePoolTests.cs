@@ -2,7 +2,7 @@ using Analytics.Testing;
 
 namespace Analytics.Submission.Tests;
 
-/// <summary>Spool files are recycled (renamed and emptied), never deleted and created again per message.</summary>
+/// <summary>Spool files are recycled (renamed, their blocks kept), never deleted and created again per message.</summary>
 public sealed class SpoolFilePoolTests
 {
     private static FileStreamOptions NewFile => new()
@@ -12,8 +12,13 @@ public sealed class SpoolFilePoolTests
         UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
     };
 
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    // What the commits of other messages do all the time: an fsync of the spool directory.
+    private static Task SyncAsync(string directory) => DirectorySync.For(directory).SyncAsync().WaitAsync(TimeSpan.FromSeconds(10), Ct);
+
     [Fact]
-    public void Release_ThenCreate_ReusesTheInodeEmptied_AndTheOldNameIsGone()
+    public async Task Release_ThenCreate_ReusesTheInode_OnceTheReleaseIsOnDisk_AndTheOldNameIsGone()
     {
         using var dir = new TempDirectory();
         var pool = SpoolFilePool.For(dir.Path);
@@ -26,7 +31,17 @@ public sealed class SpoolFilePoolTests
         Assert.Equal(1, pool.Count);
         var pooled = Assert.Single(Directory.GetFiles(dir.Path));
         Assert.EndsWith(".tmp", pooled, StringComparison.Ordinal); // a crash leaves it to the queue's *.tmp cleanup
-        Assert.Equal(0, new FileInfo(pooled).Length);
+
+        // Before an fsync of the directory the old name could come back after a power loss: not reused yet.
+        var early = Path.Combine(dir.Path, "early.eml.tmp");
+        using (var file = pool.CreateFile(early))
+        {
+            Assert.NotEqual(inode, Inode(early));
+        }
+
+        File.Delete(early);
+        Assert.Equal(1, pool.Count);
+        await SyncAsync(dir.Path);
 
         var next = Path.Combine(dir.Path, "b.eml.tmp");
         using (var stream = pool.Create(next, NewFile))
@@ -41,7 +56,7 @@ public sealed class SpoolFilePoolTests
     }
 
     [Fact]
-    public void Create_NeverReplacesAFile_AndAPooledFileGoneMeansANewOne()
+    public async Task Create_NeverReplacesAFile_AndAPooledFileGoneMeansANewOne()
     {
         using var dir = new TempDirectory();
         var pool = SpoolFilePool.For(dir.Path);
@@ -58,6 +73,8 @@ public sealed class SpoolFilePoolTests
             File.Delete(tmp); // the queue's start-up cleanup
         }
 
+        await SyncAsync(dir.Path);
+
         var fresh = Path.Combine(dir.Path, "z.json.tmp");
         using (var stream = pool.Create(fresh, NewFile))
         {
@@ -66,6 +83,50 @@ public sealed class SpoolFilePoolTests
 
         Assert.Equal("z", File.ReadAllText(fresh));
         Assert.Equal(0, pool.Count);
+    }
+
+    [Fact]
+    public async Task CreateFile_ReusesAPooledInode_AndNothingOfItsOldContentOutlivesTheFsync_NorReplacesAFile()
+    {
+        using var dir = new TempDirectory();
+        var pool = SpoolFilePool.For(dir.Path);
+        var old = Path.Combine(dir.Path, "a.eml");
+        File.WriteAllText(old, "a longer, deleted message's content");
+        var inode = Inode(old);
+        pool.Release(old);
+        await SyncAsync(dir.Path);
+
+        var next = Path.Combine(dir.Path, "b.eml.tmp");
+        using (var file = pool.CreateFile(next))
+        {
+            file.Write("new"u8);
+            file.Fsync();
+            Assert.Equal(3, file.Length);
+        }
+
+        Assert.Equal(inode, Inode(next));
+        Assert.Equal("new", File.ReadAllText(next));
+
+        // Released again and reused for an empty message: empty.
+        pool.Release(next);
+        await SyncAsync(dir.Path);
+        var empty = Path.Combine(dir.Path, "e.eml.tmp");
+        using (var file = pool.CreateFile(empty))
+        {
+            file.Fsync();
+        }
+
+        Assert.Equal(inode, Inode(empty));
+        Assert.Equal(0, new FileInfo(empty).Length);
+
+        // A pooled file is never renamed over an existing name (RENAME_NOREPLACE), nor is one created there.
+        var taken = Path.Combine(dir.Path, "c.json.tmp");
+        File.WriteAllText(taken, "keep");
+        File.WriteAllText(old, "m");
+        pool.Release(old);
+        await SyncAsync(dir.Path);
+        Assert.Throws<IOException>(() => pool.CreateFile(taken).Dispose());
+        Assert.Equal("keep", File.ReadAllText(taken));
     }
 
     [Fact]

@@ -565,7 +565,7 @@ public sealed partial class DeliveryQueue : IMailQueue, IAsyncDisposable
         entry.Removed = true;
         // The envelope first: without it, what remains is not mail (see LoadAsync). Both files go back
         // to the spool's pool (renamed, emptied) for the next message rather than being deleted.
-        var pool = SpoolFilePool.For(_spool.Directory);
+        var pool = _spool.Pool;
         pool.Release(_spool.EnvelopePath(id));
         pool.Release(_spool.MessagePath(id));
         MailSpool.TryDelete(StatePath(id));
@@ -578,7 +578,7 @@ public sealed partial class DeliveryQueue : IMailQueue, IAsyncDisposable
     private async Task SaveStateAsync(string id, QueueState state, CancellationToken cancellationToken)
     {
         await MailSpool.WriteDurablyAsync(StatePath(id), stream => JsonSerializer.SerializeAsync(stream, state, QueueState.Json, cancellationToken), cancellationToken, overwrite: true);
-        MailSpool.FsyncDirectory(_spool.Directory);
+        await _spool.Sync.SyncAsync();
     }
 
     private string StatePath(string id) => Path.Combine(_spool.Directory, id + ".state");

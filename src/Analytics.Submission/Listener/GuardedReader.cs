@@ -232,7 +232,7 @@ internal sealed partial class GuardedReader : PipeReader
     {
         var listener = _session.Listener;
         var id = listener.Spool.NewId(listener.Time.GetUtcNow(), _session.Id);
-        return new IncomingMessage(id, listener.Spool.MessagePath(id) + ".tmp", listener.DataBudget, listener.LimitOptions.Session.MaxMessageSize);
+        return new IncomingMessage(id, listener.Spool.MessagePath(id) + ".tmp", listener.Spool.Pool, listener.DataBudget, listener.LimitOptions.Session.MaxMessageSize);
     }
 
     private bool HasRoom(long bytesInFlight) => _session.Listener.Queue?.HasRoomFor(bytesInFlight) ?? true;

@@ -26,17 +26,20 @@ internal sealed class IncomingMessage
     private static readonly byte[] CrByte = [(byte)'\r'];
 
     private readonly DataBudget _budget;
+    private readonly SpoolFilePool _pool;
     private readonly long _maxSize;
     private readonly byte[] _chunk = new byte[ChunkSize];
-    private FileStream? _file;
+    private SpoolFile? _file;
+    private bool _committed;
     private Scan _state = Scan.LineStart;
     private long _reserved;
     private volatile bool _discarded;
 
-    public IncomingMessage(string id, string tempPath, DataBudget budget, long maxSize)
+    public IncomingMessage(string id, string tempPath, SpoolFilePool pool, DataBudget budget, long maxSize)
     {
         Id = id;
         TempPath = tempPath;
+        _pool = pool;
         _budget = budget;
         _maxSize = maxSize;
     }
@@ -63,8 +66,9 @@ internal sealed class IncomingMessage
     /// holds of the message, and returns how far it read: to the end of the terminator when the
     /// message ended there (<see cref="Ended"/>), else the whole buffer.
     /// </summary>
-    public async ValueTask<SequencePosition> WriteAsync(ReadOnlySequence<byte> buffer, Func<long, bool> hasRoom, CancellationToken cancellationToken)
+    public ValueTask<SequencePosition> WriteAsync(ReadOnlySequence<byte> buffer, Func<long, bool> hasRoom, CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         long consumed = 0;
         foreach (var memory in buffer)
         {
@@ -75,22 +79,24 @@ internal sealed class IncomingMessage
                 offset += read;
                 consumed += read;
                 RawSize += read;
-                await StoreAsync(written, hasRoom, cancellationToken);
+                Store(written, hasRoom);
                 if (ended)
                 {
                     Ended = true;
-                    return buffer.GetPosition(consumed);
+                    return ValueTask.FromResult(buffer.GetPosition(consumed));
                 }
             }
         }
 
-        return buffer.End;
+        return ValueTask.FromResult(buffer.End);
     }
 
     /// <summary>The terminator was read: the message is complete.</summary>
     public bool Ended { get; private set; }
 
-    private async ValueTask StoreAsync(int count, Func<long, bool> hasRoom, CancellationToken cancellationToken)
+    // Writes go to the page cache (a pwrite on this thread, no hop to the thread pool, as a FileStream's
+    // "async" write on Linux made): only CompleteAsync waits for the disk.
+    private void Store(int count, Func<long, bool> hasRoom)
     {
         var keep = Refusal is null ? (int)Math.Clamp(_maxSize - Size, 0, count) : 0;
         Size += count;
@@ -121,16 +127,8 @@ internal sealed class IncomingMessage
 
         try
         {
-            _file ??= SpoolFilePool.Of(TempPath).Create(TempPath, new FileStreamOptions
-            {
-                Mode = FileMode.CreateNew,
-                Access = FileAccess.Write,
-                Share = FileShare.None,
-                Options = FileOptions.Asynchronous,
-                BufferSize = 0,
-                UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-            });
-            await _file.WriteAsync(_chunk.AsMemory(0, keep), cancellationToken);
+            _file ??= _pool.CreateFile(TempPath);
+            _file.Write(_chunk.AsSpan(0, keep));
         }
         catch (IOException ex)
         {
@@ -148,24 +146,24 @@ internal sealed class IncomingMessage
         Discard();
     }
 
-    /// <summary>Makes the file durable (fsync) so that it can be renamed into the spool; an empty message gets its (empty) file here.</summary>
-    public async Task CompleteAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Makes the file durable (fsync, on a pool thread: the caller writes the envelope meanwhile) so that
+    /// it can be renamed into the spool, and closes it; an empty message gets its (empty) file here.
+    /// </summary>
+    public Task CompleteAsync()
     {
-        _file ??= SpoolFilePool.Of(TempPath).Create(TempPath, new FileStreamOptions
+        var file = _file ??= _pool.CreateFile(TempPath);
+        return Task.Run(() =>
         {
-            Mode = FileMode.CreateNew,
-            Access = FileAccess.Write,
-            Share = FileShare.None,
-            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-        });
-        await _file.FlushAsync(cancellationToken);
-        _file.Flush(flushToDisk: true);
-        await _file.DisposeAsync();
+            file.Fsync();
+            file.Dispose();
+        }, CancellationToken.None);
     }
 
     /// <summary>The store has renamed the file into the spool: give the bytes back to the budget, keep the file.</summary>
     public void Committed()
     {
+        _committed = true;
         _file = null;
         Release();
     }
@@ -187,7 +185,11 @@ internal sealed class IncomingMessage
             }
         }
 
-        MailSpool.TryDelete(TempPath);
+        if (!_committed)
+        {
+            MailSpool.TryDelete(TempPath);
+        }
+
         Release();
     }
 

@@ -78,8 +78,8 @@ internal sealed partial class SpoolMessageStore : IMessageStore
             message.Size);
         try
         {
-            await message.CompleteAsync(cancellationToken);
-            await listener.Spool.CommitAsync(envelope, message.TempPath, cancellationToken);
+            // The message's fsync runs while the spool writes and fsyncs the envelope.
+            await listener.Spool.CommitAsync(envelope, message.TempPath, message.CompleteAsync(), cancellationToken);
             message.Committed();
         }
         catch (IOException ex) when (ex.HResult is ENOSPC or EDQUOT)
