@@ -68,24 +68,6 @@ public sealed class ModelTests
         Assert.True(Evidence.Enough(ThreatClass.BruteForce, v)); // a slow attack's day still counts
     }
 
-    [Theory]
-    [InlineData(1f, false)] // an account behind one office NAT all day: its owner
-    [InlineData(2f, true)] // the owner's address and another
-    [InlineData(0f, false)] // no address recorded for the account
-    public void Evidence_AccountSeenFromOneAddressAllDay_IsNotTakenOver(float ips24h, bool enough)
-    {
-        var v = new float[FeatureSet.Count];
-        v[FeatureSet.Index("is_user")] = 1;
-        v[FeatureSet.Index("messages_1h")] = 6;
-        v[FeatureSet.Index("sessions_1h")] = 6;
-        v[FeatureSet.Index("ips_24h")] = ips24h;
-        Assert.Equal(enough, Evidence.Enough(ThreatClass.Compromised, v));
-
-        v[FeatureSet.Index("is_user")] = 0;
-        v[FeatureSet.Index("is_ip")] = 1;
-        Assert.True(Evidence.Enough(ThreatClass.Compromised, v)); // an address is judged by what it sent
-    }
-
     [Fact]
     public async Task TrainOnSmallScenario_HeldOutMetricsClearAFloor_ModelRoundTrips_AndScores()
     {

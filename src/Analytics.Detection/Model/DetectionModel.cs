@@ -88,22 +88,11 @@ public static class Evidence
     public static bool StaleClient(float[] v) =>
         v[FeatureSet.Index("is_user")] == 1 && v[FeatureSet.Index("failed_passwords_1h")] == 1;
 
-    /// <summary>
-    /// An account seen from one client address all day: its owner, not a thief. A taken-over account is
-    /// used from the thief's addresses beside (or instead of) the owner's, so within 24 h it shows two
-    /// addresses or more; an account behind one office NAT shows one, however its messages look. World D
-    /// (seed 5151, never used before) found the classifier reading address-literal EHLO names and a few
-    /// failed deliveries as a takeover in office-NAT accounts: 6 of its 10 benign alerts. Addresses are
-    /// judged by what they did, so the rule is for accounts only.
-    /// </summary>
-    public static bool SingleAddressAccount(float[] v) =>
-        v[FeatureSet.Index("is_user")] == 1 && v[FeatureSet.Index("ips_24h")] < 2;
-
     public static bool Enough(ThreatClass cls, float[] v) => cls switch
     {
         ThreatClass.Harvester => v[FeatureSet.Index("rcpt_unknown_1h")] >= HarvestUnknown1h || v[FeatureSet.Index("rcpt_unknown_24h")] >= HarvestUnknown24h,
         ThreatClass.BruteForce => (UncorrectedFailures1h(v) >= AuthFailures1h || v[FeatureSet.Index("auth_failures_24h")] >= AuthFailures24h) && !StaleClient(v),
-        ThreatClass.Compromised => v[FeatureSet.Index("messages_1h")] >= Messages1h && v[FeatureSet.Index("sessions_1h")] >= Sessions1h && !SingleAddressAccount(v),
+        ThreatClass.Compromised => v[FeatureSet.Index("messages_1h")] >= Messages1h && v[FeatureSet.Index("sessions_1h")] >= Sessions1h,
         _ => true,
     };
 }
