@@ -60,10 +60,10 @@ SELECT
     toFloat64(a.auth_ok_after_fail_1h) AS auth_ok_after_fail_1h,
     toFloat64(a.sent_after_fail_1h) AS sent_after_fail_1h,
     toFloat64(a.auth_failures_this_hour + h.auth_failures_24h) AS auth_failures_24h,
-    toFloat64(arrayReduce('uniqMerge', [a.users_tried_this_hour, h.users_tried_24h])) AS users_tried_24h,
-    toFloat64(arrayReduce('uniqMerge', [a.ips_this_hour, h.ips_24h])) AS ips_24h,
+    toFloat64(h.users_tried_24h) AS users_tried_24h,
+    toFloat64(h.ips_24h) AS ips_24h,
     toFloat64(a.rcpt_unknown_this_hour + h.rcpt_unknown_24h) AS rcpt_unknown_24h,
-    toFloat64(arrayReduce('uniqMerge', [a.recipients_this_hour, h.recipients_24h])) AS recipients_24h,
+    toFloat64(h.recipients_24h) AS recipients_24h,
     toFloat64(a.messages_this_hour + h.messages_24h) AS messages_24h,
     toFloat64(a.deliveries_this_hour + h.deliveries_24h) AS deliveries_24h,
     toFloat64(a.delivery_failures_this_hour + h.delivery_failures_24h) AS delivery_failures_24h,
@@ -126,12 +126,10 @@ FROM
         sum(auth_login) AS auth_login_1h,
         sum(auth_ok_after_fail) AS auth_ok_after_fail_1h,
         sum(sent_after_fail) AS sent_after_fail_1h,
-        -- This hour so far: the 24-hour window adds it to the complete hours of h.
+        -- This hour so far: the 24-hour window adds its sums to the complete hours of h (h takes the
+        -- hour's distinct counts from the minute rows itself).
         sumIf(auth_failures, minute >= this_hour) AS auth_failures_this_hour,
-        uniqMergeStateIf(users_tried, minute >= this_hour) AS users_tried_this_hour,
-        uniqMergeStateIf(ips, minute >= this_hour) AS ips_this_hour,
         sumIf(rcpt_unknown, minute >= this_hour) AS rcpt_unknown_this_hour,
-        uniqMergeStateIf(recipients, minute >= this_hour) AS recipients_this_hour,
         sumIf(messages, minute >= this_hour) AS messages_this_hour,
         sumIf(deliveries, minute >= this_hour) AS deliveries_this_hour,
         sumIf(delivery_failures, minute >= this_hour) AS delivery_failures_this_hour,
@@ -149,13 +147,17 @@ LEFT JOIN
 (
     -- The long windows from the hourly rollup, complete hours only: the 23 before this one (the
     -- minute table adds this one so far) and the 7-day baseline, which ends where the last hour begins.
+    -- The 24-hour distinct counts merge the complete hours' states with those of this hour's minute
+    -- rows, read beside them (same state types), into the final count at once: building a state per
+    -- entity in the minute part and merging the two after the join cost more (issue 16). The minute
+    -- rows carry no sums here (a adds this hour's) and never count as complete hours (age, baseline).
     SELECT
         entity_kind AS h_kind, entity AS h_entity,
         sumIf(auth_failures, hour >= t24h) AS auth_failures_24h,
-        uniqMergeStateIf(users_tried, hour >= t24h) AS users_tried_24h,
-        uniqMergeStateIf(ips, hour >= t24h) AS ips_24h,
+        uniqMergeIf(users_tried, hour >= t24h) AS users_tried_24h,
+        uniqMergeIf(ips, hour >= t24h) AS ips_24h,
         sumIf(rcpt_unknown, hour >= t24h) AS rcpt_unknown_24h,
-        uniqMergeStateIf(recipients, hour >= t24h) AS recipients_24h,
+        uniqMergeIf(recipients, hour >= t24h) AS recipients_24h,
         sumIf(messages, hour >= t24h) AS messages_24h,
         sumIf(deliveries, hour >= t24h) AS deliveries_24h,
         sumIf(delivery_failures, hour >= t24h) AS delivery_failures_24h,
@@ -164,14 +166,31 @@ LEFT JOIN
         sumIf(auth_failures, hour < baseline_end) AS baseline_auth_failures,
         sumIf(active_minutes, hour < baseline_end) AS baseline_active_minutes,
         sumIf(active_minutes, hour < baseline_end AND toHour(hour) = toHour(t - INTERVAL 1 MINUTE)) AS baseline_minutes_this_hour,
-        dateDiff('minute', min(hour), t) AS age_minutes
-    FROM activity_hourly
-    WHERE hour >= t7d AND hour < this_hour
-      AND (entity_kind, entity) IN
-      (
-          SELECT entity_kind, entity FROM active_entities
-          WHERE minute >= {since:DateTime('UTC')} AND minute < t
-      )
+        if(countIf(complete) = 0, 0, dateDiff('minute', minIf(hour, complete), t)) AS age_minutes
+    FROM
+    (
+        SELECT entity_kind, entity, hour, true AS complete,
+               toUInt64(auth_failures) AS auth_failures, toUInt64(rcpt_unknown) AS rcpt_unknown, toUInt64(messages) AS messages,
+               toUInt64(deliveries) AS deliveries, toUInt64(delivery_failures) AS delivery_failures, toUInt64(rcpt) AS rcpt,
+               toUInt64(active_minutes) AS active_minutes, users_tried, ips, recipients
+        FROM activity_hourly
+        WHERE hour >= t7d AND hour < this_hour
+          AND (entity_kind, entity) IN
+          (
+              SELECT entity_kind, entity FROM active_entities
+              WHERE minute >= {since:DateTime('UTC')} AND minute < t
+          )
+        UNION ALL
+        SELECT entity_kind, entity, minute AS hour, false AS complete,
+               toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), users_tried, ips, recipients
+        FROM activity
+        WHERE minute >= this_hour AND minute < t
+          AND (entity_kind, entity) IN
+          (
+              SELECT entity_kind, entity FROM active_entities
+              WHERE minute >= {since:DateTime('UTC')} AND minute < t
+          )
+    )
     GROUP BY entity_kind, entity
 ) AS h ON a.entity_kind = h.h_kind AND a.entity = h.h_entity
 LEFT JOIN
