@@ -1,6 +1,8 @@
 using System.Collections;
 using System.Collections.Immutable;
 using System.Reflection;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Microsoft.ML;
 using Microsoft.ML.Calibrators;
 using Microsoft.ML.Data;
@@ -230,30 +232,69 @@ internal sealed class CompiledDetector
         float.IsNaN(score) ? score : (float)(1 / (1 + Math.Exp(slope * score + offset)));
 
     /// <summary>
-    /// The class probabilities (in the model's slot order, summing to one) and the anomaly score of
-    /// one feature vector. A NaN feature takes the ML.NET path instead (FastTree sends missing values
-    /// to a per-node default that its public surface does not show): the caller checks <see cref="CanScore"/>.
+    /// The class probabilities (in the model's slot order, summing to one; <see cref="Classes"/> values
+    /// per row in <paramref name="probabilities"/>) and the anomaly score of a block of feature vectors,
+    /// tree by tree: one tree's nodes stay in cache while every row of the block walks it, and the
+    /// walks of different rows overlap in the CPU; each row's trees are summed in the model's order.
+    /// A NaN feature takes the ML.NET path instead (FastTree sends missing values to a per-node default
+    /// that its public surface does not show): the caller checks <see cref="CanScore"/>.
     /// </summary>
-    public float Score(ReadOnlySpan<float> x, Span<float> probabilities, Span<float> scratch)
+    public void ScoreBlock(ReadOnlySpan<float[]> rows, Span<float> probabilities, Span<float> anomalies, Span<double> sums, Span<float> scratch)
     {
-        for (var c = 0; c < probabilities.Length; c++)
+        foreach (var x in rows)
         {
-            double sum = 0;
-            for (var t = _classTreeStart[c]; t < _classTreeStart[c + 1]; t++)
+            if (x.Length < Features)
             {
-                var node = _roots[t];
+                throw new ArgumentException($"A feature vector holds {x.Length} values; the model reads {Features}.", nameof(rows));
+            }
+        }
+
+        var classes = Classes;
+        for (var c = 0; c < classes; c++)
+        {
+            sums[..rows.Length].Clear();
+            AddTrees(c, rows, sums);
+            for (var e = 0; e < rows.Length; e++)
+            {
+                probabilities[(e * classes) + c] = Platt((float)sums[e], _plattSlope[c], _plattOffset[c]);
+            }
+        }
+
+        for (var e = 0; e < rows.Length; e++)
+        {
+            anomalies[e] = Finish(rows[e], probabilities.Slice(e * classes, classes), scratch);
+        }
+    }
+
+    // Adds class c's tree outputs to each row's sum. Every index read here was checked when the model
+    // was compiled (split features below Features, children within the arrays) and rows are at least
+    // Features long, so the walk reads without bounds checks.
+    private void AddTrees(int c, ReadOnlySpan<float[]> rows, Span<double> sums)
+    {
+        ref var feature = ref MemoryMarshal.GetArrayDataReference(_splitFeature);
+        ref var threshold = ref MemoryMarshal.GetArrayDataReference(_threshold);
+        ref var children = ref MemoryMarshal.GetArrayDataReference(_children);
+        for (var t = _classTreeStart[c]; t < _classTreeStart[c + 1]; t++)
+        {
+            var root = _roots[t];
+            for (var e = 0; e < rows.Length; e++)
+            {
+                ref var x = ref MemoryMarshal.GetArrayDataReference(rows[e]);
+                var node = root;
                 while (node >= 0)
                 {
                     // Greater than, or not comparable: the gt side, as FastTree's "x <= threshold" test sends it.
-                    node = _children[(2 * node) + (x[_splitFeature[node]] <= _threshold[node] ? 0 : 1)];
+                    var gt = Unsafe.Add(ref x, Unsafe.Add(ref feature, node)) <= Unsafe.Add(ref threshold, node) ? 0 : 1;
+                    node = Unsafe.Add(ref children, (2 * node) + gt);
                 }
 
-                sum += _leafValues[~node];
+                sums[e] += _leafValues[~node];
             }
-
-            probabilities[c] = Platt((float)sum, _plattSlope[c], _plattOffset[c]);
         }
+    }
 
+    private float Finish(float[] x, Span<float> probabilities, Span<float> scratch)
+    {
         // One-versus-all: negative probabilities clamped to zero, then all divided by their sum.
         double total = 0;
         for (var c = 0; c < probabilities.Length; c++)
@@ -299,7 +340,7 @@ internal sealed class CompiledDetector
 
     // PCA's score: how much of the (scaled) vector's distance from the benign mean the principal
     // components leave unexplained, as a share: sqrt((|x - m|^2 - |P(x - m)|^2) / |x - m|^2).
-    private float Anomaly(ReadOnlySpan<float> x, Span<float> scaled)
+    private float Anomaly(float[] x, Span<float> scaled)
     {
         double norm2 = 0, dotMean = 0;
         for (var i = 0; i < Features; i++)

@@ -333,8 +333,17 @@ public sealed class DetectionModel
         var fallback = new System.Collections.Concurrent.ConcurrentBag<int>();
         Parallel.For(0, slices, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, s =>
         {
-            var masked = new float[FeatureSet.Count];
+            // Rows go through in blocks (see CompiledDetector.ScoreBlock); a masked row is a copy.
+            const int Block = 64;
+            var classes = _slotClasses.Length;
+            var rows = new float[Block][];
+            var index = new int[Block];
+            var masked = _disabled.Length == 0 ? [] : Enumerable.Range(0, Block).Select(_ => new float[FeatureSet.Count]).ToArray();
+            var probabilities = new float[Block * classes];
+            var anomalies = new float[Block];
+            var sums = new double[Block];
             var scratch = new float[FeatureSet.Count];
+            var n = 0;
             for (var i = s * size; i < Math.Min(entities.Count, (s + 1) * size); i++)
             {
                 var values = entities[i].Values;
@@ -346,18 +355,35 @@ public sealed class DetectionModel
 
                 if (_disabled.Length > 0)
                 {
-                    values.CopyTo(masked, 0);
+                    values.CopyTo(masked[n], 0);
                     foreach (var d in _disabled)
                     {
-                        masked[d] = 0;
+                        masked[n][d] = 0;
                     }
 
-                    values = masked;
+                    values = masked[n];
                 }
 
-                var probabilities = new float[_slotClasses.Length];
-                var anomaly = _compiled.Score(values, probabilities, scratch);
-                result[i] = Build(probabilities, anomaly, entities[i].Values);
+                (rows[n], index[n]) = (values, i);
+                if (++n == Block)
+                {
+                    _compiled.ScoreBlock(rows.AsSpan(0, n), probabilities, anomalies, sums, scratch);
+                    for (var k = 0; k < n; k++)
+                    {
+                        result[index[k]] = Build(probabilities.AsSpan(k * classes, classes).ToArray(), anomalies[k], entities[index[k]].Values);
+                    }
+
+                    n = 0;
+                }
+            }
+
+            if (n > 0)
+            {
+                _compiled.ScoreBlock(rows.AsSpan(0, n), probabilities, anomalies, sums, scratch);
+                for (var k = 0; k < n; k++)
+                {
+                    result[index[k]] = Build(probabilities.AsSpan(k * classes, classes).ToArray(), anomalies[k], entities[index[k]].Values);
+                }
             }
         });
 
