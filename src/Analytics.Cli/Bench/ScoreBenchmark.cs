@@ -75,11 +75,14 @@ internal static class ScoreBenchmark
                 inserted = n;
                 var pass = await PassAsync(store, model, expected: n, cancellationToken);
                 var key = n.ToString(CultureInfo.InvariantCulture);
-                Progress(io, quiet, $"{pass.Entities:N0} entities: pass {pass.Total:F2} s = features {pass.Features:F2} + prediction {pass.Predict:F2} + write-back {pass.Write:F2}; {pass.Flagged:N0} flagged");
+                Progress(io, quiet, $"{pass.Entities:N0} entities: pass {pass.Total:F2} s = features {pass.Features:F2} + prediction {pass.Predict:F2} + write-back {pass.Write:F2}; {pass.Flagged:N0} flagged; CPU s {pass.Cpu.Features:F2} + {pass.Cpu.Predict:F2} + {pass.Cpu.Write:F2}");
                 report.Add($"pass_seconds_{key}", pass.Total, "s", $"scoring pass, {pass.Entities:N0} active entities");
                 report.Add($"features_seconds_{key}", pass.Features, "s", "  of which features (ClickHouse query and reading its rows)");
                 report.Add($"predict_seconds_{key}", pass.Predict, "s", "  of which prediction");
                 report.Add($"write_seconds_{key}", pass.Write, "s", "  of which write-back (flagged and anomalous verdicts)");
+                report.Add($"features_cpu_seconds_{key}", pass.Cpu.Features, "s", "  CPU time of features (all threads; steadier than wall time on a shared machine)");
+                report.Add($"predict_cpu_seconds_{key}", pass.Cpu.Predict, "s", "  CPU time of prediction");
+                report.Add($"write_cpu_seconds_{key}", pass.Cpu.Write, "s", "  CPU time of write-back");
                 report.Add($"predict_us_per_entity_{key}", pass.Predict * 1e6 / Math.Max(1, pass.Entities), "µs", "  prediction per entity");
                 report.Add($"flagged_{key}", pass.Flagged, "", "  flagged");
                 report.Add($"explain_ms_per_flagged_{key}", pass.Explain * 1e3, "ms", "  explanation per flagged entity (not in the pass time)");
@@ -115,7 +118,12 @@ internal static class ScoreBenchmark
     private sealed record Pass(int Entities, int Flagged, double Features, double Predict, double Write, double Explain)
     {
         public double Total => Features + Predict + Write;
+
+        /// <summary>CPU seconds of the whole process (chDB runs in it) per part: on a shared machine, steadier than the wall clock.</summary>
+        public (double Features, double Predict, double Write) Cpu { get; init; }
     }
+
+    private static double CpuSeconds() => Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
 
     // Features, then the model's probabilities and anomaly score for every entity, then the verdicts a
     // pass writes (flagged and anomalous). Explanations (a what-if probe per feature) are timed apart
@@ -123,9 +131,11 @@ internal static class ScoreBenchmark
     // see every loaded entity is a broken bench, not a fast one: it stops there.
     private static async Task<Pass> PassAsync(IClickHouseStore store, DetectionModel model, int expected, CancellationToken cancellationToken)
     {
+        var cpu0 = CpuSeconds();
         var sw = Stopwatch.StartNew();
         var entities = await new FeatureReader(store).ReadAsync(AsOf, AsOf.AddMinutes(-10), cancellationToken);
         var features = sw.Elapsed.TotalSeconds;
+        var cpu1 = CpuSeconds();
         if (entities.Count != expected)
         {
             throw new InvalidOperationException($"The pass scored {entities.Count:N0} entities; {expected:N0} are active.");
@@ -134,6 +144,7 @@ internal static class ScoreBenchmark
         sw.Restart();
         var predictions = model.Predict(entities);
         var predict = sw.Elapsed.TotalSeconds;
+        var cpu2 = CpuSeconds();
 
         sw.Restart();
         var threshold = model.Card.FlagThreshold;
@@ -156,12 +167,13 @@ internal static class ScoreBenchmark
 
         await Scorer.WriteAsync(store, verdicts, "bench", cancellationToken);
         var write = sw.Elapsed.TotalSeconds;
+        var cpu3 = CpuSeconds();
 
         sw.Restart();
         var sample = flagged.Take(1000).ToList();
         Explainer.Explain(model, sample.Select(i => entities[i]).ToList(), sample.Select(i => predictions[i]).ToList());
         var explainPer = sample.Count == 0 ? 0 : sw.Elapsed.TotalSeconds / sample.Count;
-        return new Pass(entities.Count, flagged.Count, features, predict, write, explainPer);
+        return new Pass(entities.Count, flagged.Count, features, predict, write, explainPer) { Cpu = (cpu1 - cpu0, cpu2 - cpu1, cpu3 - cpu2) };
     }
 
     // Synthetic per-minute rows, shaped like real traffic (mostly quiet IPs, a few noisy ones), written

@@ -44,9 +44,9 @@ public sealed class FeatureReader
         for (var i = 0; i < n; i++)
         {
             var type = Encoding.UTF8.GetString(Bytes(data, ref p));
-            if (type != (i < 2 ? "String" : "Float64"))
+            if (type != (i < 2 ? "String" : names[i] == PerMinute.Column ? PerMinute.Type : "Float64"))
             {
-                throw new InvalidOperationException($"The feature query's column {names[i]} is {type}; entity_kind and entity are String, every figure Float64.");
+                throw new InvalidOperationException($"The feature query's column {names[i]} is {type}; entity_kind and entity are String, {PerMinute.Column} {PerMinute.Type}, every figure Float64.");
             }
         }
 
@@ -62,25 +62,49 @@ public sealed class FeatureReader
             slot[i] = -1;
         }
 
+        // The per-minute figures come as one column of (minute, events) rows, or as figures of their own.
+        var perMinute = Array.IndexOf(names, PerMinute.Column, 2);
+        var derived = perMinute < 0 ? [] : PerMinute.Figures.Select(f => FeatureSet.Raw.Names.ToList().IndexOf(f)).ToArray();
         for (var r = 0; r < FeatureSet.Raw.Count; r++)
         {
             var at = Array.IndexOf(names, FeatureSet.Raw.Names[r], 2);
-            if (at < 0)
+            if (at < 0 && !derived.Contains(r))
             {
                 throw new InvalidOperationException($"The feature query has no column '{FeatureSet.Raw.Names[r]}'.");
             }
 
-            slot[at] = r;
+            if (at >= 0)
+            {
+                slot[at] = r;
+            }
         }
 
         var list = new List<EntityFeatures>();
         Span<double> raw = stackalloc double[FeatureSet.Raw.Count];
+        var minutes = new List<(uint Minute, ulong Events)>();
         while (p < data.Length)
         {
             var kind = Kind(Bytes(data, ref p));
             var entity = Encoding.UTF8.GetString(Bytes(data, ref p));
             for (var i = 2; i < n; i++)
             {
+                if (i == perMinute)
+                {
+                    minutes.Clear();
+                    var count = (int)VarUInt(data, ref p);
+                    for (var k = 0; k < count; k++)
+                    {
+                        minutes.Add((BinaryPrimitives.ReadUInt32LittleEndian(data[p..]), BinaryPrimitives.ReadUInt64LittleEndian(data[(p + 4)..])));
+                        p += 12;
+                    }
+
+                    var (active, burstiness, intervalCv) = PerMinute.Derive(minutes);
+                    raw[derived[0]] = active;
+                    raw[derived[1]] = burstiness;
+                    raw[derived[2]] = intervalCv;
+                    continue;
+                }
+
                 var value = BinaryPrimitives.ReadDoubleLittleEndian(data[p..]);
                 p += 8;
                 if (slot[i] >= 0)
@@ -93,6 +117,60 @@ public sealed class FeatureReader
         }
 
         return list;
+    }
+
+    /// <summary>
+    /// The figures of the hour taken per minute: active minutes, burstiness (the per-minute events'
+    /// standard deviation over their mean; 0 when there is none) and the regularity of the gaps between
+    /// active minutes (their coefficient of variation, in seconds; 1, what random arrivals give, with
+    /// fewer than two gaps). The query hands over each minute row with events (a minute may sit in
+    /// several rows until its parts merge); here a minute's rows are added up first, as sumMap did in SQL.
+    /// </summary>
+    internal static class PerMinute
+    {
+        public const string Column = "events_per_minute";
+        public const string Type = "Array(Tuple(UInt32, UInt64))";
+        public static readonly string[] Figures = ["active_minutes_1h", "burstiness_1h", "interval_cv_1h"];
+
+        public static (double Active, double Burstiness, double IntervalCv) Derive(List<(uint Minute, ulong Events)> rows)
+        {
+            rows.Sort();
+            var totals = new List<(double Minute, double Events)>(rows.Count);
+            foreach (var (minute, events) in rows)
+            {
+                if (totals.Count > 0 && totals[^1].Minute == minute)
+                {
+                    totals[^1] = (minute, totals[^1].Events + events);
+                }
+                else
+                {
+                    totals.Add((minute, events));
+                }
+            }
+
+            var burstiness = CoefficientOfVariation(totals.Select(t => t.Events).ToList(), 0);
+            var gaps = new List<double>(Math.Max(0, totals.Count - 1));
+            for (var k = 1; k < totals.Count; k++)
+            {
+                gaps.Add(totals[k].Minute - totals[k - 1].Minute);
+            }
+
+            return (totals.Count, burstiness, gaps.Count >= 2 ? CoefficientOfVariation(gaps, 1) : 1);
+        }
+
+        // Population standard deviation over the mean; `otherwise` when that is not finite (no values, a zero mean).
+        private static double CoefficientOfVariation(List<double> values, double otherwise)
+        {
+            if (values.Count == 0)
+            {
+                return otherwise;
+            }
+
+            var mean = values.Average();
+            var variance = values.Sum(v => (v - mean) * (v - mean)) / values.Count;
+            var cv = Math.Sqrt(variance) / mean;
+            return double.IsFinite(cv) ? cv : otherwise;
+        }
     }
 
     private static EntityKind Kind(ReadOnlySpan<byte> text) =>

@@ -136,7 +136,9 @@ public sealed class DetectionModel
     private readonly ITransformer _classifier;
     private readonly ITransformer _anomaly;
     private readonly string[] _slotClasses;
+    private readonly ThreatClass[] _classOfSlot;
     private readonly int[] _disabled;
+    private readonly CompiledDetector? _compiled;
 
     internal DetectionModel(MLContext ml, ITransformer classifier, ITransformer anomaly, ModelCard card, string[] slotClasses)
     {
@@ -145,8 +147,80 @@ public sealed class DetectionModel
         _anomaly = anomaly;
         Card = card;
         _slotClasses = slotClasses;
+        _classOfSlot = [.. slotClasses.Select(ThreatClasses.Parse)];
         _disabled = [.. card.DisabledFeatures.Select(FeatureSet.Index)];
+        var compiled = CompiledDetector.TryCompile(classifier, anomaly, FeatureSet.Count, out var why);
+        if (compiled is not null && compiled.Classes != slotClasses.Length)
+        {
+            (compiled, why) = (null, "the class count differs from the model's slots");
+        }
+
+        _compiled = compiled;
+        if (_compiled is not null && Disagreement() is { } disagreement)
+        {
+            (_compiled, why) = (null, disagreement);
+        }
+
+        NotCompiledBecause = why;
     }
+
+    // Tolerances of the compiled evaluator against ML.NET: the same arithmetic, summed in another order
+    // (probabilities), or in double where ML.NET sums floats (the anomaly score's cancellation).
+    internal const float ProbabilityTolerance = 1e-5f, AnomalyTolerance = 1e-3f;
+
+    /// <summary>
+    /// The compiled evaluator against ML.NET on probe vectors (zero; the benign medians; each feature
+    /// in turn far above them): a description of the first difference, or null when they agree. A model
+    /// whose evaluation is not reproduced keeps ML.NET rather than scoring differently.
+    /// </summary>
+    private string? Disagreement()
+    {
+        var medians = Card.BenignMedians.Length == FeatureSet.Count ? Card.BenignMedians : new float[FeatureSet.Count];
+        var probes = new List<EntityFeatures> { Probe(new float[FeatureSet.Count]), Probe((float[])medians.Clone()) };
+        for (var i = 0; i < FeatureSet.Count; i++)
+        {
+            var v = (float[])medians.Clone();
+            v[i] = (v[i] * 10) + 10;
+            probes.Add(Probe(v));
+        }
+
+        var compiled = Predict(probes);
+        var reference = PredictWithMlNet(probes);
+        for (var k = 0; k < probes.Count; k++)
+        {
+            if (Difference(compiled[k], reference[k]) is { } d)
+            {
+                return $"the compiled evaluator differs from ML.NET on a probe vector ({d})";
+            }
+        }
+
+        return null;
+
+        static EntityFeatures Probe(float[] v) => new(EntityRef.User("probe"), DateTime.UnixEpoch, v);
+    }
+
+    /// <summary>How two predictions of one row differ beyond the tolerances (null: they agree).</summary>
+    internal static string? Difference(Prediction a, Prediction b)
+    {
+        foreach (var (cls, p) in b.Probabilities)
+        {
+            if (!a.Probabilities.TryGetValue(cls, out var q) || !Close(p, q, ProbabilityTolerance))
+            {
+                return $"P({cls}) {q} vs {p}";
+            }
+        }
+
+        return Close(a.Anomaly, b.Anomaly, AnomalyTolerance) ? null : $"anomaly {a.Anomaly} vs {b.Anomaly}";
+
+        static bool Close(float x, float y, float tolerance) =>
+            (float.IsNaN(x) && float.IsNaN(y)) || Math.Abs(x - y) <= tolerance;
+    }
+
+    /// <summary>
+    /// Why predictions go through ML.NET's data views rather than the compiled evaluator (null: they do
+    /// not). Only a model of a shape <see cref="CompiledDetector"/> does not reproduce takes that path.
+    /// </summary>
+    public string? NotCompiledBecause { get; }
 
     /// <summary>The vector with the disabled features held at zero (the vector itself when none are).</summary>
     internal static float[] Mask(float[] values, int[] disabled)
@@ -242,11 +316,116 @@ public sealed class DetectionModel
     private const int ParallelFrom = 20_000;
 
     /// <summary>
-    /// Predictions for <paramref name="entities"/>, in their order. A large pass is cut into one slice
-    /// per core, each through its own data view and cursors (the transformers are immutable; ML.NET's
-    /// cursors, not the models, are what must not be shared), so prediction uses every core.
+    /// Predictions for <paramref name="entities"/>, in their order: by the compiled evaluator (the
+    /// trees, calibration and PCA as arrays, no data view), or through ML.NET when the model is not of
+    /// a shape it reproduces. A large pass is cut into one slice per core.
     /// </summary>
     public IReadOnlyList<Prediction> Predict(IReadOnlyList<EntityFeatures> entities)
+    {
+        if (_compiled is null)
+        {
+            return PredictWithMlNet(entities);
+        }
+
+        var result = new Prediction[entities.Count];
+        var slices = entities.Count < ParallelFrom ? 1 : Environment.ProcessorCount * 4;
+        var size = (entities.Count + slices - 1) / slices;
+        var fallback = new System.Collections.Concurrent.ConcurrentBag<int>();
+        Parallel.For(0, slices, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, s =>
+        {
+            // Rows go through in blocks (see CompiledDetector.ScoreBlock); a masked row is a copy.
+            const int Block = 64;
+            var classes = _slotClasses.Length;
+            var rows = new float[Block][];
+            var index = new int[Block];
+            var masked = _disabled.Length == 0 ? [] : Enumerable.Range(0, Block).Select(_ => new float[FeatureSet.Count]).ToArray();
+            var probabilities = new float[Block * classes];
+            var anomalies = new float[Block];
+            var sums = new double[Block];
+            var scratch = new float[FeatureSet.Count];
+            var n = 0;
+            for (var i = s * size; i < Math.Min(entities.Count, (s + 1) * size); i++)
+            {
+                var values = entities[i].Values;
+                if (!CompiledDetector.CanScore(values))
+                {
+                    fallback.Add(i);
+                    continue;
+                }
+
+                if (_disabled.Length > 0)
+                {
+                    values.CopyTo(masked[n], 0);
+                    foreach (var d in _disabled)
+                    {
+                        masked[n][d] = 0;
+                    }
+
+                    values = masked[n];
+                }
+
+                (rows[n], index[n]) = (values, i);
+                if (++n == Block)
+                {
+                    _compiled.ScoreBlock(rows.AsSpan(0, n), probabilities, anomalies, sums, scratch);
+                    for (var k = 0; k < n; k++)
+                    {
+                        result[index[k]] = Build(probabilities.AsSpan(k * classes, classes).ToArray(), anomalies[k], entities[index[k]].Values);
+                    }
+
+                    n = 0;
+                }
+            }
+
+            if (n > 0)
+            {
+                _compiled.ScoreBlock(rows.AsSpan(0, n), probabilities, anomalies, sums, scratch);
+                for (var k = 0; k < n; k++)
+                {
+                    result[index[k]] = Build(probabilities.AsSpan(k * classes, classes).ToArray(), anomalies[k], entities[index[k]].Values);
+                }
+            }
+        });
+
+        if (!fallback.IsEmpty)
+        {
+            var indexes = fallback.Order().ToList();
+            var slow = PredictWithMlNet(indexes.Select(i => entities[i]).ToList());
+            for (var k = 0; k < indexes.Count; k++)
+            {
+                result[indexes[k]] = slow[k];
+            }
+        }
+
+        return result;
+    }
+
+    // The most likely class (the first of equals, as ML.NET's slot order gives them), its probability,
+    // and whether the entity did enough for that class to act on.
+    private Prediction Build(float[] probabilities, float anomaly, float[] values)
+    {
+        var best = 0;
+        for (var j = 1; j < probabilities.Length; j++)
+        {
+            if (probabilities[j] > probabilities[best])
+            {
+                best = j;
+            }
+        }
+
+        var cls = _classOfSlot[best];
+        return new Prediction(cls, probabilities[best], new ClassProbabilities(_slotClasses, probabilities), anomaly, anomaly > Card.AnomalyThreshold)
+        {
+            Evidence = Evidence.Enough(cls, values),
+        };
+    }
+
+    /// <summary>
+    /// The same predictions through ML.NET's data views and transformers: the reference the compiled
+    /// evaluator is tested against, and the path for models it does not reproduce. Each slice (one per
+    /// core) has its own data view and cursors (the transformers are immutable; cursors are not shared).
+    /// </summary>
+    internal IReadOnlyList<Prediction> PredictWithMlNet(IReadOnlyList<EntityFeatures> entities)
     {
         if (entities.Count == 0)
         {
