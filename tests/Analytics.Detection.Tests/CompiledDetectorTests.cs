@@ -1,9 +1,6 @@
 using Analytics.Detection.Features;
 using Analytics.Detection.Model;
 using Analytics.Events;
-using Analytics.Store.Embedded;
-using Analytics.Store.Schema;
-using Microsoft.Extensions.Logging.Abstractions;
 using Xunit;
 
 namespace Analytics.Detection.Tests;
@@ -83,18 +80,9 @@ public sealed class CompiledDetectorTests
     private static async Task<List<EntityFeatures>> RealFeatureRowsAsync()
     {
         using var dir = new TempDirectory();
-        await using var store = EmbeddedStore.Open(dir.Path);
-        await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings());
-        var scenario = Analytics.Simulation.Scenario.Load("small");
+        await using var store = await SimulatedStore.OpenAsync(dir);
         var start = T.AddDays(-1);
-        var world = Analytics.Simulation.WorldBuilder.Build(scenario, new DateTimeOffset(start));
-        var events = new List<SmtpEvent>();
-        Analytics.Simulation.FastSimulation.Play(world, null, events.Add);
-        events.Sort((a, b) => a.Timestamp.CompareTo(b.Timestamp));
-        foreach (var chunk in events.Chunk(Math.Max(1, events.Count / 4)))
-        {
-            await EventBatch.InsertAsync(store, chunk);
-        }
+        await SimulatedStore.InsertAsync(store, SimulatedStore.Day(Analytics.Simulation.Scenario.Load("small"), start), batches: 4);
 
         var rows = await new FeatureReader(store).ReadManyAsync(start.AddHours(1), T, TimeSpan.FromMinutes(20), TimeSpan.FromMinutes(20));
         Assert.True(rows.Count > 1000, $"only {rows.Count} feature rows");

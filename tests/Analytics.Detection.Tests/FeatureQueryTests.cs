@@ -1,9 +1,6 @@
 using Analytics.Detection.Features;
 using Analytics.Events;
 using Analytics.Store;
-using Analytics.Store.Embedded;
-using Analytics.Store.Schema;
-using Microsoft.Extensions.Logging.Abstractions;
 using Xunit;
 
 namespace Analytics.Detection.Tests;
@@ -28,18 +25,9 @@ public sealed class FeatureQueryTests
     public async Task ReadAsync_GivesTheFeaturesOfTheJoinedPerMinuteQuery()
     {
         using var dir = new TempDirectory();
-        await using var store = EmbeddedStore.Open(dir.Path);
-        await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings());
-        var scenario = Analytics.Simulation.Scenario.Load("small") with { Users = 20, MailboxesPerDomain = 30 };
+        await using var store = await SimulatedStore.OpenAsync(dir);
         var start = T.AddDays(-1);
-        var world = Analytics.Simulation.WorldBuilder.Build(scenario, new DateTimeOffset(start));
-        var events = new List<SmtpEvent>();
-        Analytics.Simulation.FastSimulation.Play(world, null, events.Add);
-        events.Sort((a, b) => a.Timestamp.CompareTo(b.Timestamp));
-        foreach (var chunk in events.Chunk(Math.Max(1, events.Count / 7)))
-        {
-            await EventBatch.InsertAsync(store, chunk);
-        }
+        await SimulatedStore.InsertAsync(store, SimulatedStore.Day(Analytics.Simulation.Scenario.Load("small") with { Users = 20, MailboxesPerDomain = 30 }, start), batches: 7);
 
         var reference = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Reference", "entity_features_joined_per_minute.sql"));
         var reader = new FeatureReader(store);

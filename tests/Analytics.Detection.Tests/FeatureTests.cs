@@ -3,8 +3,6 @@ using Analytics.Detection.Features;
 using Analytics.Events;
 using Analytics.Store;
 using Analytics.Store.Embedded;
-using Analytics.Store.Schema;
-using Microsoft.Extensions.Logging.Abstractions;
 using Xunit;
 
 namespace Analytics.Detection.Tests;
@@ -14,12 +12,7 @@ public sealed class FeatureTests
 {
     private static readonly DateTime T = new(2026, 11, 20, 12, 0, 0, DateTimeKind.Utc);
 
-    private static async Task<EmbeddedStore> OpenAsync(TempDirectory dir)
-    {
-        var store = EmbeddedStore.Open(dir.Path);
-        await new Migrator(store, NullLogger.Instance).ApplyAsync(new SchemaSettings());
-        return store;
-    }
+    private static Task<EmbeddedStore> OpenAsync(TempDirectory dir) => SimulatedStore.OpenAsync(dir);
 
     // The path every writer takes: the events and the batch's aggregates (the sink's own encoding).
     private static Task InsertAsync(IClickHouseStore store, IEnumerable<SmtpEvent> events) => EventBatch.InsertAsync(store, events);
@@ -249,11 +242,7 @@ public sealed class FeatureTests
     {
         using var dir = new TempDirectory();
         await using var store = await OpenAsync(dir);
-        var scenario = Analytics.Simulation.Scenario.Load("small") with { Users = 20, MailboxesPerDomain = 30 };
-        var world = Analytics.Simulation.WorldBuilder.Build(scenario, new DateTimeOffset(T.AddDays(-1)));
-        var events = new List<SmtpEvent>();
-        Analytics.Simulation.FastSimulation.Play(world, null, events.Add);
-        events.Sort((a, b) => a.Timestamp.CompareTo(b.Timestamp));
+        var events = SimulatedStore.Day(Analytics.Simulation.Scenario.Load("small") with { Users = 20, MailboxesPerDomain = 30 }, T.AddDays(-1));
 
         DateTime[] times = [T.AddHours(-18).AddMinutes(17), T.AddHours(-8).AddMinutes(41).AddSeconds(30), T.AddHours(-2).AddMinutes(5)];
         var reader = new FeatureReader(store);
@@ -297,12 +286,8 @@ public sealed class FeatureTests
     {
         using var dir = new TempDirectory();
         await using var store = await OpenAsync(dir);
-        var scenario = Analytics.Simulation.Scenario.Load("small") with { Users = 20, MailboxesPerDomain = 30 };
         var start = T.AddDays(-1);
-        var world = Analytics.Simulation.WorldBuilder.Build(scenario, new DateTimeOffset(start));
-        var events = new List<SmtpEvent>();
-        Analytics.Simulation.FastSimulation.Play(world, null, events.Add);
-        await InsertAsync(store, events);
+        await SimulatedStore.InsertAsync(store, SimulatedStore.Day(Analytics.Simulation.Scenario.Load("small") with { Users = 20, MailboxesPerDomain = 30 }, start));
 
         var reader = new FeatureReader(store);
         (DateTime From, DateTime To, int Step)[] cases =
