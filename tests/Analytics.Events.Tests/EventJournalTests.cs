@@ -16,17 +16,7 @@ namespace Analytics.Events.Tests;
 [Collection(EmbeddedCollection.Name)]
 public sealed class EventJournalTests
 {
-    private static SmtpEvent Event(int i) => new()
-    {
-        Timestamp = new DateTimeOffset(2026, 11, 28, 12, 0, 0, TimeSpan.Zero).AddMilliseconds(i),
-        Node = "journal",
-        Role = ListenerRole.Mx,
-        SessionId = (ulong)i,
-        Kind = EventKind.Data,
-        ClientIp = IPAddress.Parse("127.0.5." + (i % 250 + 1)),
-        Recipient = "r" + i + "@example.org",
-        RecipientDomain = "example.org",
-    };
+    private static SmtpEvent Event(int i) => NumberedEvents.Of(i, "journal", 5, kind: EventKind.Data);
 
     private static byte[] Frame(int from, int count)
     {

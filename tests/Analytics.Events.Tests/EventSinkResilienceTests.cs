@@ -1,4 +1,3 @@
-using System.Net;
 using Analytics.Store;
 using Analytics.Store.Embedded;
 using Analytics.Store.Schema;
@@ -26,17 +25,7 @@ public sealed class EventSinkResilienceTests
         return store;
     }
 
-    private static SmtpEvent Event(int i) => new()
-    {
-        Timestamp = new DateTimeOffset(2026, 11, 28, 12, 0, 0, TimeSpan.Zero).AddMilliseconds(i),
-        Node = "resilience",
-        Role = ListenerRole.Mx,
-        SessionId = (ulong)i,
-        Kind = EventKind.Rcpt,
-        ClientIp = IPAddress.Parse("127.0.3." + (i % 250 + 1)),
-        Recipient = "r" + i + "@example.org",
-        RecipientDomain = "example.org",
-    };
+    private static SmtpEvent Event(int i) => NumberedEvents.Of(i, "resilience", 3);
 
     // Root ignores permissions, so the disk "fails" by the spool folder turning into a file: every
     // create, write and rename under it fails with an IOException, as on a full or broken disk.

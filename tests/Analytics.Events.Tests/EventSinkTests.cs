@@ -19,17 +19,7 @@ public sealed class EventSinkTests
         return store;
     }
 
-    private static SmtpEvent Event(int i, string node = "test") => new()
-    {
-        Timestamp = new DateTimeOffset(2026, 11, 28, 12, 0, 0, TimeSpan.Zero).AddMilliseconds(i),
-        Node = node,
-        Role = i % 2 == 0 ? ListenerRole.Submission : ListenerRole.Mx,
-        SessionId = (ulong)i,
-        Kind = EventKind.Rcpt,
-        ClientIp = IPAddress.Parse("127.0.0." + (i % 250 + 1)),
-        Recipient = "r" + i + "@example.org",
-        RecipientDomain = "example.org",
-    };
+    private static SmtpEvent Event(int i, string node = "test") => NumberedEvents.Of(i, node, 0, role: i % 2 == 0 ? ListenerRole.Submission : ListenerRole.Mx);
 
     [Fact]
     public async Task Publish_EveryField_RoundTripsThroughClickHouse()

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Net;
 using Analytics.Store.Embedded;
 using Analytics.Store.Schema;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -11,17 +10,7 @@ namespace Analytics.Events.Tests;
 [Collection(EmbeddedCollection.Name)]
 public sealed class EventSpoolRecoveryTests
 {
-    private static SmtpEvent Event(int i) => new()
-    {
-        Timestamp = new DateTimeOffset(2026, 11, 28, 12, 0, 0, TimeSpan.Zero).AddMilliseconds(i),
-        Node = "recovery",
-        Role = ListenerRole.Mx,
-        SessionId = (ulong)i,
-        Kind = EventKind.Rcpt,
-        ClientIp = IPAddress.Parse("127.0.4." + (i % 250 + 1)),
-        Recipient = "r" + i + "@example.org",
-        RecipientDomain = "example.org",
-    };
+    private static SmtpEvent Event(int i) => NumberedEvents.Of(i, "recovery", 4);
 
     // A spill segment as a producer leaves it when the process dies: whole frames, then a torn one.
     private static byte[] Segment(int frames, int perFrame, bool tornTail)
