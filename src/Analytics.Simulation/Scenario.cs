@@ -188,6 +188,7 @@ public sealed record Scenario
         Range("legitimate.travellers", Legitimate.Travellers, 0, Users);
         Range("legitimate.calloutServers", Legitimate.CalloutServers, 0, 10_000);
         Range("legitimate.backscatterServers", Legitimate.BackscatterServers, 0, 10_000);
+        Range("legitimate.staleAddressBooks", Legitimate.StaleAddressBooks, 0, 100);
         Range("authMilliseconds", AuthMilliseconds, 0, 10_000);
         if (string.IsNullOrWhiteSpace(Node))
         {
@@ -237,6 +238,13 @@ public sealed record LegitimateMix
 
     /// <summary>Other providers' MTAs verifying senders on the MX (RCPT without DATA).</summary>
     public int CalloutServers { get; init; }
+
+    /// <summary>
+    /// Percent of people (in every legitimate population) whose address book holds correspondents who have
+    /// since left: 10–40 % of their outside contacts no longer exist, so some of their ordinary mail
+    /// bounces (5.1.1) from their usual address and client, day after day.
+    /// </summary>
+    public int StaleAddressBooks { get; init; }
 
     /// <summary>Other providers' MTAs bouncing spam that forged local senders back to the MX (mostly unknown recipients).</summary>
     public int BackscatterServers { get; init; }

@@ -131,15 +131,23 @@ public sealed class World
     /// <summary>Outside addresses known to exist: people's correspondents, list members.</summary>
     internal HashSet<string> KnownExternal { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>Outside addresses in people's address books whose mailboxes are gone (stale address books).</summary>
+    internal HashSet<string> GoneExternal { get; } = new(StringComparer.Ordinal);
+
     /// <summary>
-    /// Whether mail to the address is delivered: local mailboxes and known outside correspondents are;
-    /// of the outside addresses nobody corresponds with (what spam goes to), four in ten do not exist.
+    /// Whether mail to the address is delivered: local mailboxes and known outside correspondents are,
+    /// correspondents who have left are not; of the outside addresses nobody corresponds with (what spam goes to), four in ten do not exist.
     /// </summary>
     public bool Deliverable(string address)
     {
         if (MailboxSet.Contains(address) || KnownExternal.Contains(address))
         {
             return true;
+        }
+
+        if (GoneExternal.Contains(address))
+        {
+            return false;
         }
 
         // FNV-1a: a stable answer per address, whatever the process.

@@ -140,7 +140,21 @@ public static class WorldBuilder
                     ? _world.Mailboxes[_random.Next(_world.Mailboxes.Count)]
                     : _v.First[_random.Next(_v.First.Length)] + "." + _v.Last[_random.Next(_v.Last.Length)] + "@" + _v.ExternalDomains[_random.Next(_v.ExternalDomains.Length)])
                 .Distinct().ToArray();
-            _world.KnownExternal.UnionWith(contacts.Where(c => !_world.MailboxSet.Contains(c)));
+            var outside = contacts.Where(c => !_world.MailboxSet.Contains(c));
+            if (_random.Next(100) < _scenario.Legitimate.StaleAddressBooks)
+            {
+                // A stale address book: some correspondents have left and their mailboxes are gone.
+                var gone = 0.1 + (0.3 * _random.NextDouble());
+                foreach (var c in outside)
+                {
+                    if (_random.NextDouble() < gone && !_world.KnownExternal.Contains(c))
+                    {
+                        _world.GoneExternal.Add(c);
+                    }
+                }
+            }
+
+            _world.KnownExternal.UnionWith(outside.Where(c => !_world.GoneExternal.Contains(c)));
             return contacts;
         }
 

@@ -60,6 +60,32 @@ public sealed class FastSimulationTests(StoreFixture fixture)
     }
 
     [Fact]
+    public void Play_StaleAddressBooks_BounceSomeOfTheirOwnersOrdinaryMail()
+    {
+        // Share of benign accounts' deliveries that bounce, with no stale address books and with one in every
+        // account: the second is what keeps "some failed deliveries" from reading as a takeover by itself.
+        double Bounced(int stale)
+        {
+            var small = Scenario.Load("small");
+            var world = WorldBuilder.Build(small with { Users = small.Users * 4, Legitimate = small.Legitimate with { StaleAddressBooks = stale } }, Start);
+            var events = new List<SmtpEvent>();
+            FastSimulation.Play(world, null, events.Add);
+            // People's own mail: a benign person's account from a benign address (not bulk senders, whose lists are
+            // their own; not the bots that log into stuffed accounts and send).
+            string[] bulk = ["newsletter", "ticket_system", "mailing_list"];
+            var benign = world.Labels.Where(l => l.Class == ThreatClass.Benign && !bulk.Contains(l.Variant)).Select(l => l.Entity).ToHashSet(StringComparer.Ordinal);
+            var deliveries = events.Where(e => e.Kind == EventKind.Delivery && benign.Contains(e.User) && benign.Contains(e.ClientIp.ToString())).ToList();
+            Assert.True(deliveries.Count > 500, $"only {deliveries.Count} deliveries");
+            return deliveries.Count(e => e.Outcome == EventOutcome.Reject && e.Status == "5.1.1") / (double)deliveries.Count;
+        }
+
+        var none = Bounced(0);
+        var all = Bounced(100);
+        Assert.InRange(none, 0.005, 0.06);
+        Assert.InRange(all, none + 0.04, 0.35);
+    }
+
+    [Fact]
     public async Task RunAsync_WritesEventsAndLabels_ThatJoin()
     {
         var node = "sim-" + Guid.NewGuid().ToString("N")[..8];
