@@ -225,10 +225,49 @@ public sealed class FeatureTests
         Assert.Equal(1, victim["quit_share_1h"]);
         Assert.Equal(2, victim["delivery_failures_24h"]);
         Assert.Equal(2f / 3f, victim["delivery_failure_ratio_24h"], 3);
+        Assert.Equal(2, victim["delivery_failures_vs_baseline"], 3); // no baseline: its usual is none
+        Assert.Equal(0, victim["baseline_delivery_failure_ratio"]);
         Assert.Equal(1, victim["interval_cv_1h"]); // active in one minute only: no gaps, no regularity to measure
 
         // Deliveries are the server's activity, not the client's: the minute they fall in does not make the account active.
         Assert.Equal(1, victim["active_minutes_1h"]);
+    }
+
+    /// <summary>
+    /// Bounces against the account's own normal: a person whose address book has a stale entry bounces
+    /// one delivery in four every day from home; today's one bounce is half of "usual + 1", and the
+    /// 7-day baseline (complete hours before the last) holds its 3 of 12.
+    /// </summary>
+    [Fact]
+    public async Task StaleAddressBook_BouncesWeighedAgainstTheAccountsOwnBaseline()
+    {
+        using var dir = new TempDirectory();
+        await using var store = await OpenAsync(dir);
+        const string Home = "127.77.0.5", Owner = "eva@example.org";
+        var events = new List<SmtpEvent>();
+        for (var day = 0; day <= 3; day++)
+        {
+            var s = T.AddDays(-day).AddMinutes(-30);
+            var id = 900UL + (ulong)day;
+            events.Add(E(s, id, EventKind.Ehlo, Home, detail: "[" + Home + "]"));
+            events.Add(E(s.AddSeconds(1), id, EventKind.Auth, Home, Owner, status: "2.7.0") with { Mechanism = "PLAIN", ReplyCode = 235, SecretTag = 5 });
+            events.Add(E(s.AddSeconds(2), id, EventKind.Data, Home, Owner, status: "2.0.0", detail: "recipients=4 queued=q" + day) with { ReplyCode = 250 });
+            events.Add(E(s.AddSeconds(3), id, EventKind.Close, Home, Owner, detail: "quit") with { Size = 4, DurationMs = 3000 });
+            for (var i = 0; i < 4; i++)
+            {
+                var failed = i == 0;
+                events.Add(E(s.AddSeconds(10 + i), id, EventKind.Delivery, Home, Owner, failed ? EventOutcome.Reject : EventOutcome.Ok,
+                    failed ? "5.1.1" : "2.0.0", $"friend{i}@far.example") with { ReplyCode = (ushort)(failed ? 550 : 250) });
+            }
+        }
+
+        await InsertAsync(store, events);
+        var owner = (await new FeatureReader(store).ReadAsync(T, T.AddMinutes(-60))).Single(f => f.Entity == new EntityRef(EntityKind.User, Owner));
+
+        Assert.Equal(1, owner["has_baseline"]);
+        Assert.Equal(1, owner["delivery_failures_24h"]);
+        Assert.Equal(0.25f, owner["baseline_delivery_failure_ratio"], 3);
+        Assert.Equal(0.5f, owner["delivery_failures_vs_baseline"], 3);
     }
 
     /// <summary>

@@ -52,6 +52,22 @@ public sealed class ModelTests
     }
 
     [Theory]
+    [InlineData("is_user", 4f, true)] // the account: its own verdict, whatever its volume
+    [InlineData("is_ip", 4f, false)] // an address sending a person's few messages: a new lease or a quiet proxy, no telling
+    [InlineData("is_ip", 20f, true)] // an address running spam through the account
+    [InlineData("is_net", 19f, false)]
+    [InlineData("is_net", 40f, true)]
+    public void Evidence_CompromisedOnAnAddress_NeedsASpamRunsVolume(string kind, float recipients, bool enough)
+    {
+        var v = new float[FeatureSet.Count];
+        v[FeatureSet.Index(kind)] = 1;
+        v[FeatureSet.Index("messages_1h")] = 3;
+        v[FeatureSet.Index("sessions_1h")] = 3;
+        v[FeatureSet.Index("rcpt_1h")] = recipients;
+        Assert.Equal(enough, Evidence.Enough(ThreatClass.Compromised, v));
+    }
+
+    [Theory]
     [InlineData(2f, 1f, false)] // two typos in the hour: one already put right, the other scored before its retry
     [InlineData(2f, 0f, true)] // two failures nothing put right
     [InlineData(6f, 1f, true)] // a guesser that found the password failed many times first

@@ -83,6 +83,8 @@ public static class FeatureSet
         new("interval_cv_1h", "gaps between its active minutes vary {0:0.##}x their mean (1 h; low is machine-regular)"),
         new("delivery_failures_24h", "{0:0} of its messages' deliveries failed permanently in 24 h"),
         new("delivery_failure_ratio_24h", "{0:P0} of its messages' deliveries failed in 24 h"),
+        new("delivery_failures_vs_baseline", "{0:0.#}x its usual failed deliveries a day"),
+        new("baseline_delivery_failure_ratio", "{0:P0} of its deliveries failed in its 7-day baseline"),
         new("messages_vs_baseline", "{0:0.#}x its usual hourly messages"),
         new("rcpt_vs_baseline", "{0:0.#}x its usual hourly recipients"),
         new("hour_of_day_share", "{0:P0} of its usual activity falls in this hour of day"),
@@ -220,12 +222,17 @@ public static class FeatureSet
         // Baseline: the 7 days before the last hour, per hour of that span the entity existed.
         var baselineHours = Math.Max(1, (Math.Min(r[Raw.AgeMinutes], 7 * 24 * 60) - 60) / 60.0);
         var hasBaseline = r[Raw.AgeMinutes] >= 24 * 60 && r[Raw.BaselineActiveMinutes] > 0;
+        var baselineDays = baselineHours / 24.0;
+
+        // Bounces weighed against the entity's own normal: a person with a stale address book bounces
+        // every day from the same address, a taken-over account starts bouncing when the bot does.
+        Set("delivery_failures_vs_baseline", r[Raw.DeliveryFailures24h] / ((hasBaseline ? r[Raw.BaselineDeliveryFailures] / baselineDays : 0) + 1));
+        Set("baseline_delivery_failure_ratio", hasBaseline ? Ratio(r[Raw.BaselineDeliveryFailures], r[Raw.BaselineDeliveries]) : 0);
         Set("messages_vs_baseline", r[Raw.Messages1h] / (r[Raw.BaselineMessages] / baselineHours + 1));
         Set("rcpt_vs_baseline", r[Raw.Rcpt1h] / (r[Raw.BaselineRcpt] / baselineHours + 1));
         Set("hour_of_day_share", hasBaseline ? Ratio(r[Raw.BaselineMinutesThisHour], r[Raw.BaselineActiveMinutes]) : 0);
         Set("has_baseline", hasBaseline ? 1 : 0);
         Set("age_hours", r[Raw.AgeMinutes] / 60.0);
-        var baselineDays = baselineHours / 24.0;
         return new EntityFeatures(new EntityRef(kind, entity), at, v)
         {
             BaselineMessagesPerDay = hasBaseline ? r[Raw.BaselineMessages] / baselineDays : double.NaN,
@@ -293,6 +300,8 @@ public static class FeatureSet
         public const int BaselineRcpt = 53;
         public const int BaselineMinutesThisHour = 54;
         public const int BaselineAuthFailures = 55;
+        public const int BaselineDeliveries = 56;
+        public const int BaselineDeliveryFailures = 57;
 
         public static IReadOnlyList<string> Names { get; } =
         [
@@ -352,6 +361,8 @@ public static class FeatureSet
             "baseline_rcpt",
             "baseline_minutes_this_hour",
             "baseline_auth_failures",
+            "baseline_deliveries",
+            "baseline_delivery_failures",
         ];
 
         public static int Count => Names.Count;

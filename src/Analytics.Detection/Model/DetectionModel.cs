@@ -79,6 +79,16 @@ public static class Evidence
     public const int Messages1h = 2, Sessions1h = 2;
 
     /// <summary>
+    /// A taken-over account seen from an address (or a network) rather than from the account: what the
+    /// address alone can show is a spam run, 20 recipients in the hour. Whose hands an account is in (new
+    /// addresses and networks against its own history, its bounces against its own normal) is the
+    /// account's verdict. From the address's side a person's new ISP lease, sending to a stale address
+    /// book with a Thunderbird-style literal EHLO, looks like a quiet bot's proxy: on a fresh world every
+    /// benign alert of the model was such an address.
+    /// </summary>
+    public const int AddressRecipients1h = 20;
+
+    /// <summary>
     /// An account whose failed logins in the hour all tried one and the same wrong password: a phone or
     /// a mail client retrying a stale password, not a guesser (the fast path lets such retries count
     /// nowhere for the same reason). Guessing tries many passwords; stuffing and spraying try one per
@@ -92,7 +102,8 @@ public static class Evidence
     {
         ThreatClass.Harvester => v[FeatureSet.Index("rcpt_unknown_1h")] >= HarvestUnknown1h || v[FeatureSet.Index("rcpt_unknown_24h")] >= HarvestUnknown24h,
         ThreatClass.BruteForce => (UncorrectedFailures1h(v) >= AuthFailures1h || v[FeatureSet.Index("auth_failures_24h")] >= AuthFailures24h) && !StaleClient(v),
-        ThreatClass.Compromised => v[FeatureSet.Index("messages_1h")] >= Messages1h && v[FeatureSet.Index("sessions_1h")] >= Sessions1h,
+        ThreatClass.Compromised => v[FeatureSet.Index("messages_1h")] >= Messages1h && v[FeatureSet.Index("sessions_1h")] >= Sessions1h
+            && (v[FeatureSet.Index("is_user")] == 1 || v[FeatureSet.Index("rcpt_1h")] >= AddressRecipients1h),
         _ => true,
     };
 }
