@@ -433,7 +433,9 @@ internal sealed class BatchAggregates
     /// <summary>
     /// The <c>activity_hourly</c> block: the batch's minute rows rolled up per entity and hour, as
     /// activity_hourly_mv (0014) did per inserted activity block; active_minutes is the number of
-    /// distinct minutes of the batch, as its uniqExact(minute) was.
+    /// distinct minutes of the batch, as its uniqExact(minute) was. A minute split across batches counts
+    /// in each of them there, so readers count minute_mask's bits instead (0061): bit m is minute m of
+    /// the hour, and merging rows ORs them. active_minutes stays for rows written before the mask.
     /// </summary>
     public void WriteHourly(IBufferWriter<byte> output)
     {
@@ -461,6 +463,7 @@ internal sealed class BatchAggregates
 
             h.Events += a.Events;
             h.ActiveMinutes += active ? 1UL : 0UL;
+            h.MinuteMask |= active ? 1UL << (int)(minute % 3600 / 60) : 0UL;
             h.AuthAttempts += a.AuthAttempts;
             h.AuthFailures += a.AuthFailures;
             h.Rcpt += a.Rcpt;
@@ -495,6 +498,7 @@ internal sealed class BatchAggregates
             counters[i] = Column();
         }
 
+        var mask = Column();
         var users = Column();
         var ips = Column();
         var recipients = Column();
@@ -512,13 +516,14 @@ internal sealed class BatchAggregates
             counters[6].UInt64(h.Messages);
             counters[7].UInt64(h.Deliveries);
             counters[8].UInt64(h.DeliveryFailures);
+            mask.UInt64(h.MinuteMask);
             State(users, h.UsersTried);
             State(ips, h.Ips);
             State(recipients, h.Recipients);
         }
 
         string[] names = ["events", "active_minutes", "auth_attempts", "auth_failures", "rcpt", "rcpt_unknown", "messages", "deliveries", "delivery_failures"];
-        NativeColumn.WriteBlockHeader(output, 3 + names.Length + 3, rows);
+        NativeColumn.WriteBlockHeader(output, 3 + names.Length + 1 + 3, rows);
         NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
         NativeColumn.WriteColumn(output, "entity", "String", entity.Written);
         NativeColumn.WriteColumn(output, "hour", "DateTime('UTC')", hour.Written);
@@ -527,6 +532,7 @@ internal sealed class BatchAggregates
             NativeColumn.WriteColumn(output, names[i], Sum, counters[i].Written);
         }
 
+        NativeColumn.WriteColumn(output, "minute_mask", "SimpleAggregateFunction(groupBitOr, UInt64)", mask.Written);
         NativeColumn.WriteColumn(output, "users_tried", "AggregateFunction(uniq, String)", users.Written);
         NativeColumn.WriteColumn(output, "ips", "AggregateFunction(uniq, IPv6)", ips.Written);
         NativeColumn.WriteColumn(output, "recipients", "AggregateFunction(uniq, String)", recipients.Written);
@@ -599,13 +605,16 @@ internal sealed class BatchAggregates
     private sealed class Hour
     {
         public ulong Events, ActiveMinutes, AuthAttempts, AuthFailures, Rcpt, RcptUnknown, Messages, Deliveries, DeliveryFailures;
+
+        // Bit m: the entity was active in minute m of the hour (0061).
+        public ulong MinuteMask;
         public SmallSet<uint> UsersTried;
         public SmallSet<uint> Ips;
         public SmallSet<uint> Recipients;
 
         public void Clear()
         {
-            Events = ActiveMinutes = AuthAttempts = AuthFailures = Rcpt = RcptUnknown = Messages = Deliveries = DeliveryFailures = 0;
+            Events = ActiveMinutes = AuthAttempts = AuthFailures = Rcpt = RcptUnknown = Messages = Deliveries = DeliveryFailures = MinuteMask = 0;
             UsersTried.Clear();
             Ips.Clear();
             Recipients.Clear();

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using Analytics.Detection.Features;
 using Analytics.Events;
@@ -128,6 +129,71 @@ public sealed class FeatureTests
         Assert.Equal(20 / (3 / hours + 1), alice["messages_vs_baseline"], 2);
         Assert.Equal(0, alice["auth_failures_1h"]);
         Assert.Equal(1, alice["is_user"]);
+    }
+
+    /// <summary>
+    /// The live server writes a busy minute in many one-second batches; the simulator that made the
+    /// training data wrote it in one. The baseline's active minutes must not depend on that: a minute of
+    /// yesterday's 11:00 hour written in three batches counts once beside one minute at 09:00, so this
+    /// hour of day holds half of the baseline's active time (not three quarters), in the scorer's query
+    /// and in the batch query that replays it for training.
+    /// </summary>
+    [Fact]
+    public async Task Baseline_MinuteWrittenInSeveralBatches_CountsOnce()
+    {
+        using var dir = new TempDirectory();
+        await using var store = await OpenAsync(dir);
+        const string Ip = "127.8.1.1", User = "dora@example.org";
+        var minute = T.AddDays(-1).AddHours(-1).AddMinutes(30);
+
+        // Batch i holds i + 1 logins: blocks that differ (identical blocks inserted without a token
+        // would be dropped as duplicates, which the sink's per-batch tokens prevent).
+        for (var i = 0; i < 3; i++)
+        {
+            await InsertAsync(store, Enumerable.Range(0, i + 1).Select(k => E(minute.AddSeconds(10 + (20 * i) + k), 1, EventKind.Auth, Ip, User, status: "2.7.0")));
+        }
+
+        await InsertAsync(store, [E(T.AddDays(-1).AddHours(-3).AddMinutes(10), 2, EventKind.Auth, Ip, User, status: "2.7.0")]);
+        await InsertAsync(store, [E(T.AddMinutes(-5), 3, EventKind.Auth, Ip, User, status: "2.7.0")]);
+
+        var reader = new FeatureReader(store);
+        var one = (await reader.ReadAsync(T, T.AddMinutes(-10))).Single(f => f.Entity == EntityRef.User(User));
+        var many = (await reader.ReadManyAsync(T, T, TimeSpan.FromMinutes(10), TimeSpan.FromMinutes(10))).Single(f => f.Entity == EntityRef.User(User));
+        foreach (var f in new[] { one, many })
+        {
+            Assert.Equal(1, f["has_baseline"]);
+            Assert.Equal(0.5f, f["hour_of_day_share"], 4);
+        }
+
+        // What the batches wrote: three rows of one minute each for 11:00, one bit.
+        var hourly = await store.QueryAsync(
+            "SELECT sum(active_minutes), bitCount(groupBitOr(minute_mask)) FROM activity_hourly WHERE entity_kind = 'user' AND entity = {u:String} AND hour = {h:DateTime('UTC')}",
+            QueryParameters.Of(("u", User), ("h", minute.AddMinutes(-30))));
+        Assert.Equal(3UL, Convert.ToUInt64(hourly.Rows[0][0], CultureInfo.InvariantCulture));
+        Assert.Equal(1UL, Convert.ToUInt64(hourly.Rows[0][1], CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>Hourly rows written before migration 0061 have no minute mask: their active_minutes still count.</summary>
+    [Fact]
+    public async Task Baseline_RowsWithoutMinuteMask_CountTheirActiveMinutes()
+    {
+        using var dir = new TempDirectory();
+        await using var store = await OpenAsync(dir);
+        const string User = "old@example.org";
+        await store.ExecuteAsync("""
+            INSERT INTO activity_hourly (entity_kind, entity, hour, events, active_minutes)
+            SELECT 'user', {u:String}, {h11:DateTime('UTC')}, 9, 3 UNION ALL SELECT 'user', {u:String}, {h09:DateTime('UTC')}, 2, 1
+            """, QueryParameters.Of(("u", User), ("h11", T.AddDays(-1).AddHours(-1)), ("h09", T.AddDays(-1).AddHours(-3))));
+        await InsertAsync(store, [E(T.AddMinutes(-5), 3, EventKind.Auth, "127.8.1.2", User, status: "2.7.0")]);
+
+        var reader = new FeatureReader(store);
+        var one = (await reader.ReadAsync(T, T.AddMinutes(-10))).Single(f => f.Entity == EntityRef.User(User));
+        var many = (await reader.ReadManyAsync(T, T, TimeSpan.FromMinutes(10), TimeSpan.FromMinutes(10))).Single(f => f.Entity == EntityRef.User(User));
+        foreach (var f in new[] { one, many })
+        {
+            Assert.Equal(1, f["has_baseline"]);
+            Assert.Equal(0.75f, f["hour_of_day_share"], 4);
+        }
     }
 
     [Fact]

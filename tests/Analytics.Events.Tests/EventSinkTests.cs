@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using Analytics.Store;
 using Analytics.Store.Embedded;
@@ -182,6 +183,41 @@ public sealed class EventSinkTests
         // The aggregates of the batch inserted by hand are not doubled either.
         Assert.Equal(1500UL, (await store.QueryAsync("SELECT sum(events) FROM activity WHERE entity_kind = 'ip'", null, ct)).Scalar<ulong>());
         Assert.Equal(1500UL, (await store.QueryAsync("SELECT sum(events) FROM activity_hourly WHERE entity_kind = 'net'", null, ct)).Scalar<ulong>());
+    }
+
+    /// <summary>
+    /// The live server flushes a batch every second, so one busy minute of an entity is spread over many
+    /// batches. The hour's active minutes must count that minute once (minute_mask, 0061), as one large
+    /// batch (the simulator's) does, not once per batch as active_minutes alone did.
+    /// </summary>
+    [Fact]
+    public async Task Publish_OneMinuteInSeveralBatches_CountsAsOneActiveMinuteOfTheHour()
+    {
+        using var dir = new TempDirectory();
+        await using var store = await OpenAsync(dir);
+        var ct = TestContext.Current.CancellationToken;
+        var minute = new DateTimeOffset(2026, 11, 28, 12, 7, 0, TimeSpan.Zero);
+        var e = NumberedEvents.Of(0, "test", 3);
+        await using (var sink = new EventSink(store, Fast, Path.Combine(dir.Path, "spool"), NullLogger.Instance))
+        {
+            // Minute 7 of the hour in three batches, minute 8 in a fourth.
+            foreach (var at in new[] { minute.AddSeconds(5), minute.AddSeconds(25), minute.AddSeconds(45), minute.AddSeconds(65) })
+            {
+                Assert.True(sink.Publish(e with { Timestamp = at }));
+                Assert.True(await sink.FlushAsync(ct));
+            }
+        }
+
+        var r = await store.QueryAsync("""
+            SELECT groupBitOr(minute_mask), bitCount(groupBitOr(minute_mask)), sum(active_minutes), sum(events)
+            FROM activity_hourly WHERE entity_kind = 'ip' AND entity = '127.0.3.1' AND hour = '2026-11-28 12:00:00'
+            """, null, ct);
+        Assert.Equal(4UL, Convert.ToUInt64(r.Rows[0][3], CultureInfo.InvariantCulture));
+        Assert.Equal((1UL << 7) | (1UL << 8), Convert.ToUInt64(r.Rows[0][0], CultureInfo.InvariantCulture));
+        Assert.Equal(2UL, Convert.ToUInt64(r.Rows[0][1], CultureInfo.InvariantCulture));
+
+        // active_minutes is still written per batch (each batch saw its minute once): four rows, four.
+        Assert.Equal(4UL, Convert.ToUInt64(r.Rows[0][2], CultureInfo.InvariantCulture));
     }
 
     [Fact]

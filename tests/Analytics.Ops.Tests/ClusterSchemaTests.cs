@@ -81,6 +81,18 @@ public sealed class ClusterSchemaTests(StoreFixture fixture)
                 "('user', 'alice', toStartOfMinute(now()), 1, 1, 1, 1, [toIPv6('127.0.0.5')], ['bob@example.org'], [1])", null, ct);
             var unknown = await store.QueryAsync("SELECT sum(rcpt_unknown) FROM activity WHERE entity_kind = 'user' AND entity = 'alice'", null, ct);
             Assert.Equal(1UL, Convert.ToUInt64(unknown.Rows[0][0], System.Globalization.CultureInfo.InvariantCulture));
+
+            // 0061: the minute mask reaches the data and the front, and FINAL (which the feature queries
+            // read the hourly rollup with) ORs the masks of two parts of one hour through the front.
+            foreach (var mask in new[] { 1, 3 })
+            {
+                await store.ExecuteAsync(
+                    $"INSERT INTO activity_hourly_local (entity_kind, entity, hour, events, active_minutes, minute_mask) VALUES ('ip', '127.0.0.5', '2026-11-20 11:00:00', 1, 1, {mask})", null, ct);
+            }
+
+            var final = await store.QueryAsync("SELECT count(), sum(bitCount(minute_mask)) FROM activity_hourly FINAL WHERE entity = '127.0.0.5'", null, ct);
+            Assert.Equal(1UL, Convert.ToUInt64(final.Rows[0][0], System.Globalization.CultureInfo.InvariantCulture));
+            Assert.Equal(2UL, Convert.ToUInt64(final.Rows[0][1], System.Globalization.CultureInfo.InvariantCulture));
             var ttl = (string)(await store.QueryAsync("SELECT engine_full FROM system.tables WHERE database = 'cluster_shape' AND name = 'events_local'", null, ct)).Rows[0][0]!;
             Assert.Contains("toIntervalDay(30)", ttl, StringComparison.Ordinal);
         }

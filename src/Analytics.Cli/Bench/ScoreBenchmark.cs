@@ -202,10 +202,10 @@ internal static class ScoreBenchmark
             SELECT {Minute}, 'ip', {EntityName} FROM {Rows}
             """, parameters, cancellationToken);
         await store.ExecuteAsync($"""
-            INSERT INTO activity_hourly (entity_kind, entity, hour, events, active_minutes, auth_attempts, auth_failures, rcpt, rcpt_unknown, messages,
+            INSERT INTO activity_hourly (entity_kind, entity, hour, events, active_minutes, minute_mask, auth_attempts, auth_failures, rcpt, rcpt_unknown, messages,
                                          users_tried, ips, recipients)
             SELECT 'ip', {EntityName} AS entity, toStartOfHour({Minute}) AS hour,
-                   sum(1 + n % 7), count(), sum(n % 3), sum(if(n % 50 = 0, 4, 0)), sum(n % 5), sum(n % 13 = 0), sum(n % 2),
+                   sum(1 + n % 7), count(), groupBitOr(bitShiftLeft(toUInt64(1), toMinute({Minute}))), sum(n % 3), sum(if(n % 50 = 0, 4, 0)), sum(n % 5), sum(n % 13 = 0), sum(n % 2),
                    uniqState(toString(n % 97)), uniqState(toIPv6('::ffff:10.0.0.1')), uniqState(toString(n % 1000))
             FROM {Rows}
             GROUP BY n, hour

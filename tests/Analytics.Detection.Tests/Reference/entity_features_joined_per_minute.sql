@@ -151,16 +151,27 @@ LEFT JOIN
         sumIf(deliveries, hour < baseline_end) AS baseline_deliveries,
         sumIf(delivery_failures, hour < baseline_end) AS baseline_delivery_failures,
         sumIf(auth_failures, hour < baseline_end) AS baseline_auth_failures,
-        sumIf(active_minutes, hour < baseline_end) AS baseline_active_minutes,
-        sumIf(active_minutes, hour < baseline_end AND toHour(hour) = toHour(t - INTERVAL 1 MINUTE)) AS baseline_minutes_this_hour,
+        sumIf(minutes, hour < baseline_end) AS baseline_active_minutes,
+        sumIf(minutes, hour < baseline_end AND toHour(hour) = toHour(t - INTERVAL 1 MINUTE)) AS baseline_minutes_this_hour,
         dateDiff('minute', min(hour), t) AS age_minutes
-    FROM activity_hourly
-    WHERE hour >= t7d AND hour < this_hour
-      AND (entity_kind, entity) IN
-      (
-          SELECT entity_kind, entity FROM active_entities
-          WHERE minute >= {since:DateTime('UTC')} AND minute < t
-      )
+    FROM
+    (
+        -- Since 0061 an hour's active minutes are the bits of its rows' minute masks ORed (active_minutes
+        -- where the mask is 0): grouped per hour here, where the scorer's query reads FINAL.
+        SELECT entity_kind, entity, hour,
+               sum(auth_failures) AS auth_failures, sum(rcpt_unknown) AS rcpt_unknown, sum(messages) AS messages,
+               sum(deliveries) AS deliveries, sum(delivery_failures) AS delivery_failures, sum(rcpt) AS rcpt,
+               if(groupBitOr(minute_mask) = 0, sum(active_minutes), bitCount(groupBitOr(minute_mask))) AS minutes,
+               uniqMergeState(users_tried) AS users_tried, uniqMergeState(ips) AS ips, uniqMergeState(recipients) AS recipients
+        FROM activity_hourly
+        WHERE hour >= t7d AND hour < this_hour
+          AND (entity_kind, entity) IN
+          (
+              SELECT entity_kind, entity FROM active_entities
+              WHERE minute >= {since:DateTime('UTC')} AND minute < t
+          )
+        GROUP BY entity_kind, entity, hour
+    )
     GROUP BY entity_kind, entity
 ) AS h ON a.entity_kind = h.h_kind AND a.entity = h.h_entity
 LEFT JOIN

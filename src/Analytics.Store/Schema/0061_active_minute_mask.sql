@@ -1,0 +1,11 @@
+-- Active minutes that count once however many batches a minute is split across. active_minutes is the
+-- number of distinct minutes of one batch, summed over batches: the server flushes a batch every second,
+-- so a busy entity's minute could count up to 60 times and an hour well past 60, while the simulator's
+-- large batches counted it about once (the baseline features then differed between training and live
+-- scoring). minute_mask has bit m set when the entity was active in minute m (0-59) of the hour; merges
+-- OR the bits, so the hour's active minutes are bitCount(groupBitOr(minute_mask)), whatever the batching.
+-- Rows written before this migration (and rows from activity_hourly_in, which only frames spooled
+-- before 0030's states take) have mask 0: readers fall back to active_minutes for them, which the
+-- sink keeps writing. An hour half written before and half after the upgrade counts the later half only.
+-- Adding a column with a default is a metadata change.
+ALTER TABLE activity_hourly ADD COLUMN IF NOT EXISTS minute_mask SimpleAggregateFunction(groupBitOr, UInt64);
