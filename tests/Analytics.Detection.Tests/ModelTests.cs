@@ -51,6 +51,24 @@ public sealed class ModelTests
         Assert.True(Evidence.Enough(ThreatClass.BruteForce, v)); // an address is judged by what it tried
     }
 
+    [Fact]
+    public void ChooseThreshold_WithinTheAlertBudget_TakesTheBestRecall_TheHighestOfEquals()
+    {
+        static ThresholdPoint P(float t, double alerts, double harvester, double bruteForce) =>
+            new(t, alerts, new Dictionary<string, double> { ["harvester"] = harvester, ["brute_force"] = bruteForce });
+
+        // The training world of the shipped model: no validation alert from 0.8 up, the same recall to 0.99.
+        var points = new[] { P(0.5f, 6.3, 1, 0.2), P(0.7f, 1.6, 1, 0.2), P(0.8f, 0, 1, 0.2), P(0.9f, 0, 1, 0.2), P(0.99f, 0, 1, 0.2), P(0.995f, 0, 1, 0) };
+        Assert.Equal(0.99f, ModelTrainer.ChooseThreshold(points, 0.5));
+
+        // Recall that a lower threshold buys within the budget is taken.
+        points[2] = P(0.8f, 0.4, 1, 0.6);
+        Assert.Equal(0.8f, ModelTrainer.ChooseThreshold(points, 0.5));
+
+        // Nothing within the budget: the most cautious candidate.
+        Assert.Equal(ModelTrainer.CandidateThresholds[^1], ModelTrainer.ChooseThreshold([P(0.5f, 9, 1, 1)], 0.5));
+    }
+
     [Theory]
     [InlineData("is_user", 4f, true)] // the account: its own verdict, whatever its volume
     [InlineData("is_ip", 4f, false)] // an address sending a person's few messages: a new lease or a quiet proxy, no telling

@@ -37,7 +37,7 @@ internal static class DetectionCommands
             DefaultValueFactory = _ => "distributed",
         };
         var trees = new Option<int>("--trees") { Description = "Trees per class (default 100)", DefaultValueFactory = _ => 100 };
-        var threshold = new Option<float?>("--threshold") { Description = "Flag threshold (default: the lowest that keeps validation alerts at or under 0.5 per 10,000 entity-days)" };
+        var threshold = new Option<float?>("--threshold") { Description = "Flag threshold (default: of those that keep validation alerts at or under 0.5 per 10,000 entity-days, the one with the best validation recall, the highest of equals)" };
         var validationStep = new Option<int>("--validation-step")
         {
             Description = "Minutes between validation points, on the validation groups after the cut (default 1: the scorer's cadence, so the threshold is chosen on as many scorings per entity-day as production makes; 0: the training points)",
