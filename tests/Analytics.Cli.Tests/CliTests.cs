@@ -27,7 +27,7 @@ public sealed class CliTests
     {
         using var dir = new TempDirectory();
         var file = Path.Combine(dir.Path, "old.json");
-        // appsettings.json ships Limits:Fixed:MessagesPerMinute = 30; the operator's file turns it off under its old name.
+        // appsettings.json ships Limits:Fixed:MessagesPerMinute = 60; the operator's file turns it off under its old name.
         await File.WriteAllTextAsync(file, """
             { "Submission": { "Policy": { "MessagesPerMinute": 0, "RecipientsPerHour": 7 } }, "Limits": { "Fixed": { "RecipientsPerHour": 9 } } }
             """, TestContext.Current.CancellationToken);
