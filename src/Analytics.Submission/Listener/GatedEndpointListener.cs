@@ -79,7 +79,7 @@ internal sealed class GatedEndpointListener : IEndpointListener
                     mechanism: _endpoint.ImplicitTls ? "implicit-tls" : "")) is { } refusal)
             {
                 _listener.Gate.Exit(session);
-                Refuse(client, session, refusal.Code, refusal.StatusAndText, refusal.Reason, byLimit: true);
+                Refuse(client, session, refusal.Code, refusal.StatusAndText, refusal.Reason, byLimit: true, closeReason: refusal.CloseReason);
                 continue;
             }
 
@@ -95,10 +95,13 @@ internal sealed class GatedEndpointListener : IEndpointListener
 
     /// <summary>
     /// Refuses a connection before the greeting: one connect event says why (and a throttle event when
-    /// a limit refused it — a detection signal), the refusal is counted, and no log line is written per
-    /// refusal: a flood of connections must not become a flood of log lines.
+    /// a limit refused it — a detection signal), then the session's close event as for every session (the
+    /// simulator's emulator, and so the training data, has always recorded one: without it the live
+    /// features counted refused sessions nowhere in closes_1h and the shares built on it). The refusal is
+    /// counted, and no log line is written per refusal: a flood of connections must not become a flood of
+    /// log lines.
     /// </summary>
-    private void Refuse(TcpClient client, SessionState session, int code, string text, string reason, bool byLimit = false)
+    private void Refuse(TcpClient client, SessionState session, int code, string text, string reason, bool byLimit = false, string? closeReason = null)
     {
         var status = text[..5];
         var outcome = code >= 500 ? EventOutcome.Reject : EventOutcome.TempFail;
@@ -108,6 +111,7 @@ internal sealed class GatedEndpointListener : IEndpointListener
             session.Emit(EventKind.Throttle, outcome, (ushort)code, status, "connection refused: " + reason);
         }
 
+        session.Finish("server closed: " + (closeReason ?? reason));
         _listener.Refusals.Count(reason);
 
         // Off the accept loop: a slow client must not hold up the next connection.
