@@ -7,8 +7,8 @@
 -- last hour begins (the entity's own normal).
 --
 -- Each part is reduced to one row per entity before the parts meet (issue 16): the minute windows
--- (a), the 24-hour window (h), the baseline (b) and the first-seen values (n) are joined entity to
--- entity. Joining the parts to the minute rows before grouping, as this query first did, cost ten
+-- (a), the hourly rollup's 24-hour window and baseline (h) and the first-seen values (n) are joined
+-- entity to entity. Joining the parts to the minute rows before grouping, as this query first did, cost ten
 -- times the grouping itself (94 of 123 s for a million entities). Every column is a Float64 after
 -- entity_kind and entity, read as RowBinary; the values are those of the first form (a test holds the
 -- two equal).
@@ -68,14 +68,14 @@ SELECT
     toFloat64(a.messages_this_hour + h.messages_24h) AS messages_24h,
     toFloat64(a.deliveries_this_hour + h.deliveries_24h) AS deliveries_24h,
     toFloat64(a.delivery_failures_this_hour + h.delivery_failures_24h) AS delivery_failures_24h,
-    toFloat64(b.baseline_messages) AS baseline_messages,
-    toFloat64(b.baseline_rcpt) AS baseline_rcpt,
-    toFloat64(b.baseline_deliveries) AS baseline_deliveries,
-    toFloat64(b.baseline_delivery_failures) AS baseline_delivery_failures,
-    toFloat64(b.baseline_auth_failures) AS baseline_auth_failures,
-    toFloat64(b.baseline_active_minutes) AS baseline_active_minutes,
-    toFloat64(b.baseline_minutes_this_hour) AS baseline_minutes_this_hour,
-    toFloat64(greatest(dateDiff('minute', a.first_minute, t), h.age_minutes, b.age_minutes)) AS age_minutes,
+    toFloat64(h.baseline_messages) AS baseline_messages,
+    toFloat64(h.baseline_rcpt) AS baseline_rcpt,
+    toFloat64(h.baseline_deliveries) AS baseline_deliveries,
+    toFloat64(h.baseline_delivery_failures) AS baseline_delivery_failures,
+    toFloat64(h.baseline_auth_failures) AS baseline_auth_failures,
+    toFloat64(h.baseline_active_minutes) AS baseline_active_minutes,
+    toFloat64(h.baseline_minutes_this_hour) AS baseline_minutes_this_hour,
+    toFloat64(greatest(dateDiff('minute', a.first_minute, t), h.age_minutes, h.baseline_age_minutes)) AS age_minutes,
     toFloat64(n.new_ips) AS new_ips_1h,
     toFloat64(n.new_nets) AS new_nets_1h,
     toFloat64(n.new_recipients) AS new_recipients_1h,
@@ -148,85 +148,78 @@ FROM
 ) AS a
 LEFT JOIN
 (
-    -- The 24-hour window from the hourly rollup, complete hours only: the 23 before this one (the
-    -- minute table adds this one so far). Its distinct counts merge the complete hours' states with
-    -- those of this hour's minute rows, read beside them (same state types), into the final count at
-    -- once: building a state per entity in the minute part and merging the two after the join cost more
-    -- (issue 16). The minute rows carry no sums here (a adds this hour's) and never count as complete
-    -- hours (age).
+    -- The hourly rollup's windows, both read together, the active set filtering the union once: its
+    -- set is built once and shared by the three reads, and one join fewer meets a. A filter per read
+    -- built the set once per read, each build a single-threaded pass over the active set (~2.4 s CPU
+    -- apiece at a million entities, issue 16). The minute part a keeps its own filter: one union of
+    -- everything, with a condition on each of a's aggregates, measured no cheaper than this.
+    --
+    -- The 24-hour window (src 0 and 1), complete hours only: the 23 before this one (the minute table
+    -- adds this one so far). Its distinct counts merge the complete hours' states with those of this
+    -- hour's minute rows, read beside them (same state types), into the final count at once: building a
+    -- state per entity in the minute part and merging the two after the join cost more (issue 16). The
+    -- minute rows (src 0) carry no sums here (a adds this hour's) and never count as complete hours
+    -- (age).
+    --
+    -- The 7-day baseline (src 2), which ends where the last hour begins (the entity's own normal), from
+    -- the hourly rollup's sums alone: no uniq state is read for it (its rows carry empty ones). An
+    -- hour's active minutes are the bits of its rows' minute masks ORed (0061), not a sum over its
+    -- rows: a minute the server flushed in several batches sits in several rows until they merge. FINAL
+    -- hands each (entity, hour) over merged, masks ORed, so the bits are counted per row. It merges
+    -- these narrow columns only: FINAL on the 24-hour part's read (uniq states and all) or a GROUP BY
+    -- per hour here cost more (whole query, 100k active entities, 20k of them with 167 hours in four
+    -- parts: 3.9 s before the masks, 4.6 s this way, 6.5 s FINAL on the one read, 7.1 s GROUP BY per
+    -- hour). Rows written before the mask (0) count their active_minutes.
+    --
+    -- age_minutes is the older of the complete hours' first hour, the baseline's first hour and the
+    -- minute part's first minute; a part without rows counts 0, as the LEFT JOINs of separate parts did.
     SELECT
         entity_kind AS h_kind, entity AS h_entity,
-        sum(auth_failures) AS auth_failures_24h,
-        uniqMerge(users_tried) AS users_tried_24h,
-        uniqMerge(ips) AS ips_24h,
-        sum(rcpt_unknown) AS rcpt_unknown_24h,
-        uniqMerge(recipients) AS recipients_24h,
-        sum(messages) AS messages_24h,
-        sum(deliveries) AS deliveries_24h,
-        sum(delivery_failures) AS delivery_failures_24h,
-        if(countIf(complete) = 0, 0, dateDiff('minute', minIf(hour, complete), t)) AS age_minutes
+        sumIf(auth_failures, src < 2) AS auth_failures_24h,
+        uniqMergeIf(users_tried, src < 2) AS users_tried_24h,
+        uniqMergeIf(ips, src < 2) AS ips_24h,
+        sumIf(rcpt_unknown, src < 2) AS rcpt_unknown_24h,
+        uniqMergeIf(recipients, src < 2) AS recipients_24h,
+        sumIf(messages, src < 2) AS messages_24h,
+        sumIf(deliveries, src < 2) AS deliveries_24h,
+        sumIf(delivery_failures, src < 2) AS delivery_failures_24h,
+        if(countIf(src = 1) = 0, 0, dateDiff('minute', minIf(hour, src = 1), t)) AS age_minutes,
+        sumIf(messages, src = 2) AS baseline_messages,
+        sumIf(rcpt, src = 2) AS baseline_rcpt,
+        sumIf(deliveries, src = 2) AS baseline_deliveries,
+        sumIf(delivery_failures, src = 2) AS baseline_delivery_failures,
+        sumIf(auth_failures, src = 2) AS baseline_auth_failures,
+        sumIf(minutes, src = 2) AS baseline_active_minutes,
+        sumIf(minutes, src = 2 AND toHour(hour) = toHour(t - INTERVAL 1 MINUTE)) AS baseline_minutes_this_hour,
+        if(countIf(src = 2) = 0, 0, dateDiff('minute', minIf(hour, src = 2), t)) AS baseline_age_minutes
     FROM
     (
-        SELECT entity_kind, entity, hour, true AS complete,
-               toUInt64(auth_failures) AS auth_failures, toUInt64(rcpt_unknown) AS rcpt_unknown, toUInt64(messages) AS messages,
-               toUInt64(deliveries) AS deliveries, toUInt64(delivery_failures) AS delivery_failures, users_tried, ips, recipients
+        SELECT entity_kind, entity, hour, 1 AS src,
+               toUInt64(auth_failures) AS auth_failures, toUInt64(0) AS rcpt, toUInt64(rcpt_unknown) AS rcpt_unknown, toUInt64(messages) AS messages,
+               toUInt64(deliveries) AS deliveries, toUInt64(delivery_failures) AS delivery_failures, toUInt64(0) AS minutes, users_tried, ips, recipients
         FROM activity_hourly
         WHERE hour >= t24h AND hour < this_hour
-          AND (entity_kind, entity) IN
-          (
-              SELECT entity_kind, entity FROM active_entities
-              WHERE minute >= {since:DateTime('UTC')} AND minute < t
-          )
         UNION ALL
-        SELECT entity_kind, entity, minute AS hour, false AS complete,
-               toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), users_tried, ips, recipients
+        SELECT entity_kind, entity, minute AS hour, 0 AS src,
+               toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), users_tried, ips, recipients
         FROM activity
         WHERE minute >= this_hour AND minute < t
-          AND (entity_kind, entity) IN
-          (
-              SELECT entity_kind, entity FROM active_entities
-              WHERE minute >= {since:DateTime('UTC')} AND minute < t
-          )
+        UNION ALL
+        SELECT entity_kind, entity, hour, 2 AS src,
+               toUInt64(auth_failures), toUInt64(rcpt), toUInt64(0), toUInt64(messages), toUInt64(deliveries), toUInt64(delivery_failures),
+               if(minute_mask = 0, toUInt64(active_minutes), toUInt64(bitCount(minute_mask))),
+               defaultValueOfTypeName('AggregateFunction(uniq, String)'), defaultValueOfTypeName('AggregateFunction(uniq, IPv6)'),
+               defaultValueOfTypeName('AggregateFunction(uniq, String)')
+        FROM activity_hourly FINAL
+        WHERE hour >= t7d AND hour < baseline_end
+    )
+    WHERE (entity_kind, entity) IN
+    (
+        SELECT entity_kind, entity FROM active_entities
+        WHERE minute >= {since:DateTime('UTC')} AND minute < t
     )
     GROUP BY entity_kind, entity
 ) AS h ON a.entity_kind = h.h_kind AND a.entity = h.h_entity
-LEFT JOIN
-(
-    -- The 7-day baseline, which ends where the last hour begins (the entity's own normal), from the
-    -- hourly rollup's sums alone: no uniq state is read for it. An hour's active minutes are the bits
-    -- of its rows' minute masks ORed (0061), not a sum over its rows: a minute the server flushed in
-    -- several batches sits in several rows until they merge. FINAL hands each (entity, hour) over
-    -- merged, masks ORed, so the bits are counted per row. It merges these narrow columns only: FINAL
-    -- on the 24-hour part's read (uniq states and all) or a GROUP BY per hour here cost more (whole
-    -- query, 100k active entities, 20k of them with 167 hours in four parts: 3.9 s before the masks,
-    -- 4.6 s this way, 6.5 s FINAL on the one read, 7.1 s GROUP BY per hour). Not reading the states of
-    -- the baseline's hours any more pays for part of it. Rows written before the mask (0) count their
-    -- active_minutes. age_minutes is the older of this part's first hour and the 24-hour part's.
-    SELECT
-        entity_kind AS b_kind, entity AS b_entity,
-        sum(messages) AS baseline_messages,
-        sum(rcpt) AS baseline_rcpt,
-        sum(deliveries) AS baseline_deliveries,
-        sum(delivery_failures) AS baseline_delivery_failures,
-        sum(auth_failures) AS baseline_auth_failures,
-        sum(minutes) AS baseline_active_minutes,
-        sumIf(minutes, toHour(hour) = toHour(t - INTERVAL 1 MINUTE)) AS baseline_minutes_this_hour,
-        dateDiff('minute', min(hour), t) AS age_minutes
-    FROM
-    (
-        SELECT entity_kind, entity, hour, toUInt64(messages) AS messages, toUInt64(rcpt) AS rcpt, toUInt64(auth_failures) AS auth_failures,
-               toUInt64(deliveries) AS deliveries, toUInt64(delivery_failures) AS delivery_failures,
-               if(minute_mask = 0, toUInt64(active_minutes), toUInt64(bitCount(minute_mask))) AS minutes
-        FROM activity_hourly FINAL
-        WHERE hour >= t7d AND hour < baseline_end
-          AND (entity_kind, entity) IN
-          (
-              SELECT entity_kind, entity FROM active_entities
-              WHERE minute >= {since:DateTime('UTC')} AND minute < t
-          )
-    )
-    GROUP BY entity_kind, entity
-) AS b ON a.entity_kind = b.b_kind AND a.entity = b.b_entity
 LEFT JOIN
 (
     -- What each active user used or mailed for the first time within the last hour: values with a
