@@ -140,7 +140,7 @@ public static class WorldBuilder
                     ? _world.Mailboxes[_random.Next(_world.Mailboxes.Count)]
                     : _v.First[_random.Next(_v.First.Length)] + "." + _v.Last[_random.Next(_v.Last.Length)] + "@" + _v.ExternalDomains[_random.Next(_v.ExternalDomains.Length)])
                 .Distinct().ToArray();
-            var outside = contacts.Where(c => !_world.MailboxSet.Contains(c));
+            var outside = contacts.Where(c => !_world.MailboxSet.Contains(c)).ToArray();
             if (_random.Next(100) < _scenario.Legitimate.StaleAddressBooks)
             {
                 // A stale address book: some correspondents have left and their mailboxes are gone.

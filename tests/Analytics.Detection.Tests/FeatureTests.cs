@@ -18,6 +18,15 @@ public sealed class FeatureTests
     // The path every writer takes: the events and the batch's aggregates (the sink's own encoding).
     private static Task InsertAsync(IClickHouseStore store, IEnumerable<SmtpEvent> events) => EventBatch.InsertAsync(store, events);
 
+    /// <summary>One account's features as of <see cref="T"/>, read as the scorer reads them and as training does.</summary>
+    private static async Task<EntityFeatures[]> BothWaysAsync(IClickHouseStore store, string user)
+    {
+        var reader = new FeatureReader(store);
+        var one = (await reader.ReadAsync(T, T.AddMinutes(-10))).Single(f => f.Entity == EntityRef.User(user));
+        var many = (await reader.ReadManyAsync(T, T, TimeSpan.FromMinutes(10), TimeSpan.FromMinutes(10))).Single(f => f.Entity == EntityRef.User(user));
+        return [one, many];
+    }
+
     private static SmtpEvent E(DateTime at, ulong session, EventKind kind, string ip, string user = "", EventOutcome outcome = EventOutcome.Ok,
         string status = "", string recipient = "", string detail = "", ListenerRole role = ListenerRole.Submission) => new()
     {
@@ -156,10 +165,7 @@ public sealed class FeatureTests
         await InsertAsync(store, [E(T.AddDays(-1).AddHours(-3).AddMinutes(10), 2, EventKind.Auth, Ip, User, status: "2.7.0")]);
         await InsertAsync(store, [E(T.AddMinutes(-5), 3, EventKind.Auth, Ip, User, status: "2.7.0")]);
 
-        var reader = new FeatureReader(store);
-        var one = (await reader.ReadAsync(T, T.AddMinutes(-10))).Single(f => f.Entity == EntityRef.User(User));
-        var many = (await reader.ReadManyAsync(T, T, TimeSpan.FromMinutes(10), TimeSpan.FromMinutes(10))).Single(f => f.Entity == EntityRef.User(User));
-        foreach (var f in new[] { one, many })
+        foreach (var f in await BothWaysAsync(store, User))
         {
             Assert.Equal(1, f["has_baseline"]);
             Assert.Equal(0.5f, f["hour_of_day_share"], 4);
@@ -186,10 +192,7 @@ public sealed class FeatureTests
             """, QueryParameters.Of(("u", User), ("h11", T.AddDays(-1).AddHours(-1)), ("h09", T.AddDays(-1).AddHours(-3))));
         await InsertAsync(store, [E(T.AddMinutes(-5), 3, EventKind.Auth, "127.8.1.2", User, status: "2.7.0")]);
 
-        var reader = new FeatureReader(store);
-        var one = (await reader.ReadAsync(T, T.AddMinutes(-10))).Single(f => f.Entity == EntityRef.User(User));
-        var many = (await reader.ReadManyAsync(T, T, TimeSpan.FromMinutes(10), TimeSpan.FromMinutes(10))).Single(f => f.Entity == EntityRef.User(User));
-        foreach (var f in new[] { one, many })
+        foreach (var f in await BothWaysAsync(store, User))
         {
             Assert.Equal(1, f["has_baseline"]);
             Assert.Equal(0.75f, f["hour_of_day_share"], 4);
