@@ -340,6 +340,52 @@ public sealed class FeatureTests
     }
 
     /// <summary>
+    /// A quiet takeover on a proxy: the owner logs in from home every day; a proxy on another network,
+    /// first used five hours ago, sends a message every half hour. An hour later the proxy is no longer
+    /// new in the hour (new_ip_share_1h 0), but it is still an address and a network the account first
+    /// used within the day, and the day's messages stand above the account's own daily normal.
+    /// </summary>
+    [Fact]
+    public async Task QuietProxy_StaysNewForTheDay_NotJustItsFirstHour()
+    {
+        using var dir = new TempDirectory();
+        await using var store = await OpenAsync(dir);
+        const string Home = "127.77.0.5", Proxy = "127.78.9.9", Owner = "eva@example.org";
+        var events = new List<SmtpEvent>();
+        void Send(DateTime s, ulong id, string ip)
+        {
+            events.Add(E(s, id, EventKind.Ehlo, ip, detail: "[" + ip + "]"));
+            events.Add(E(s.AddSeconds(1), id, EventKind.Auth, ip, Owner, status: "2.7.0") with { Mechanism = "PLAIN", ReplyCode = 235, SecretTag = 5 });
+            events.Add(E(s.AddSeconds(2), id, EventKind.Rcpt, ip, Owner, recipient: "friend@far.example") with { ReplyCode = 250 });
+            events.Add(E(s.AddSeconds(3), id, EventKind.Data, ip, Owner, status: "2.0.0", detail: "recipients=1 queued=q" + id) with { ReplyCode = 250 });
+            events.Add(E(s.AddSeconds(4), id, EventKind.Close, ip, Owner, detail: "quit") with { Size = 5, DurationMs = 4000 });
+        }
+
+        for (var day = 0; day <= 3; day++)
+        {
+            Send(T.AddDays(-day).AddMinutes(-30), 900UL + (ulong)day, Home);
+        }
+
+        for (var i = 0; i < 10; i++)
+        {
+            Send(T.AddHours(-5).AddMinutes(30 * i), 950UL + (ulong)i, Proxy);
+        }
+
+        await InsertAsync(store, events);
+        var owner = (await new FeatureReader(store).ReadAsync(T, T.AddMinutes(-60))).Single(f => f.Entity == new EntityRef(EntityKind.User, Owner));
+
+        Assert.Equal(0, owner["new_ip_share_1h"]);
+        Assert.Equal(2, owner["ips_24h"]);
+        Assert.Equal(0.5f, owner["new_ip_share_24h"], 3);
+        Assert.Equal(1, owner["new_nets_24h"]);
+
+        // 24 h: today's home message and the proxy's ten. Baseline (up to 11:00): days 1-3 and the proxy's
+        // eight before 11:00, over the 72 hours from the start of its first hour to the last hour.
+        var baselinePerDay = 11 / (72 / 24.0);
+        Assert.Equal((float)(11 / (baselinePerDay + 1)), owner["messages_24h_vs_baseline"], 3);
+    }
+
+    /// <summary>
     /// No feature reads anything at or after its scoring time: features as of t computed when the store
     /// holds only the events before t are identical to features as of t computed after the rest of the
     /// run (up to a day later) has been recorded. Checked at several times of a simulated day, for

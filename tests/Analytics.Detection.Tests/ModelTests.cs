@@ -137,6 +137,11 @@ public sealed class ModelTests
         var detected = report.Validation.Detectors[0].Families.Sum(f => f.Detected);
         Assert.True(detected >= 2, output.ToString());
 
+        // Every campaign it missed is named, with its variant and entities, in the report and its text.
+        var missed = report.Validation.Detectors[0].MissedCampaigns;
+        Assert.Equal(report.Validation.Detectors[0].Families.Sum(f => f.Campaigns - f.Detected), missed.Count);
+        Assert.All(missed, m => Assert.Contains("missed: " + m, output.ToString(), StringComparison.Ordinal));
+
         // Same data, same seed: the same model.
         var again = ModelTrainer.Train(rows, labels, options, Path.Combine(dir.Path, "model2"));
         var probe = rows.Take(200).Select(r => r.Features).ToList();

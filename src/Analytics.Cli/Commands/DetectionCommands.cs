@@ -26,7 +26,7 @@ internal static class DetectionCommands
     };
 
     /// <summary>Held at zero in the ablation model: what separates "new" from "known" most bluntly.</summary>
-    public static readonly string[] AblatedFeatures = ["age_hours", "has_baseline", "new_ip_share_1h"];
+    public static readonly string[] AblatedFeatures = ["age_hours", "has_baseline", "new_ip_share_1h", "new_ip_share_24h"];
 
     public static Command Train(CommandContext context)
     {

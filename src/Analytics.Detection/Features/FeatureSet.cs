@@ -66,6 +66,8 @@ public static class FeatureSet
         new("new_nets_1h", "{0:0} networks never used before by the account"),
         new("new_recipient_share_1h", "{0:P0} of recipients never mailed before"),
         new("new_domains_1h", "{0:0} recipient domains never mailed before"),
+        new("new_ip_share_24h", "{0:P0} of its IPs in 24 h were first used by the account within the day"),
+        new("new_nets_24h", "{0:0} networks first used by the account within the last 24 h"),
         new("passwords_1h", "{0:0} distinct passwords tried in 1 h"),
         new("failed_passwords_1h", "{0:0} distinct wrong passwords in 1 h"),
         new("accounts_per_password_1h", "{0:0.#} accounts tried per distinct password in 1 h"),
@@ -86,6 +88,7 @@ public static class FeatureSet
         new("delivery_failures_vs_baseline", "{0:0.#}x its usual failed deliveries a day"),
         new("baseline_delivery_failure_ratio", "{0:P0} of its deliveries failed in its 7-day baseline"),
         new("messages_vs_baseline", "{0:0.#}x its usual hourly messages"),
+        new("messages_24h_vs_baseline", "{0:0.#}x its usual messages a day (24 h)"),
         new("rcpt_vs_baseline", "{0:0.#}x its usual hourly recipients"),
         new("hour_of_day_share", "{0:P0} of its usual activity falls in this hour of day"),
         new("has_baseline", "has at least a day of history"),
@@ -199,6 +202,11 @@ public static class FeatureSet
         Set("new_recipient_share_1h", r[Raw.Recipients1h] > 0 ? Math.Min(1, r[Raw.NewRecipients1h] / r[Raw.Recipients1h]) : 0);
         Set("new_domains_1h", r[Raw.NewDomains1h]);
 
+        // What lasts of a takeover beyond the hour its address is new in: a quiet bot on a proxy keeps
+        // logging in from addresses and networks the account first used today, day after day.
+        Set("new_ip_share_24h", r[Raw.Ips24h] > 0 ? Math.Min(1, r[Raw.NewIps24h] / r[Raw.Ips24h]) : 0);
+        Set("new_nets_24h", r[Raw.NewNets24h]);
+
         Set("passwords_1h", r[Raw.Passwords1h]);
         Set("failed_passwords_1h", r[Raw.FailedPasswords1h]);
         Set("accounts_per_password_1h", r[Raw.Passwords1h] > 0 ? r[Raw.UsersTried1h] / r[Raw.Passwords1h] : 0);
@@ -229,6 +237,7 @@ public static class FeatureSet
         Set("delivery_failures_vs_baseline", r[Raw.DeliveryFailures24h] / ((hasBaseline ? r[Raw.BaselineDeliveryFailures] / baselineDays : 0) + 1));
         Set("baseline_delivery_failure_ratio", hasBaseline ? Ratio(r[Raw.BaselineDeliveryFailures], r[Raw.BaselineDeliveries]) : 0);
         Set("messages_vs_baseline", r[Raw.Messages1h] / (r[Raw.BaselineMessages] / baselineHours + 1));
+        Set("messages_24h_vs_baseline", r[Raw.Messages24h] / ((hasBaseline ? r[Raw.BaselineMessages] / baselineDays : 0) + 1));
         Set("rcpt_vs_baseline", r[Raw.Rcpt1h] / (r[Raw.BaselineRcpt] / baselineHours + 1));
         Set("hour_of_day_share", hasBaseline ? Ratio(r[Raw.BaselineMinutesThisHour], r[Raw.BaselineActiveMinutes]) : 0);
         Set("has_baseline", hasBaseline ? 1 : 0);
@@ -302,6 +311,8 @@ public static class FeatureSet
         public const int BaselineAuthFailures = 55;
         public const int BaselineDeliveries = 56;
         public const int BaselineDeliveryFailures = 57;
+        public const int NewIps24h = 58;
+        public const int NewNets24h = 59;
 
         public static IReadOnlyList<string> Names { get; } =
         [
@@ -363,6 +374,8 @@ public static class FeatureSet
             "baseline_auth_failures",
             "baseline_deliveries",
             "baseline_delivery_failures",
+            "new_ips_24h",
+            "new_nets_24h",
         ];
 
         public static int Count => Names.Count;

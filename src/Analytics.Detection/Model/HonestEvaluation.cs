@@ -43,6 +43,9 @@ public sealed record DetectorReport(
 {
     /// <summary>The first benign alert episodes (up to 20): which legitimate entity, when, as what.</summary>
     public IReadOnlyList<string> BenignExamples { get; init; } = [];
+
+    /// <summary>The campaigns it never alerted on while they were scored: which, what variant, through which entities.</summary>
+    public IReadOnlyList<string> MissedCampaigns { get; init; } = [];
 }
 
 /// <summary>What the fast path did to one population's sessions (from the throttle events recorded).</summary>
@@ -171,6 +174,7 @@ public static class HonestEvaluator
         }
 
         var families = new List<FamilyRecall>();
+        var missed = new List<string>();
         foreach (var family in ThreatClasses.Malicious)
         {
             var campaigns = labels.Campaigns.Where(c => c.Family == family && scoredCampaigns.Contains(c.Id)).ToList();
@@ -182,6 +186,8 @@ public static class HonestEvaluator
             double? Minutes(CampaignInfo c) =>
                 detectedAt.TryGetValue(c.Id, out var at) && firstEvents.TryGetValue(c.Id, out var first) ? Math.Max(0, (at - first).TotalMinutes) : null;
             var hits = campaigns.Select(c => detectedAt.ContainsKey(c.Id)).ToArray();
+            missed.AddRange(campaigns.Where(c => !detectedAt.ContainsKey(c.Id))
+                .Select(c => string.Create(CultureInfo.InvariantCulture, $"{c.Id} ({c.Variant}, {c.From:yyyy-MM-dd HH:mm} to {c.To:yyyy-MM-dd HH:mm}): {string.Join(", ", c.Entities.Take(5))}{(c.Entities.Count > 5 ? ", …" : "")}")));
             var (low, high) = Bootstrap(hits, seed);
             var minutes = campaigns.Select(Minutes).Where(m => m is not null).Select(m => m!.Value).Order().ToList();
             var variants = campaigns.GroupBy(c => c.Variant, StringComparer.Ordinal).OrderBy(g => g.Key, StringComparer.Ordinal)
@@ -207,7 +213,7 @@ public static class HonestEvaluator
         }).ToList();
         var totalDays = populations.Sum(p => p.EntityDays);
         var totalAlerts = populations.Sum(p => p.Alerts);
-        return new DetectorReport(detector, description, families, totalAlerts, totalDays, Per10k(totalAlerts, totalDays), populations) { BenignExamples = examples };
+        return new DetectorReport(detector, description, families, totalAlerts, totalDays, Per10k(totalAlerts, totalDays), populations) { BenignExamples = examples, MissedCampaigns = missed };
     }
 
     /// <summary>Row-level precision and recall per class, for the model's flags on the rows.</summary>
@@ -335,6 +341,11 @@ public static class HonestEvaluator
             {
                 o.WriteLine($"  {(v.HeldOut ? "* " : "  ") + v.Variant,-24}{f.Family,-13}{v.Detected,4}/{v.Campaigns,-5}  ttd med {M(v.MedianMinutesToDetect)}");
             }
+        }
+
+        foreach (var m in model.MissedCampaigns)
+        {
+            o.WriteLine($"    missed: {m}");
         }
 
         o.WriteLine();

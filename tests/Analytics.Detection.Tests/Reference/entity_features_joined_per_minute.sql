@@ -15,6 +15,7 @@ WITH
     t - INTERVAL 1 HOUR AS t1h,
     toStartOfHour(t) AS this_hour,
     this_hour - INTERVAL 23 HOUR AS t24h,
+    t - INTERVAL 1 DAY AS t1d,
     toStartOfHour(t1h) AS baseline_end,
     this_hour - INTERVAL 7 DAY AS t7d
 SELECT
@@ -84,7 +85,9 @@ SELECT
     any(n.new_ips) AS new_ips_1h,
     any(n.new_nets) AS new_nets_1h,
     any(n.new_recipients) AS new_recipients_1h,
-    any(n.new_domains) AS new_domains_1h
+    any(n.new_domains) AS new_domains_1h,
+    any(n24.new_ips_24h) AS new_ips_24h,
+    any(n24.new_nets_24h) AS new_nets_24h
 FROM
 (
     SELECT
@@ -204,4 +207,18 @@ LEFT JOIN
     )
     GROUP BY user
 ) AS n ON a.entity = n.user
+LEFT JOIN
+(
+    -- Addresses and networks each user first logged in from within the last 24 hours (to the minute).
+    SELECT user, countIf(seen_kind = 'ip') AS new_ips_24h, countIf(seen_kind = 'net') AS new_nets_24h
+    FROM
+    (
+        SELECT user, seen_kind, value, min(first_seen) AS first
+        FROM first_seen
+        WHERE seen_kind IN ('ip', 'net')
+        GROUP BY user, seen_kind, value
+    )
+    WHERE first >= t1d AND first < t
+    GROUP BY user
+) AS n24 ON a.entity = n24.user
 GROUP BY entity_kind, entity
