@@ -48,7 +48,24 @@ public sealed class ModelTests
 
         v[FeatureSet.Index("is_user")] = 0;
         v[FeatureSet.Index("is_ip")] = 1;
-        Assert.True(Evidence.Enough(ThreatClass.BruteForce, v)); // an address is judged by what it tried
+        v[FeatureSet.Index("users_tried_1h")] = 5;
+        Assert.True(Evidence.Enough(ThreatClass.BruteForce, v)); // an address is judged by what it tried: here five accounts
+    }
+
+    [Theory]
+    [InlineData(1f, 6f, 1f, 0f, false)] // an office's NAT address in the evening: its one stale phone, the same wrong password
+    [InlineData(1f, 1f, 1f, 6f, true)] // a slow spray: one account an hour, its day still counts
+    [InlineData(3f, 6f, 1f, 0f, true)] // one password sprayed over accounts
+    [InlineData(1f, 6f, 3f, 0f, true)] // guessing one account's password
+    public void Evidence_AddressRetryingOneAccountsStalePassword_IsAStaleClient(float users, float failures, float wrongPasswords, float failures24h, bool enough)
+    {
+        var v = new float[FeatureSet.Count];
+        v[FeatureSet.Index("is_ip")] = 1;
+        v[FeatureSet.Index("users_tried_1h")] = users;
+        v[FeatureSet.Index("auth_failures_1h")] = failures;
+        v[FeatureSet.Index("failed_passwords_1h")] = wrongPasswords;
+        v[FeatureSet.Index("auth_failures_24h")] = failures24h;
+        Assert.Equal(enough, Evidence.Enough(ThreatClass.BruteForce, v));
     }
 
     [Fact]

@@ -89,14 +89,18 @@ public static class Evidence
     public const int AddressRecipients1h = 20;
 
     /// <summary>
-    /// An account whose failed logins in the hour all tried one and the same wrong password: a phone or
-    /// a mail client retrying a stale password, not a guesser (the fast path lets such retries count
-    /// nowhere for the same reason). Guessing tries many passwords; stuffing and spraying try one per
-    /// account, and are seen on their addresses and networks, where many accounts are tried. Unknown
-    /// password tags (0 distinct: a server that shows none) leave the rule out.
+    /// A phone or a mail client retrying a stale password, not a guesser (the fast path lets such retries
+    /// count nowhere for the same reason): an account whose failed logins in the hour all tried one and the
+    /// same wrong password; or an address (a network) whose every login in the hour was for one account
+    /// and failed at least twice with one and the same wrong password, as a stale phone behind an office's
+    /// NAT address does in the evening, when the office's other users have gone home. Guessing tries many
+    /// passwords; stuffing and spraying try one per account, across accounts (an address spraying one
+    /// account an hour fails once in it, and its day still counts). Unknown password tags (0 distinct: a
+    /// server that shows none) leave the rule out.
     /// </summary>
     public static bool StaleClient(float[] v) =>
-        v[FeatureSet.Index("is_user")] == 1 && v[FeatureSet.Index("failed_passwords_1h")] == 1;
+        v[FeatureSet.Index("failed_passwords_1h")] == 1
+        && (v[FeatureSet.Index("is_user")] == 1 || (v[FeatureSet.Index("users_tried_1h")] == 1 && v[FeatureSet.Index("auth_failures_1h")] >= 2));
 
     public static bool Enough(ThreatClass cls, float[] v) => cls switch
     {
