@@ -81,9 +81,13 @@ internal sealed class BatchAggregates
     // objects per batch, and the full collections they caused cost more than the encoding itself.
     private readonly List<NativeColumn> _columns = [];
     private int _columnsUsed;
-    private readonly Dictionary<(byte Kind, string Entity, uint Hour), Hour> _hours = [];
     private readonly List<Hour> _hourPool = [];
     private int _hoursUsed;
+
+    // The minute rows in the tables' sort key order (see SortedRows); stale once a row is added.
+    private MinuteRow[] _sorted = [];
+    private int _sortedCount = -1;
+    private readonly List<(byte Kind, string Entity, uint Hour)> _hourKeys = [];
 
     private NativeColumn Column()
     {
@@ -117,6 +121,7 @@ internal sealed class BatchAggregates
         _ipEntities.Clear();
         _netEntities.Clear();
         _pooled = 0;
+        _sortedCount = -1;
         _lastIpRow = _lastNetRow = _lastUserRow = null;
     }
 
@@ -276,6 +281,7 @@ internal sealed class BatchAggregates
 
             slot = _pool[_pooled++];
             slot.Clear();
+            _sortedCount = -1;
         }
 
         return slot!;
@@ -413,7 +419,10 @@ internal sealed class BatchAggregates
             State(states[8], a.FailedPasswords);
         }
 
-        ForEachRow(Row);
+        foreach (var r in SortedRows())
+        {
+            Row(r.Kind, r.Entity, r.Minute, r.Row);
+        }
 
         NativeColumn.WriteBlockHeader(output, 3 + Counters.Length + States.Length, rows);
         NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
@@ -440,54 +449,61 @@ internal sealed class BatchAggregates
     public void WriteHourly(IBufferWriter<byte> output)
     {
         _columnsUsed = 0;
-        var hours = _hours;
-        hours.Clear();
         _hoursUsed = 0;
-        void Roll(byte kind, string entity, uint minute, Activity a)
+        var hours = _hourKeys;
+        hours.Clear();
+
+        // The minute rows come sorted by (kind, entity, minute): an entity's minutes of one hour are
+        // adjacent, so each hour row is a run of them, and the hour rows come out in the table's order.
+        var last = default(MinuteRow);
+        Hour? cur = null;
+        foreach (var r in SortedRows())
         {
-            // A minute with delivery attempts only is not one the client was active in.
-            var active = a.Events > 0;
-            ref var slot = ref CollectionsMarshal.GetValueRefOrAddDefault(hours, (kind, entity, minute - minute % 3600), out var exists);
-            if (!exists)
+            var hourStart = r.Minute - r.Minute % 3600;
+            if (cur is null || r.Kind != last.Kind || hourStart != last.Minute - last.Minute % 3600 || !string.Equals(r.Entity, last.Entity, StringComparison.Ordinal))
             {
                 if (_hoursUsed == _hourPool.Count)
                 {
                     _hourPool.Add(new Hour());
                 }
 
-                slot = _hourPool[_hoursUsed++];
-                slot.Clear();
+                cur = _hourPool[_hoursUsed++];
+                cur.Clear();
+                hours.Add((r.Kind, r.Entity, hourStart));
             }
 
-            var h = slot!;
+            last = r;
+            var a = r.Row;
+            var minute = r.Minute;
 
-            h.Events += a.Events;
-            h.ActiveMinutes += active ? 1UL : 0UL;
-            h.MinuteMask |= active ? 1UL << (int)(minute % 3600 / 60) : 0UL;
-            h.AuthAttempts += a.AuthAttempts;
-            h.AuthFailures += a.AuthFailures;
-            h.Rcpt += a.Rcpt;
-            h.RcptUnknown += a.RcptUnknown;
-            h.Messages += a.Messages;
-            h.Deliveries += a.Deliveries;
-            h.DeliveryFailures += a.DeliveryFailures;
+            // A minute with delivery attempts only is not one the client was active in.
+            var active = a.Events > 0;
+            cur.Events += a.Events;
+            cur.ActiveMinutes += active ? 1UL : 0UL;
+            cur.MinuteMask |= active ? 1UL << (int)(minute % 3600 / 60) : 0UL;
+            cur.AuthAttempts += a.AuthAttempts;
+            cur.AuthFailures += a.AuthFailures;
+            cur.Rcpt += a.Rcpt;
+            cur.RcptUnknown += a.RcptUnknown;
+            cur.Messages += a.Messages;
+            cur.Deliveries += a.Deliveries;
+            cur.DeliveryFailures += a.DeliveryFailures;
             foreach (var v in a.UsersTried)
             {
-                h.UsersTried.Add(v);
+                cur.UsersTried.Add(v);
             }
 
             foreach (var v in a.Ips)
             {
-                h.Ips.Add(v);
+                cur.Ips.Add(v);
             }
 
             foreach (var v in a.Recipients)
             {
-                h.Recipients.Add(v);
+                cur.Recipients.Add(v);
             }
         }
 
-        ForEachRow(Roll);
         var rows = hours.Count;
         var kind = Column();
         var entity = Column();
@@ -502,8 +518,10 @@ internal sealed class BatchAggregates
         var users = Column();
         var ips = Column();
         var recipients = Column();
-        foreach (var ((k, e, at), h) in hours)
+        for (var i = 0; i < rows; i++)
         {
+            var (k, e, at) = hours[i];
+            var h = _hourPool[i];
             kind.Byte(k);
             entity.String(e);
             hour.UInt32(at);
@@ -549,40 +567,98 @@ internal sealed class BatchAggregates
         var minute = Column();
         var kind = Column();
         var entity = Column();
-        ForEachRow((k, e, at, a) =>
+        foreach (var r in SortedRows())
         {
-            if (a.Events == 0)
+            if (r.Row.Events == 0)
             {
-                return;
+                continue;
             }
 
-            minute.UInt32(at);
-            kind.Byte(k);
-            entity.String(e);
+            minute.UInt32(r.Minute);
+            kind.Byte(r.Kind);
+            entity.String(r.Entity);
             rows++;
-        });
+        }
         NativeColumn.WriteBlockHeader(output, 3, rows);
         NativeColumn.WriteColumn(output, "minute", "DateTime('UTC')", minute.Written);
         NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
         NativeColumn.WriteColumn(output, "entity", "String", entity.Written);
     }
 
-    // Every minute row with its entity as the tables name it.
-    private void ForEachRow(Action<byte, string, uint, Activity> row)
+    /// <summary>
+    /// Every minute row with its entity as the tables name it, sorted as activity's ORDER BY (entity_kind,
+    /// entity, minute). A block that comes sorted is written as it is; an unsorted one the engine sorts
+    /// and permutes, column by column, before writing the part, which cost more than the rest of the
+    /// insert (measured: activity 1,354 vs 804 ns per event, activity_hourly 626 vs 410, at 250,000
+    /// events a batch). Ordinal order of the names is their UTF-8 byte order (ClickHouse's) for all but
+    /// surrogate pairs against U+E000..U+FFFF: such a block is still correct, only sorted by the engine.
+    /// </summary>
+    private ReadOnlySpan<MinuteRow> SortedRows()
     {
+        if (_sortedCount >= 0)
+        {
+            return _sorted.AsSpan(0, _sortedCount);
+        }
+
+        var count = ActivityRows;
+        if (_sorted.Length < count)
+        {
+            _sorted = new MinuteRow[Math.Max(count, 2 * _sorted.Length)];
+        }
+
+        var n = 0;
         foreach (var ((user, at), a) in _users)
         {
-            row(1, user, at, a);
+            _sorted[n++] = new MinuteRow(1, user, at, a, Prefix(user));
         }
 
         foreach (var ((ip, at), a) in _ips)
         {
-            row(2, a.Name ??= IpEntity(ip), at, a);
+            a.Name ??= IpEntity(ip);
+            _sorted[n++] = new MinuteRow(2, a.Name, at, a, Prefix(a.Name));
         }
 
         foreach (var ((net, at), a) in _nets)
         {
-            row(3, a.Name ??= NetEntity(net), at, a);
+            a.Name ??= NetEntity(net);
+            _sorted[n++] = new MinuteRow(3, a.Name, at, a, Prefix(a.Name));
+        }
+
+        // Each kind's rows are already together and the kinds in order: sort within each.
+        var rows = _sorted.AsSpan(0, n);
+        rows[.._users.Count].Sort(default(ByEntityAndMinute));
+        rows.Slice(_users.Count, _ips.Count).Sort(default(ByEntityAndMinute));
+        rows[(_users.Count + _ips.Count)..].Sort(default(ByEntityAndMinute));
+        _sortedCount = n;
+        return rows;
+    }
+
+    // The first 8 UTF-16 units of a name, the first in the high bits: ordered as the names' ordinal
+    // order up to their 8th unit, so most comparisons while sorting read no string.
+    private static UInt128 Prefix(string name)
+    {
+        UInt128 prefix = 0;
+        for (var i = 0; i < 8; i++)
+        {
+            prefix = (prefix << 16) | (i < name.Length ? name[i] : 0u);
+        }
+
+        return prefix;
+    }
+
+    private readonly record struct MinuteRow(byte Kind, string Entity, uint Minute, Activity Row, UInt128 Prefix);
+
+    private readonly struct ByEntityAndMinute : IComparer<MinuteRow>
+    {
+        public int Compare(MinuteRow x, MinuteRow y)
+        {
+            var byEntity = x.Prefix.CompareTo(y.Prefix);
+            if (byEntity == 0 && !ReferenceEquals(x.Entity, y.Entity))
+            {
+                byEntity = string.CompareOrdinal(x.Entity, y.Entity);
+            }
+
+            return byEntity != 0 ? byEntity : x.Minute.CompareTo(y.Minute);
         }
     }
 
