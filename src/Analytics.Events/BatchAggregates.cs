@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Analytics.Events;
@@ -669,7 +671,7 @@ internal sealed class BatchAggregates
     private string IpEntity(UInt128 ip)
     {
         ref var name = ref CollectionsMarshal.GetValueRefOrAddDefault(_ipEntities, ip, out var exists);
-        return exists ? name! : name = IpText.WithoutMappedPrefix(Text(ip));
+        return exists ? name! : name = IpText.IsIPv4Mapped(ip) ? IpText.Dotted((uint)ip) : IpText.WithoutMappedPrefix(Text(ip));
     }
 
     private string NetEntity(UInt128 net)
@@ -898,10 +900,17 @@ internal enum SessionFlags : byte
     Tls = 16,
 }
 
-/// <summary>A set that stays a short array while small (most per-minute sets hold one to a few values).</summary>
+/// <summary>
+/// A set that keeps its first few values inside itself, then a short array, then a hash set (most
+/// per-minute sets hold one to a few values). Kept inline, a row's sets sit in the row's own memory:
+/// the sink walks tens of thousands of rows a batch, and a separate array per set was a cache miss
+/// per set, on every event added and again on every row written.
+/// </summary>
 internal struct SmallSet<T> where T : IEquatable<T>
 {
-    private const int ArrayLimit = 8;
+    private const int InlineLimit = 4;
+    private const int ArrayLimit = 16;
+    private Inline _inline;
     private T[]? _items;
     private int _count;
     private HashSet<T>? _set;
@@ -916,13 +925,16 @@ internal struct SmallSet<T> where T : IEquatable<T>
             return;
         }
 
-        _items ??= new T[2];
-        for (var i = 0; i < _count; i++)
+        var values = _count <= InlineLimit ? ((Span<T>)_inline)[.._count] : _items.AsSpan(0, _count);
+        if (values.Contains(value))
         {
-            if (_items[i].Equals(value))
-            {
-                return;
-            }
+            return;
+        }
+
+        if (_count < InlineLimit)
+        {
+            _inline[_count++] = value;
+            return;
         }
 
         if (_count == ArrayLimit)
@@ -931,9 +943,18 @@ internal struct SmallSet<T> where T : IEquatable<T>
             return;
         }
 
-        if (_count == _items.Length)
+        if (_count == InlineLimit)
         {
-            Array.Resize(ref _items, _count * 2);
+            if (_items is null || _items.Length < 2 * InlineLimit)
+            {
+                _items = new T[2 * InlineLimit];
+            }
+
+            ((ReadOnlySpan<T>)_inline).CopyTo(_items);
+        }
+        else if (_count == _items!.Length)
+        {
+            Array.Resize(ref _items, Math.Min(ArrayLimit, _count * 2));
         }
 
         _items[_count++] = value;
@@ -945,21 +966,29 @@ internal struct SmallSet<T> where T : IEquatable<T>
         _set = null;
     }
 
-    public readonly Enumerator GetEnumerator() => new(_items, _count, _set);
+    public readonly Enumerator GetEnumerator() => new(_inline, _items, _count, _set);
 
-    /// <summary>The values, when the set is still a short array.</summary>
+    /// <summary>The values, when the set is still short (inline or an array).</summary>
+    [UnscopedRef]
     public readonly bool TryGetSmall(out ReadOnlySpan<T> values)
     {
-        values = _set is null ? _items.AsSpan(0, _count) : default;
+        values = _set is not null ? default : _count <= InlineLimit ? ((ReadOnlySpan<T>)_inline)[.._count] : _items.AsSpan(0, _count);
         return _set is null;
     }
 
-    public struct Enumerator(T[]? items, int count, HashSet<T>? set)
+    [InlineArray(InlineLimit)]
+    internal struct Inline
+    {
+        private T _first;
+    }
+
+    public struct Enumerator(Inline inline, T[]? items, int count, HashSet<T>? set)
     {
         private HashSet<T>.Enumerator _setEnumerator = set?.GetEnumerator() ?? default;
+        private Inline _inline = inline;
         private int _index = -1;
 
-        public readonly T Current => set is not null ? _setEnumerator.Current : items![_index];
+        public readonly T Current => set is not null ? _setEnumerator.Current : count <= InlineLimit ? _inline[_index] : items![_index];
 
         public bool MoveNext() => set is not null ? _setEnumerator.MoveNext() : ++_index < count;
     }
