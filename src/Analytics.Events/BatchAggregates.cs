@@ -88,6 +88,8 @@ internal sealed class BatchAggregates
 
     // The minute rows in the tables' sort key order (see SortedRows); stale once a row is added.
     private MinuteRow[] _sorted = [];
+    private MinuteRow[] _unsorted = [];
+    private RowKey[] _rowKeys = [];
     private int _sortedCount = -1;
     private readonly List<(byte Kind, string Entity, uint Hour)> _hourKeys = [];
 
@@ -606,61 +608,63 @@ internal sealed class BatchAggregates
         if (_sorted.Length < count)
         {
             _sorted = new MinuteRow[Math.Max(count, 2 * _sorted.Length)];
+            _unsorted = new MinuteRow[_sorted.Length];
+            _rowKeys = new RowKey[_sorted.Length];
         }
 
         var n = 0;
         foreach (var ((user, at), a) in _users)
         {
-            _sorted[n++] = new MinuteRow(1, user, at, a, Prefix(user));
+            _rowKeys[n] = new RowKey(Prefix8(user), at, n);
+            _unsorted[n++] = new MinuteRow(1, user, at, a);
         }
 
         foreach (var ((ip, at), a) in _ips)
         {
             a.Name ??= IpEntity(ip);
-            _sorted[n++] = new MinuteRow(2, a.Name, at, a, Prefix(a.Name));
+            _rowKeys[n] = new RowKey(Prefix8(a.Name), at, n);
+            _unsorted[n++] = new MinuteRow(2, a.Name, at, a);
         }
 
         foreach (var ((net, at), a) in _nets)
         {
             a.Name ??= NetEntity(net);
-            _sorted[n++] = new MinuteRow(3, a.Name, at, a, Prefix(a.Name));
+            _rowKeys[n] = new RowKey(Prefix8(a.Name), at, n);
+            _unsorted[n++] = new MinuteRow(3, a.Name, at, a);
         }
 
-        // Each kind's rows are already together and the kinds in order: sort within each.
-        var rows = _sorted.AsSpan(0, n);
-        rows[.._users.Count].Sort(default(ByEntityAndMinute));
-        rows.Slice(_users.Count, _ips.Count).Sort(default(ByEntityAndMinute));
-        rows[(_users.Count + _ips.Count)..].Sort(default(ByEntityAndMinute));
+        // Each kind's rows are already together and the kinds in order: sort within each. Small keys
+        // are sorted (most comparisons end on the prefixes), then the rows gathered in their order.
+        var keys = _rowKeys.AsSpan(0, n);
+        var byEntity = new ByEntityAndMinute(_unsorted);
+        keys[.._users.Count].Sort(byEntity);
+        keys.Slice(_users.Count, _ips.Count).Sort(byEntity);
+        keys[(_users.Count + _ips.Count)..].Sort(byEntity);
+        for (var i = 0; i < n; i++)
+        {
+            _sorted[i] = _unsorted[keys[i].Index];
+        }
+
         _sortedCount = n;
-        return rows;
+        return _sorted.AsSpan(0, n);
     }
 
-    // The first 8 UTF-16 units of a name, the first in the high bits: ordered as the names' ordinal
-    // order up to their 8th unit, so most comparisons while sorting read no string.
-    private static UInt128 Prefix(string name)
+    private readonly record struct MinuteRow(byte Kind, string Entity, uint Minute, Activity Row);
+
+    private readonly record struct RowKey(ulong Prefix, uint Minute, int Index);
+
+    private readonly struct ByEntityAndMinute(MinuteRow[] rows) : IComparer<RowKey>
     {
-        UInt128 prefix = 0;
-        for (var i = 0; i < 8; i++)
+        public int Compare(RowKey x, RowKey y)
         {
-            prefix = (prefix << 16) | (i < name.Length ? name[i] : 0u);
-        }
-
-        return prefix;
-    }
-
-    private readonly record struct MinuteRow(byte Kind, string Entity, uint Minute, Activity Row, UInt128 Prefix);
-
-    private readonly struct ByEntityAndMinute : IComparer<MinuteRow>
-    {
-        public int Compare(MinuteRow x, MinuteRow y)
-        {
-            var byEntity = x.Prefix.CompareTo(y.Prefix);
-            if (byEntity == 0 && !ReferenceEquals(x.Entity, y.Entity))
+            var c = x.Prefix.CompareTo(y.Prefix);
+            if (c == 0)
             {
-                byEntity = string.CompareOrdinal(x.Entity, y.Entity);
+                var (xe, ye) = (rows[x.Index].Entity, rows[y.Index].Entity);
+                c = ReferenceEquals(xe, ye) ? 0 : string.CompareOrdinal(xe, ye);
             }
 
-            return byEntity != 0 ? byEntity : x.Minute.CompareTo(y.Minute);
+            return c != 0 ? c : x.Minute.CompareTo(y.Minute);
         }
     }
 
@@ -709,6 +713,7 @@ internal sealed class BatchAggregates
         var value = Column();
         var first = Column();
         var last = Column();
+
         foreach (var ((u, k, address), seen) in _seenAddresses)
         {
             user.String(u);
@@ -736,6 +741,26 @@ internal sealed class BatchAggregates
     }
 
     private readonly record struct Seen(long First, long Last, int Count);
+
+    /// <summary>
+    /// A name's first 8 UTF-16 units as one byte each, the first in the high byte: ordered as the names'
+    /// ordinal order wherever two prefixes differ. A unit past ASCII and all after it count as 0xFF (two
+    /// names alike up to there compare equal here, and by their text), a name shorter than 8 is padded
+    /// with 0 (a tie, then the text decides).
+    /// </summary>
+    private static ulong Prefix8(string name)
+    {
+        ulong prefix = 0;
+        var wide = false;
+        for (var i = 0; i < 8; i++)
+        {
+            var c = i < name.Length ? name[i] : '\0';
+            wide |= c > 0x7f;
+            prefix = (prefix << 8) | (wide ? 0xffUL : c);
+        }
+
+        return prefix;
+    }
 
     /// <summary>One activity row in the making.</summary>
     private sealed class Activity
