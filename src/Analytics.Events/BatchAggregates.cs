@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Analytics.Events;
@@ -81,9 +83,15 @@ internal sealed class BatchAggregates
     // objects per batch, and the full collections they caused cost more than the encoding itself.
     private readonly List<NativeColumn> _columns = [];
     private int _columnsUsed;
-    private readonly Dictionary<(byte Kind, string Entity, uint Hour), Hour> _hours = [];
     private readonly List<Hour> _hourPool = [];
     private int _hoursUsed;
+
+    // The minute rows in the tables' sort key order (see SortedRows); stale once a row is added.
+    private MinuteRow[] _sorted = [];
+    private MinuteRow[] _unsorted = [];
+    private RowKey[] _rowKeys = [];
+    private int _sortedCount = -1;
+    private readonly List<(byte Kind, string Entity, uint Hour)> _hourKeys = [];
 
     private NativeColumn Column()
     {
@@ -117,6 +125,7 @@ internal sealed class BatchAggregates
         _ipEntities.Clear();
         _netEntities.Clear();
         _pooled = 0;
+        _sortedCount = -1;
         _lastIpRow = _lastNetRow = _lastUserRow = null;
     }
 
@@ -276,6 +285,7 @@ internal sealed class BatchAggregates
 
             slot = _pool[_pooled++];
             slot.Clear();
+            _sortedCount = -1;
         }
 
         return slot!;
@@ -413,7 +423,10 @@ internal sealed class BatchAggregates
             State(states[8], a.FailedPasswords);
         }
 
-        ForEachRow(Row);
+        foreach (var r in SortedRows())
+        {
+            Row(r.Kind, r.Entity, r.Minute, r.Row);
+        }
 
         NativeColumn.WriteBlockHeader(output, 3 + Counters.Length + States.Length, rows);
         NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
@@ -440,54 +453,61 @@ internal sealed class BatchAggregates
     public void WriteHourly(IBufferWriter<byte> output)
     {
         _columnsUsed = 0;
-        var hours = _hours;
-        hours.Clear();
         _hoursUsed = 0;
-        void Roll(byte kind, string entity, uint minute, Activity a)
+        var hours = _hourKeys;
+        hours.Clear();
+
+        // The minute rows come sorted by (kind, entity, minute): an entity's minutes of one hour are
+        // adjacent, so each hour row is a run of them, and the hour rows come out in the table's order.
+        var last = default(MinuteRow);
+        Hour? cur = null;
+        foreach (var r in SortedRows())
         {
-            // A minute with delivery attempts only is not one the client was active in.
-            var active = a.Events > 0;
-            ref var slot = ref CollectionsMarshal.GetValueRefOrAddDefault(hours, (kind, entity, minute - minute % 3600), out var exists);
-            if (!exists)
+            var hourStart = r.Minute - r.Minute % 3600;
+            if (cur is null || r.Kind != last.Kind || hourStart != last.Minute - last.Minute % 3600 || !string.Equals(r.Entity, last.Entity, StringComparison.Ordinal))
             {
                 if (_hoursUsed == _hourPool.Count)
                 {
                     _hourPool.Add(new Hour());
                 }
 
-                slot = _hourPool[_hoursUsed++];
-                slot.Clear();
+                cur = _hourPool[_hoursUsed++];
+                cur.Clear();
+                hours.Add((r.Kind, r.Entity, hourStart));
             }
 
-            var h = slot!;
+            last = r;
+            var a = r.Row;
+            var minute = r.Minute;
 
-            h.Events += a.Events;
-            h.ActiveMinutes += active ? 1UL : 0UL;
-            h.MinuteMask |= active ? 1UL << (int)(minute % 3600 / 60) : 0UL;
-            h.AuthAttempts += a.AuthAttempts;
-            h.AuthFailures += a.AuthFailures;
-            h.Rcpt += a.Rcpt;
-            h.RcptUnknown += a.RcptUnknown;
-            h.Messages += a.Messages;
-            h.Deliveries += a.Deliveries;
-            h.DeliveryFailures += a.DeliveryFailures;
+            // A minute with delivery attempts only is not one the client was active in.
+            var active = a.Events > 0;
+            cur.Events += a.Events;
+            cur.ActiveMinutes += active ? 1UL : 0UL;
+            cur.MinuteMask |= active ? 1UL << (int)(minute % 3600 / 60) : 0UL;
+            cur.AuthAttempts += a.AuthAttempts;
+            cur.AuthFailures += a.AuthFailures;
+            cur.Rcpt += a.Rcpt;
+            cur.RcptUnknown += a.RcptUnknown;
+            cur.Messages += a.Messages;
+            cur.Deliveries += a.Deliveries;
+            cur.DeliveryFailures += a.DeliveryFailures;
             foreach (var v in a.UsersTried)
             {
-                h.UsersTried.Add(v);
+                cur.UsersTried.Add(v);
             }
 
             foreach (var v in a.Ips)
             {
-                h.Ips.Add(v);
+                cur.Ips.Add(v);
             }
 
             foreach (var v in a.Recipients)
             {
-                h.Recipients.Add(v);
+                cur.Recipients.Add(v);
             }
         }
 
-        ForEachRow(Roll);
         var rows = hours.Count;
         var kind = Column();
         var entity = Column();
@@ -502,8 +522,10 @@ internal sealed class BatchAggregates
         var users = Column();
         var ips = Column();
         var recipients = Column();
-        foreach (var ((k, e, at), h) in hours)
+        for (var i = 0; i < rows; i++)
         {
+            var (k, e, at) = hours[i];
+            var h = _hourPool[i];
             kind.Byte(k);
             entity.String(e);
             hour.UInt32(at);
@@ -549,40 +571,100 @@ internal sealed class BatchAggregates
         var minute = Column();
         var kind = Column();
         var entity = Column();
-        ForEachRow((k, e, at, a) =>
+        foreach (var r in SortedRows())
         {
-            if (a.Events == 0)
+            if (r.Row.Events == 0)
             {
-                return;
+                continue;
             }
 
-            minute.UInt32(at);
-            kind.Byte(k);
-            entity.String(e);
+            minute.UInt32(r.Minute);
+            kind.Byte(r.Kind);
+            entity.String(r.Entity);
             rows++;
-        });
+        }
         NativeColumn.WriteBlockHeader(output, 3, rows);
         NativeColumn.WriteColumn(output, "minute", "DateTime('UTC')", minute.Written);
         NativeColumn.WriteColumn(output, "entity_kind", EntityKindType, kind.Written);
         NativeColumn.WriteColumn(output, "entity", "String", entity.Written);
     }
 
-    // Every minute row with its entity as the tables name it.
-    private void ForEachRow(Action<byte, string, uint, Activity> row)
+    /// <summary>
+    /// Every minute row with its entity as the tables name it, sorted as activity's ORDER BY (entity_kind,
+    /// entity, minute). A block that comes sorted is written as it is; an unsorted one the engine sorts
+    /// and permutes, column by column, before writing the part, which cost more than the rest of the
+    /// insert (measured: activity 1,354 vs 804 ns per event, activity_hourly 626 vs 410, at 250,000
+    /// events a batch). Ordinal order of the names is their UTF-8 byte order (ClickHouse's) for all but
+    /// surrogate pairs against U+E000..U+FFFF: such a block is still correct, only sorted by the engine.
+    /// </summary>
+    private ReadOnlySpan<MinuteRow> SortedRows()
     {
+        if (_sortedCount >= 0)
+        {
+            return _sorted.AsSpan(0, _sortedCount);
+        }
+
+        var count = ActivityRows;
+        if (_sorted.Length < count)
+        {
+            _sorted = new MinuteRow[Math.Max(count, 2 * _sorted.Length)];
+            _unsorted = new MinuteRow[_sorted.Length];
+            _rowKeys = new RowKey[_sorted.Length];
+        }
+
+        var n = 0;
         foreach (var ((user, at), a) in _users)
         {
-            row(1, user, at, a);
+            _rowKeys[n] = new RowKey(Prefix8(user), at, n);
+            _unsorted[n++] = new MinuteRow(1, user, at, a);
         }
 
         foreach (var ((ip, at), a) in _ips)
         {
-            row(2, a.Name ??= IpEntity(ip), at, a);
+            a.Name ??= IpEntity(ip);
+            _rowKeys[n] = new RowKey(Prefix8(a.Name), at, n);
+            _unsorted[n++] = new MinuteRow(2, a.Name, at, a);
         }
 
         foreach (var ((net, at), a) in _nets)
         {
-            row(3, a.Name ??= NetEntity(net), at, a);
+            a.Name ??= NetEntity(net);
+            _rowKeys[n] = new RowKey(Prefix8(a.Name), at, n);
+            _unsorted[n++] = new MinuteRow(3, a.Name, at, a);
+        }
+
+        // Each kind's rows are already together and the kinds in order: sort within each. Small keys
+        // are sorted (most comparisons end on the prefixes), then the rows gathered in their order.
+        var keys = _rowKeys.AsSpan(0, n);
+        var byEntity = new ByEntityAndMinute(_unsorted);
+        keys[.._users.Count].Sort(byEntity);
+        keys.Slice(_users.Count, _ips.Count).Sort(byEntity);
+        keys[(_users.Count + _ips.Count)..].Sort(byEntity);
+        for (var i = 0; i < n; i++)
+        {
+            _sorted[i] = _unsorted[keys[i].Index];
+        }
+
+        _sortedCount = n;
+        return _sorted.AsSpan(0, n);
+    }
+
+    private readonly record struct MinuteRow(byte Kind, string Entity, uint Minute, Activity Row);
+
+    private readonly record struct RowKey(ulong Prefix, uint Minute, int Index);
+
+    private readonly struct ByEntityAndMinute(MinuteRow[] rows) : IComparer<RowKey>
+    {
+        public int Compare(RowKey x, RowKey y)
+        {
+            var c = x.Prefix.CompareTo(y.Prefix);
+            if (c == 0)
+            {
+                var (xe, ye) = (rows[x.Index].Entity, rows[y.Index].Entity);
+                c = ReferenceEquals(xe, ye) ? 0 : string.CompareOrdinal(xe, ye);
+            }
+
+            return c != 0 ? c : x.Minute.CompareTo(y.Minute);
         }
     }
 
@@ -593,7 +675,7 @@ internal sealed class BatchAggregates
     private string IpEntity(UInt128 ip)
     {
         ref var name = ref CollectionsMarshal.GetValueRefOrAddDefault(_ipEntities, ip, out var exists);
-        return exists ? name! : name = IpText.WithoutMappedPrefix(Text(ip));
+        return exists ? name! : name = IpText.IsIPv4Mapped(ip) ? IpText.Dotted((uint)ip) : IpText.WithoutMappedPrefix(Text(ip));
     }
 
     private string NetEntity(UInt128 net)
@@ -631,6 +713,7 @@ internal sealed class BatchAggregates
         var value = Column();
         var first = Column();
         var last = Column();
+
         foreach (var ((u, k, address), seen) in _seenAddresses)
         {
             user.String(u);
@@ -658,6 +741,26 @@ internal sealed class BatchAggregates
     }
 
     private readonly record struct Seen(long First, long Last, int Count);
+
+    /// <summary>
+    /// A name's first 8 UTF-16 units as one byte each, the first in the high byte: ordered as the names'
+    /// ordinal order wherever two prefixes differ. A unit past ASCII and all after it count as 0xFF (two
+    /// names alike up to there compare equal here, and by their text), a name shorter than 8 is padded
+    /// with 0 (a tie, then the text decides).
+    /// </summary>
+    private static ulong Prefix8(string name)
+    {
+        ulong prefix = 0;
+        var wide = false;
+        for (var i = 0; i < 8; i++)
+        {
+            var c = i < name.Length ? name[i] : '\0';
+            wide |= c > 0x7f;
+            prefix = (prefix << 8) | (wide ? 0xffUL : c);
+        }
+
+        return prefix;
+    }
 
     /// <summary>One activity row in the making.</summary>
     private sealed class Activity
@@ -822,10 +925,17 @@ internal enum SessionFlags : byte
     Tls = 16,
 }
 
-/// <summary>A set that stays a short array while small (most per-minute sets hold one to a few values).</summary>
+/// <summary>
+/// A set that keeps its first few values inside itself, then a short array, then a hash set (most
+/// per-minute sets hold one to a few values). Kept inline, a row's sets sit in the row's own memory:
+/// the sink walks tens of thousands of rows a batch, and a separate array per set was a cache miss
+/// per set, on every event added and again on every row written.
+/// </summary>
 internal struct SmallSet<T> where T : IEquatable<T>
 {
-    private const int ArrayLimit = 8;
+    private const int InlineLimit = 4;
+    private const int ArrayLimit = 16;
+    private Inline _inline;
     private T[]? _items;
     private int _count;
     private HashSet<T>? _set;
@@ -840,13 +950,16 @@ internal struct SmallSet<T> where T : IEquatable<T>
             return;
         }
 
-        _items ??= new T[2];
-        for (var i = 0; i < _count; i++)
+        var values = _count <= InlineLimit ? ((Span<T>)_inline)[.._count] : _items.AsSpan(0, _count);
+        if (values.Contains(value))
         {
-            if (_items[i].Equals(value))
-            {
-                return;
-            }
+            return;
+        }
+
+        if (_count < InlineLimit)
+        {
+            _inline[_count++] = value;
+            return;
         }
 
         if (_count == ArrayLimit)
@@ -855,9 +968,18 @@ internal struct SmallSet<T> where T : IEquatable<T>
             return;
         }
 
-        if (_count == _items.Length)
+        if (_count == InlineLimit)
         {
-            Array.Resize(ref _items, _count * 2);
+            if (_items is null || _items.Length < 2 * InlineLimit)
+            {
+                _items = new T[2 * InlineLimit];
+            }
+
+            ((ReadOnlySpan<T>)_inline).CopyTo(_items);
+        }
+        else if (_count == _items!.Length)
+        {
+            Array.Resize(ref _items, Math.Min(ArrayLimit, _count * 2));
         }
 
         _items[_count++] = value;
@@ -869,21 +991,29 @@ internal struct SmallSet<T> where T : IEquatable<T>
         _set = null;
     }
 
-    public readonly Enumerator GetEnumerator() => new(_items, _count, _set);
+    public readonly Enumerator GetEnumerator() => new(_inline, _items, _count, _set);
 
-    /// <summary>The values, when the set is still a short array.</summary>
+    /// <summary>The values, when the set is still short (inline or an array).</summary>
+    [UnscopedRef]
     public readonly bool TryGetSmall(out ReadOnlySpan<T> values)
     {
-        values = _set is null ? _items.AsSpan(0, _count) : default;
+        values = _set is not null ? default : _count <= InlineLimit ? ((ReadOnlySpan<T>)_inline)[.._count] : _items.AsSpan(0, _count);
         return _set is null;
     }
 
-    public struct Enumerator(T[]? items, int count, HashSet<T>? set)
+    [InlineArray(InlineLimit)]
+    internal struct Inline
+    {
+        private T _first;
+    }
+
+    public struct Enumerator(Inline inline, T[]? items, int count, HashSet<T>? set)
     {
         private HashSet<T>.Enumerator _setEnumerator = set?.GetEnumerator() ?? default;
+        private Inline _inline = inline;
         private int _index = -1;
 
-        public readonly T Current => set is not null ? _setEnumerator.Current : items![_index];
+        public readonly T Current => set is not null ? _setEnumerator.Current : count <= InlineLimit ? _inline[_index] : items![_index];
 
         public bool MoveNext() => set is not null ? _setEnumerator.MoveNext() : ++_index < count;
     }

@@ -45,6 +45,12 @@ internal static class IpText
     /// <summary><c>IPv6NumToString</c>.</summary>
     public static string Format(UInt128 address)
     {
+        // Nearly every client is IPv4 (mapped): what the general path below makes of one, made directly.
+        if (IsIPv4Mapped(address))
+        {
+            return "::ffff:" + Dotted((uint)address);
+        }
+
         Span<ushort> words = stackalloc ushort[8];
         for (var i = 0; i < 8; i++)
         {
@@ -121,6 +127,10 @@ internal static class IpText
 
         return text.ToString();
     }
+
+    /// <summary>The last 32 bits as a.b.c.d.</summary>
+    public static string Dotted(uint v4) =>
+        string.Create(CultureInfo.InvariantCulture, $"{v4 >> 24}.{(v4 >> 16) & 0xff}.{(v4 >> 8) & 0xff}.{v4 & 0xff}");
 
     /// <summary><c>replaceOne(text, '::ffff:', '')</c>.</summary>
     public static string WithoutMappedPrefix(string text)
