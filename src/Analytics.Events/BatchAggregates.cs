@@ -459,12 +459,11 @@ internal sealed class BatchAggregates
 
         // The minute rows come sorted by (kind, entity, minute): an entity's minutes of one hour are
         // adjacent, so each hour row is a run of them, and the hour rows come out in the table's order.
-        var last = default(MinuteRow);
         Hour? cur = null;
         foreach (var r in SortedRows())
         {
-            var hourStart = r.Minute - r.Minute % 3600;
-            if (cur is null || r.Kind != last.Kind || hourStart != last.Minute - last.Minute % 3600 || !string.Equals(r.Entity, last.Entity, StringComparison.Ordinal))
+            var key = (r.Kind, r.Entity, r.Minute - r.Minute % 3600);
+            if (cur is null || hours[^1] != key)
             {
                 if (_hoursUsed == _hourPool.Count)
                 {
@@ -473,10 +472,9 @@ internal sealed class BatchAggregates
 
                 cur = _hourPool[_hoursUsed++];
                 cur.Clear();
-                hours.Add((r.Kind, r.Entity, hourStart));
+                hours.Add(key);
             }
 
-            last = r;
             var a = r.Row;
             var minute = r.Minute;
 
