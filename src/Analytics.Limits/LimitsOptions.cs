@@ -207,6 +207,21 @@ public sealed class FastPathOptions
     [Range(typeof(TimeSpan), "00:01:00", "365.00:00:00")]
     public TimeSpan KnownNetworkTtl { get; set; } = TimeSpan.FromDays(30);
 
+    /// <summary>
+    /// Messages per minute (and at once) an account may start from a network it first logged in from less
+    /// than <see cref="NewNetworkPeriod"/> ago, when it has an older network of its own (451 4.7.1 past
+    /// it): a taken-over account's burst from the attacker's address is held at once, before any scoring
+    /// pass, while its owner on a trip, or with a new phone, still sends as a person does. All of the
+    /// account's new networks share the rate; an account without an older network (a new one, a fresh
+    /// install without history) is not judged by it. 0 = off. Default 10.
+    /// </summary>
+    [Range(0, 1_000_000)]
+    public int NewNetworkMessagesPerMinute { get; set; } = 10;
+
+    /// <summary>How long after an account's first login from a network the network counts as its own (no longer new). Default 1 day.</summary>
+    [Range(typeof(TimeSpan), "00:01:00", "365.00:00:00")]
+    public TimeSpan NewNetworkPeriod { get; set; } = TimeSpan.FromDays(1);
+
     /// <summary>Window the failures are counted in. Default 10 minutes.</summary>
     [Range(typeof(TimeSpan), "00:00:01", "7.00:00:00")]
     public TimeSpan AuthFailureWindow { get; set; } = TimeSpan.FromMinutes(10);

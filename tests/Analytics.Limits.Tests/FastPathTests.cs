@@ -46,6 +46,74 @@ public sealed class FastPathTests
     }
 
     [Fact]
+    public void TakenOverAccount_BurstFromANewNetwork_IsHeldAtItsRate_TheOwnerAndANewAccountAreNot()
+    {
+        var (book, time) = Create();
+        const string user = "victim@example.test";
+        var utc = time.GetUtcNow().UtcDateTime;
+
+        // History from the store: the owner's network for three weeks, a network first used two hours ago.
+        book.RememberLogins([
+            (user, AddressKey.Of(IPAddress.Parse("127.20.0.0")).Network(), utc.AddDays(-21), utc.AddHours(-3)),
+            (user, AddressKey.Of(IPAddress.Parse("127.21.0.0")).Network(), utc.AddHours(-2), utc.AddHours(-1)),
+        ]);
+
+        // The attacker logs in from a dozen proxies first: none of them pushes the owner's network out.
+        for (var n = 0; n < 12; n++)
+        {
+            book.RecordAuthSuccess(S($"127.{70 + n}.0.1", user));
+        }
+
+        var attacker = S("127.66.6.6", user) with { Cache = new LimitCache() };
+        book.RecordAuthSuccess(attacker);
+        for (var m = 0; m < 10; m++)
+        {
+            Assert.True(book.CheckMail(attacker).IsAllowed);
+        }
+
+        var refused = book.CheckMail(attacker);
+        Assert.Equal(LimitAction.TempFail, refused.Action);
+        Assert.Contains("new network", refused.Reason, StringComparison.Ordinal);
+
+        // Every new network of the account shares the rate, the one from two hours ago too.
+        Assert.Equal(LimitAction.TempFail, book.CheckMail(S("127.75.0.1", user)).Action);
+        Assert.Equal(LimitAction.TempFail, book.CheckMail(S("127.21.0.9", user)).Action);
+
+        // The owner, from the network of three weeks, sends as much as ever.
+        var owner = S("127.20.0.7", user) with { Cache = new LimitCache() };
+        for (var m = 0; m < 100; m++)
+        {
+            Assert.True(book.CheckMail(owner).IsAllowed);
+        }
+
+        // An account with no older network (a new one) is not judged by the rate.
+        var fresh = S("127.90.0.1", "newcomer@example.test");
+        book.RecordAuthSuccess(fresh);
+        for (var m = 0; m < 100; m++)
+        {
+            Assert.True(book.CheckMail(fresh).IsAllowed);
+        }
+
+        // A day after its first login a network is the account's own.
+        time.Advance(TimeSpan.FromDays(1));
+        book.RecordAuthSuccess(attacker);
+        var later = S("127.66.6.6", user) with { Cache = new LimitCache() };
+        for (var m = 0; m < 30; m++)
+        {
+            Assert.True(book.CheckMail(later).IsAllowed);
+        }
+
+        // Off, nothing is held.
+        var off = new LimitBook(new LimitsOptions { FastPath = { NewNetworkMessagesPerMinute = 0 } }, time);
+        off.RememberLogins([(user, AddressKey.Of(IPAddress.Parse("127.20.0.0")).Network(), utc.AddDays(-21), utc)]);
+        off.RecordAuthSuccess(S("127.66.6.6", user));
+        for (var m = 0; m < 30; m++)
+        {
+            Assert.True(off.CheckMail(S("127.66.6.6", user)).IsAllowed);
+        }
+    }
+
+    [Fact]
     public void Guesser_OneIpManyFailures_IsLockedAtTheThreshold()
     {
         var (book, _) = Create();

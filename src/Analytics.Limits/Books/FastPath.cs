@@ -15,6 +15,8 @@ namespace Analytics.Limits;
 /// retrying one stale password is not guessing, and counts nowhere), and from every network but its
 /// owner's after enough from many networks;</item>
 /// <item>a password failing against several accounts is refused everywhere (spraying);</item>
+/// <item>an account sending from a network it first used less than a day ago, while it has an older one
+/// of its own, sends at a person's rate (a taken-over account's burst; the book keeps the bucket);</item>
 /// <item>unknown recipients hold the IP, its network or the account once they are enough and a share
 /// of its recipients, the mail it delivered lately counting as known recipients up to a credit
 /// (a list server with stale addresses has a record; a harvester has none).</item>
@@ -129,6 +131,18 @@ internal sealed class FastPath
     private bool IsOwnersNetwork(string user, AddressKey network, long now) =>
         _known.TryGetValue(user, out var known) && known.Contains(network, now, FailureCounter.Ticks(_options.KnownNetworkTtl, _time.TimestampFrequency));
 
+    /// <summary>
+    /// Whether the account sends from a network it first logged in from less than
+    /// <see cref="FastPathOptions.NewNetworkPeriod"/> ago while it has an older one of its own: a taken-over
+    /// account's burst from the attacker's address, or its owner on a trip. An account with no older
+    /// network (a new one, or a fresh install without history) has nothing to compare with: false.
+    /// </summary>
+    public bool IsNewNetwork(in LimitSubject subject, long now) =>
+        subject.User.Length > 0 && _known.TryGetValue(subject.User, out var known)
+        && known.IsNew(subject.Address.Network(), now, FailureCounter.Ticks(_options.KnownNetworkTtl, _time.TimestampFrequency), Period);
+
+    private long Period => FailureCounter.Ticks(_options.NewNetworkPeriod, _time.TimestampFrequency);
+
     /// <summary>Why the client's IP or network is held (unknown-recipient probing), or null.</summary>
     public string? HostHeld(in LimitSubject subject, ref CheckClock clock)
     {
@@ -228,29 +242,32 @@ internal sealed class FastPath
             state.ClearFailures();
         }
 
-        Remember(subject.User, network, _time.GetTimestamp());
+        Remember(subject.User, network, now, now, now);
     }
 
-    /// <summary>Networks accounts logged in from before this process started; the newest per account win.</summary>
-    public void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime At)> logins)
+    /// <summary>
+    /// Networks accounts logged in from before this process started, with their first and last login
+    /// there; the most recently used per account win.
+    /// </summary>
+    public void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime First, DateTime Last)> logins)
     {
         var now = _time.GetTimestamp();
         var utcNow = _time.GetUtcNow().UtcDateTime;
-        foreach (var (user, network, at) in logins)
+        long Ago(DateTime at) => now - FailureCounter.Ticks(utcNow > at ? utcNow - at : TimeSpan.Zero, _time.TimestampFrequency);
+        foreach (var (user, network, first, last) in logins)
         {
-            var age = utcNow - at;
-            if (age < _options.KnownNetworkTtl)
+            if (utcNow - last < _options.KnownNetworkTtl)
             {
-                Remember(user, network, now - FailureCounter.Ticks(age < TimeSpan.Zero ? TimeSpan.Zero : age, _time.TimestampFrequency));
+                Remember(user, network, Ago(first < last ? first : last), Ago(last), now);
             }
         }
     }
 
-    private void Remember(string user, AddressKey network, long at)
+    private void Remember(string user, AddressKey network, long first, long last, long now)
     {
         if (user.Length > 0)
         {
-            _known.GetOrAdd(user, static _ => new KnownNetworks()).Add(network, at);
+            _known.GetOrAdd(user, static _ => new KnownNetworks()).Add(network, first, last, now, Period);
         }
     }
 
@@ -513,33 +530,36 @@ internal sealed class FastPath
         }
     }
 
-    /// <summary>The networks an account logged in from, newest first; a handful per account (owners have few).</summary>
+    /// <summary>
+    /// The networks an account logged in from, with its first and last login there, most recently used
+    /// first; a handful per account (owners have few). When full, a network still new to the account
+    /// goes before one it has used longer, so an attacker rotating addresses cannot push its owner's out.
+    /// </summary>
     private sealed class KnownNetworks
     {
         private const int Max = 8;
-        private readonly List<(AddressKey Network, long At)> _networks = [];
+        private readonly List<(AddressKey Network, long First, long Last)> _networks = [];
 
-        public void Add(AddressKey network, long at)
+        public void Add(AddressKey network, long first, long last, long now, long period)
         {
             lock (_networks)
             {
                 var i = _networks.FindIndex(n => n.Network == network);
                 if (i >= 0)
                 {
-                    if (_networks[i].At >= at)
-                    {
-                        return;
-                    }
-
+                    var known = _networks[i];
                     _networks.RemoveAt(i);
+                    first = Math.Min(first, known.First);
+                    last = Math.Max(last, known.Last);
                 }
                 else if (_networks.Count == Max)
                 {
-                    _networks.RemoveAt(_networks.Count - 1);
+                    var newest = _networks.FindLastIndex(n => now - n.First < period);
+                    _networks.RemoveAt(newest >= 0 ? newest : _networks.Count - 1);
                 }
 
-                var position = _networks.FindIndex(n => n.At < at);
-                _networks.Insert(position < 0 ? _networks.Count : position, (network, at));
+                var position = _networks.FindIndex(n => n.Last < last);
+                _networks.Insert(position < 0 ? _networks.Count : position, (network, first, last));
             }
         }
 
@@ -547,7 +567,32 @@ internal sealed class FastPath
         {
             lock (_networks)
             {
-                return _networks.Exists(n => n.Network == network && now - n.At < ttl);
+                return _networks.Exists(n => n.Network == network && now - n.Last < ttl);
+            }
+        }
+
+        /// <summary>Whether <paramref name="network"/> is new to the account (or unknown) while another, older one is its own.</summary>
+        public bool IsNew(AddressKey network, long now, long ttl, long period)
+        {
+            lock (_networks)
+            {
+                var older = false;
+                foreach (var n in _networks)
+                {
+                    if (now - n.Last >= ttl || now - n.First < period)
+                    {
+                        continue;
+                    }
+
+                    if (n.Network == network)
+                    {
+                        return false;
+                    }
+
+                    older = true;
+                }
+
+                return older;
             }
         }
     }

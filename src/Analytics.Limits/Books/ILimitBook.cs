@@ -63,6 +63,7 @@ public sealed class LimitCache
 {
     internal object? Resolved;
     internal object? Fixed;
+    internal object? Network;
 }
 
 /// <summary>What recording an AUTH failure did.</summary>
@@ -134,6 +135,9 @@ public interface ILimitBook
     /// <summary>The subject's network is one its account logged in from lately (its owner's): such logins go ahead of others.</summary>
     bool IsOwnersNetwork(LimitSubject subject) => false;
 
-    /// <summary>Networks accounts logged in from before this process started (from the store), so owners are recognised at once.</summary>
-    void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime At)> logins) { }
+    /// <summary>
+    /// Networks accounts logged in from before this process started (from the store), with the first and
+    /// last login from each, so owners and their long-used networks are recognised at once.
+    /// </summary>
+    void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime First, DateTime Last)> logins) { }
 }

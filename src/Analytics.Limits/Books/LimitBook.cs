@@ -15,6 +15,7 @@ public sealed class LimitBook : ILimitBook
 {
     private readonly SessionLimitOptions _session;
     private readonly FixedLimitOptions _fixedOptions;
+    private readonly int _newNetworkMessagesPerMinute;
     private readonly TimeProvider _time;
     private readonly long _frequency;
     private readonly FastPath _fastPath;
@@ -32,6 +33,7 @@ public sealed class LimitBook : ILimitBook
     {
         _session = options.Session;
         _fixedOptions = options.Fixed;
+        _newNetworkMessagesPerMinute = options.FastPath.NewNetworkMessagesPerMinute;
         _time = time;
         _frequency = time.TimestampFrequency;
         _fastPath = new FastPath(options.FastPath, time);
@@ -164,6 +166,14 @@ public sealed class LimitBook : ILimitBook
             return new LimitDecision(LimitAction.TempFail, tarpit, "message rate exceeded");
         }
 
+        // From a network new to an account that has one of its own, its messages share a lower rate:
+        // a taken-over account's burst from the attacker's address is held before the model has seen it.
+        if (_newNetworkMessagesPerMinute > 0 && user is not { Limit.Source: LimitSource.Override } && IsNewNetwork(subject, clock.Now)
+            && !Fixed(subject).NewNetworkMessages.TryTake(_newNetworkMessagesPerMinute, OneMinute, clock.Now, _frequency))
+        {
+            return new LimitDecision(LimitAction.TempFail, tarpit, "message rate from a new network exceeded");
+        }
+
         return new LimitDecision(LimitAction.Allow, tarpit, "");
     }
 
@@ -226,7 +236,7 @@ public sealed class LimitBook : ILimitBook
 
     public bool IsOwnersNetwork(LimitSubject subject) => _fastPath.IsOwnersNetwork(subject);
 
-    public void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime At)> logins) => _fastPath.RememberLogins(logins);
+    public void RememberLogins(IEnumerable<(string User, AddressKey Network, DateTime First, DateTime Last)> logins) => _fastPath.RememberLogins(logins);
 
     // The subject's host and user limits in this snapshot: from the session's cache when it was resolved
     // against this very snapshot for this address and account, else looked up (and cached).
@@ -264,6 +274,26 @@ public sealed class LimitBook : ILimitBook
         return buckets;
     }
 
+    // Whether the subject's network is new to its account: judged once per session (it cannot change
+    // within one), by the fast path's record of the account's networks.
+    private bool IsNewNetwork(in LimitSubject subject, long now)
+    {
+        if (subject.Cache?.Network is NewNetwork cached && cached.Address == subject.Address && string.Equals(cached.User, subject.User, StringComparison.Ordinal))
+        {
+            return cached.IsNew;
+        }
+
+        var isNew = _fastPath.IsNewNetwork(subject, now);
+        if (subject.Cache is { } cache)
+        {
+            cache.Network = new NewNetwork(subject.User, subject.Address, isNew);
+        }
+
+        return isNew;
+    }
+
+    private sealed record NewNetwork(string User, AddressKey Address, bool IsNew);
+
     private sealed record Resolved(Snapshot Snapshot, AddressKey Address, string User, Entry? HostEntry, Entry? UserEntry);
 
     private sealed class FixedBuckets(string user)
@@ -273,6 +303,9 @@ public sealed class LimitBook : ILimitBook
         public TokenBucket Messages { get; } = new();
 
         public TokenBucket Recipients { get; } = new();
+
+        /// <summary>Messages from networks new to the account (<see cref="FastPathOptions.NewNetworkMessagesPerMinute"/>).</summary>
+        public TokenBucket NewNetworkMessages { get; } = new();
     }
 
     private static readonly TimeSpan OneMinute = TimeSpan.FromMinutes(1);

@@ -52,13 +52,14 @@ public sealed class UserStore
     public static string Normalize(string name) => AccountName.Normalize(name);
 
     /// <summary>
-    /// Where accounts logged in from lately (successful AUTH events): the newest address per account and
-    /// network, so the fast path knows its owners' networks from the first connection after a restart.
+    /// Where accounts logged in from lately (successful AUTH events): per account and address, the first
+    /// and last login, so the fast path knows its owners' networks, and how long each has been theirs,
+    /// from the first connection after a restart.
     /// </summary>
-    public async Task<IReadOnlyList<(string User, AddressKey Network, DateTime At)>> RecentLoginsAsync(TimeSpan within, CancellationToken cancellationToken = default)
+    public async Task<IReadOnlyList<(string User, AddressKey Network, DateTime First, DateTime Last)>> RecentLoginsAsync(TimeSpan within, CancellationToken cancellationToken = default)
     {
         var rows = await _store.QueryListAsync<LoginRow>("""
-            SELECT user AS account, replaceOne(IPv6NumToString(client_ip), '::ffff:', '') AS address, max(ts) AS last_login
+            SELECT user AS account, replaceOne(IPv6NumToString(client_ip), '::ffff:', '') AS address, min(ts) AS first_login, max(ts) AS last_login
             FROM events
             WHERE kind = 'auth' AND outcome = 'ok' AND user != '' AND ts > now64(3) - toIntervalSecond({within:UInt32})
             GROUP BY account, address
@@ -66,10 +67,10 @@ public sealed class UserStore
             LIMIT 200000
             """, QueryParameters.Of(("within", (uint)Math.Min(within.TotalSeconds, uint.MaxValue))), cancellationToken);
         return rows.Where(r => System.Net.IPAddress.TryParse(r.Address, out _))
-            .Select(r => (r.Account, AddressKey.Of(System.Net.IPAddress.Parse(r.Address)).Network(), r.LastLogin)).ToList();
+            .Select(r => (r.Account, AddressKey.Of(System.Net.IPAddress.Parse(r.Address)).Network(), r.FirstLogin, r.LastLogin)).ToList();
     }
 
-    private sealed record LoginRow(string Account, string Address, DateTime LastLogin);
+    private sealed record LoginRow(string Account, string Address, DateTime FirstLogin, DateTime LastLogin);
 
     /// <summary>Creates an enabled account.</summary>
     /// <exception cref="InvalidOperationException">The user exists.</exception>
