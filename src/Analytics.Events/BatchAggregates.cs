@@ -9,7 +9,8 @@ namespace Analytics.Events;
 /// The per-minute detection aggregates of one batch, computed where the batch already is. This is what
 /// the materialized views on <c>events</c> used to compute for every insert (migration 0010), with the
 /// same definitions: one <c>activity</c> row per (user | client IP | network, minute) and one
-/// <c>first_seen</c> row per (user, IP | network | recipient | domain). The distinct counts are kept as
+/// <c>first_seen</c> row per (user, IP | network | recipient | domain | client, the last its
+/// <see cref="ClientFingerprint"/> at login, migration 0062). The distinct counts are kept as
 /// the hashes ClickHouse's <c>uniq</c> keeps and written as finished <c>uniq</c> states (see
 /// <see cref="UniqState"/>) straight into <c>activity</c> and <c>activity_hourly</c>: turning arrays of
 /// values into states in a view (<c>activity_in_mv</c>, 0030) cost the engine more than the events
@@ -27,8 +28,8 @@ internal sealed class BatchAggregates
     public const string FirstSeenTable = "first_seen";
 
     private const string EntityKindType = "Enum8('user' = 1, 'ip' = 2, 'net' = 3)";
-    private const string SeenKindType = "Enum8('ip' = 1, 'net' = 2, 'recipient' = 3, 'domain' = 4)";
-    private const byte SeenIp = 1, SeenNet = 2, SeenRecipient = 3, SeenDomain = 4;
+    private const string SeenKindType = "Enum8('ip' = 1, 'net' = 2, 'recipient' = 3, 'domain' = 4, 'client' = 5)";
+    private const byte SeenIp = 1, SeenNet = 2, SeenRecipient = 3, SeenDomain = 4, SeenClient = 5;
 
     private const string Sum = "SimpleAggregateFunction(sum, UInt64)";
 
@@ -206,6 +207,11 @@ internal sealed class BatchAggregates
         {
             See(ref CollectionsMarshal.GetValueRefOrAddDefault(_seenAddresses, (user, SeenIp, ip), out _), ms);
             See(ref CollectionsMarshal.GetValueRefOrAddDefault(_seenAddresses, (user, SeenNet, net), out _), ms);
+            if (_sessions.TryGetValue(e.SessionId, out var session) && session.Greeted)
+            {
+                var client = ClientFingerprint(session.HeloName ?? "", session.TlsProtocol ?? "", session.TlsCipher ?? "", e.Mechanism);
+                See(ref CollectionsMarshal.GetValueRefOrAddDefault(_seenValues, (user, SeenClient, client), out _), ms);
+            }
         }
         else if (e.Kind == EventKind.Rcpt)
         {
@@ -222,6 +228,20 @@ internal sealed class BatchAggregates
     }
 
     /// <summary>
+    /// The client software an account logs in with, as far as the server can tell: its EHLO name (an
+    /// address literal as <c>[literal]</c>, since it follows the network the device is on), the TLS
+    /// protocol and cipher suite of its STARTTLS (none: <c>plain</c>) and the AUTH mechanism, e.g.
+    /// <c>desktop-7f3a Tls13/TLS_AES_256_GCM_SHA384 PLAIN</c>. An owner's few devices give the same
+    /// few values day after day; a taken-over account used from the attacker's tooling usually adds one.
+    /// </summary>
+    public static string ClientFingerprint(string helo, string tlsProtocol, string cipher, string mechanism)
+    {
+        var name = helo.StartsWith('[') ? "[literal]" : helo.Length > 64 ? helo[..64] : helo;
+        var tls = tlsProtocol.Length == 0 ? "plain" : cipher.Length == 0 ? tlsProtocol : tlsProtocol + "/" + cipher;
+        return string.Concat(name.ToLowerInvariant(), " ", tls, " ", mechanism.Length == 0 ? "-" : mechanism);
+    }
+
+    /// <summary>
     /// What this event adds to its session's marks, and the marks that apply to it. The fingerprint
     /// (EHLO style, STARTTLS) is counted on the session's close, which carries the account it logged in
     /// as: EHLO and STARTTLS come before AUTH, so counted there they would never reach the account.
@@ -234,10 +254,13 @@ internal sealed class BatchAggregates
         {
             case EventKind.Ehlo when !marks.Greeted:
                 marks.Greeted = true;
+                marks.HeloName = e.Detail;
                 marks.Helo = e.Detail.StartsWith('[') ? SessionFlags.HeloLiteral : !e.Detail.Contains('.', StringComparison.Ordinal) ? SessionFlags.HeloBare : SessionFlags.None;
                 break;
             case EventKind.StartTls when e.Outcome == EventOutcome.Ok:
                 marks.Tls = true;
+                marks.TlsProtocol = e.Mechanism;
+                marks.TlsCipher = e.Detail;
                 break;
             case EventKind.Auth when e.Outcome == EventOutcome.Ok:
                 if (marks.AuthFailed)
@@ -904,6 +927,9 @@ internal sealed class BatchAggregates
     private struct SessionMarks
     {
         public bool Greeted;
+        public string? HeloName;
+        public string? TlsProtocol;
+        public string? TlsCipher;
         public SessionFlags Helo;
         public bool Tls;
         public bool AuthFailed;

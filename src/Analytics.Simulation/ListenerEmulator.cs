@@ -174,7 +174,7 @@ internal sealed class ListenerEmulator
                     return true;
 
                 case StepKind.StartTls:
-                    Reply(EventKind.StartTls, 220, "2.0.0", "", mechanism: "Tls13", work: TimeSpan.FromMilliseconds(3));
+                    Reply(EventKind.StartTls, 220, "2.0.0", step.Text, mechanism: step.Mechanism.Length > 0 ? step.Mechanism : "Tls13", work: TimeSpan.FromMilliseconds(3));
                     return true;
 
                 case StepKind.Auth:

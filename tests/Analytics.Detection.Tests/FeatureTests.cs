@@ -386,6 +386,61 @@ public sealed class FeatureTests
     }
 
     /// <summary>
+    /// The client an account logs in with (EHLO name, an address literal counting as one; TLS protocol and
+    /// cipher suite; AUTH mechanism): the owner's computer and phone, used for days from several
+    /// addresses, are no new client; a tool first used five hours ago is, for the day, however it names
+    /// itself; and the sink records each as one first_seen value. Read as the scorer and as training do.
+    /// </summary>
+    [Fact]
+    public async Task NewClient_CountsForTheDay_TheOwnersComputerAndPhoneDoNot()
+    {
+        using var dir = new TempDirectory();
+        await using var store = await OpenAsync(dir);
+        const string Owner = "nora@example.org";
+        var events = new List<SmtpEvent>();
+        void Login(DateTime s, ulong id, string ip, string helo, string protocol, string cipher)
+        {
+            events.Add(E(s, id, EventKind.Ehlo, ip, detail: helo));
+            events.Add(E(s.AddMilliseconds(100), id, EventKind.StartTls, ip, status: "2.0.0", detail: cipher) with { Mechanism = protocol, ReplyCode = 220 });
+            events.Add(E(s.AddMilliseconds(200), id, EventKind.Ehlo, ip, detail: helo));
+            events.Add(E(s.AddSeconds(1), id, EventKind.Auth, ip, Owner, status: "2.7.0") with { Mechanism = "PLAIN", ReplyCode = 235, SecretTag = 5 });
+            events.Add(E(s.AddSeconds(4), id, EventKind.Close, ip, Owner, detail: "quit") with { Size = 5, DurationMs = 4000 });
+        }
+
+        for (var day = 1; day <= 3; day++)
+        {
+            Login(T.AddDays(-day).AddHours(-2), 1000UL + (ulong)day, "127.77.0.5", "DESKTOP-1A2B3C", "Tls13", "TLS_AES_256_GCM_SHA384");
+            Login(T.AddDays(-day).AddHours(-1), 1100UL + (ulong)day, "127.79.0." + day, "[10.0.0." + day + "]", "Tls13", "TLS_AES_128_GCM_SHA256");
+        }
+
+        // Today: the phone from yet another address, and an attack tool with the computer's name.
+        Login(T.AddMinutes(-5), 1200, "127.79.1.1", "[192.168.7.7]", "Tls13", "TLS_AES_128_GCM_SHA256");
+        Login(T.AddHours(-5), 1300, "127.78.9.9", "DESKTOP-1A2B3C", "Tls12", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384");
+        Login(T.AddMinutes(-30), 1301, "127.78.9.9", "DESKTOP-1A2B3C", "Tls12", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384");
+        await InsertAsync(store, events);
+
+        var clients = await store.QueryFormattedAsync(
+            $"SELECT value FROM first_seen WHERE user = '{Owner}' AND seen_kind = 'client' GROUP BY value ORDER BY value", "TSV", null, TestContext.Current.CancellationToken);
+        Assert.Equal(
+            "[literal] Tls13/TLS_AES_128_GCM_SHA256 PLAIN\n" +
+            "desktop-1a2b3c Tls12/TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 PLAIN\n" +
+            "desktop-1a2b3c Tls13/TLS_AES_256_GCM_SHA384 PLAIN\n",
+            System.Text.Encoding.UTF8.GetString(clients));
+
+        foreach (var owner in await BothWaysAsync(store, Owner))
+        {
+            Assert.Equal(1, owner["new_clients_24h"]);
+        }
+
+        // More than a day after the tool's first login it is no longer new.
+        events.Clear();
+        Login(T.AddHours(20).AddMinutes(30), 1400, "127.79.2.2", "[192.168.7.8]", "Tls13", "TLS_AES_128_GCM_SHA256");
+        await InsertAsync(store, events);
+        var later = (await new FeatureReader(store).ReadAsync(T.AddHours(21), T.AddHours(20))).Single(f => f.Entity == EntityRef.User(Owner));
+        Assert.Equal(0, later["new_clients_24h"]);
+    }
+
+    /// <summary>
     /// No feature reads anything at or after its scoring time: features as of t computed when the store
     /// holds only the events before t are identical to features as of t computed after the rest of the
     /// run (up to a day later) has been recorded. Checked at several times of a simulated day, for

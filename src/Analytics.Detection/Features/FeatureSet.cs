@@ -68,6 +68,7 @@ public static class FeatureSet
         new("new_domains_1h", "{0:0} recipient domains never mailed before"),
         new("new_ip_share_24h", "{0:P0} of its IPs in 24 h were first used by the account within the day"),
         new("new_nets_24h", "{0:0} networks first used by the account within the last 24 h"),
+        new("new_clients_24h", "{0:0} clients (EHLO name, TLS, AUTH mechanism) first used by the account within the last 24 h"),
         new("passwords_1h", "{0:0} distinct passwords tried in 1 h"),
         new("failed_passwords_1h", "{0:0} distinct wrong passwords in 1 h"),
         new("accounts_per_password_1h", "{0:0.#} accounts tried per distinct password in 1 h"),
@@ -206,6 +207,7 @@ public static class FeatureSet
         // logging in from addresses and networks the account first used today, day after day.
         Set("new_ip_share_24h", r[Raw.Ips24h] > 0 ? Math.Min(1, r[Raw.NewIps24h] / r[Raw.Ips24h]) : 0);
         Set("new_nets_24h", r[Raw.NewNets24h]);
+        Set("new_clients_24h", r[Raw.NewClients24h]);
 
         Set("passwords_1h", r[Raw.Passwords1h]);
         Set("failed_passwords_1h", r[Raw.FailedPasswords1h]);
@@ -313,6 +315,7 @@ public static class FeatureSet
         public const int BaselineDeliveryFailures = 57;
         public const int NewIps24h = 58;
         public const int NewNets24h = 59;
+        public const int NewClients24h = 60;
 
         public static IReadOnlyList<string> Names { get; } =
         [
@@ -376,6 +379,7 @@ public static class FeatureSet
             "baseline_delivery_failures",
             "new_ips_24h",
             "new_nets_24h",
+            "new_clients_24h",
         ];
 
         public static int Count => Names.Count;

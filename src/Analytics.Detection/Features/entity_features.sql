@@ -82,7 +82,8 @@ SELECT
     toFloat64(n.new_recipients) AS new_recipients_1h,
     toFloat64(n.new_domains) AS new_domains_1h,
     toFloat64(n.new_ips_24h) AS new_ips_24h,
-    toFloat64(n.new_nets_24h) AS new_nets_24h
+    toFloat64(n.new_nets_24h) AS new_nets_24h,
+    toFloat64(n.new_clients_24h) AS new_clients_24h
 FROM
 (
     -- The minute windows, from the minute rows of the last hour, grouped once per entity (the WHERE
@@ -227,8 +228,8 @@ LEFT JOIN
 (
     -- What each active user used or mailed for the first time within the last hour: values with a
     -- first_seen row in the window and none before it; and the addresses and networks it first logged
-    -- in from within the last 24 hours (to the minute), which last beyond the hour a new address is
-    -- new in. Only the windows' rows are candidates (recipients and domains for the hour alone), so
+    -- in from, and the clients it first logged in with, within the last 24 hours (to the minute), which
+    -- last beyond the hour a new address is new in. Only the windows' rows are candidates (recipients and domains for the hour alone), so
     -- accounts that mailed thousands of recipients over the years cost nothing here.
     SELECT
         CAST('user', 'Enum8(\'user\' = 1, \'ip\' = 2, \'net\' = 3)') AS n_kind,
@@ -238,7 +239,8 @@ LEFT JOIN
         countIf(seen_kind = 'recipient') AS new_recipients,
         countIf(seen_kind = 'domain') AS new_domains,
         countIf(seen_kind = 'ip') AS new_ips_24h,
-        countIf(seen_kind = 'net') AS new_nets_24h
+        countIf(seen_kind = 'net') AS new_nets_24h,
+        countIf(seen_kind = 'client') AS new_clients_24h
     FROM
     (
         SELECT user, seen_kind, value, min(first_seen) AS first
@@ -247,7 +249,7 @@ LEFT JOIN
         (
             SELECT user, seen_kind, value FROM first_seen
             WHERE first_seen >= t1d AND first_seen < t
-              AND (first_seen >= t1h OR seen_kind IN ('ip', 'net'))
+              AND (first_seen >= t1h OR seen_kind IN ('ip', 'net', 'client'))
               AND user IN
               (
                   SELECT entity FROM active_entities
@@ -255,7 +257,7 @@ LEFT JOIN
               )
         )
         GROUP BY user, seen_kind, value
-        HAVING first >= if(seen_kind IN ('ip', 'net'), t1d, t1h)
+        HAVING first >= if(seen_kind IN ('ip', 'net', 'client'), t1d, t1h)
     )
     GROUP BY user
 ) AS n ON a.entity_kind = n.n_kind AND a.entity = n.user

@@ -170,7 +170,7 @@ WITH
     n AS
     (
         -- Values each user used or mailed for the first time in the hour before the point; addresses
-        -- and networks it first logged in from in the 24 hours before it.
+        -- and networks it first logged in from, and clients it first logged in with, in the 24 hours before it.
         SELECT
             p.entity AS user,
             p.t AS t,
@@ -179,7 +179,8 @@ WITH
             countIf(f.seen_kind = 'recipient' AND f.first >= p.t - INTERVAL 1 HOUR) AS new_recipients,
             countIf(f.seen_kind = 'domain' AND f.first >= p.t - INTERVAL 1 HOUR) AS new_domains,
             countIf(f.seen_kind = 'ip') AS new_ips_24h,
-            countIf(f.seen_kind = 'net') AS new_nets_24h
+            countIf(f.seen_kind = 'net') AS new_nets_24h,
+            countIf(f.seen_kind = 'client') AS new_clients_24h
         FROM pairs AS p
         INNER JOIN
         (
@@ -187,10 +188,10 @@ WITH
             FROM first_seen
             WHERE user IN (SELECT entity FROM pairs WHERE entity_kind = 'user')
             GROUP BY user, seen_kind, value
-            HAVING first >= {from:DateTime('UTC')} - toIntervalHour(if(seen_kind IN ('ip', 'net'), 24, 1)) AND first < {to:DateTime('UTC')}
+            HAVING first >= {from:DateTime('UTC')} - toIntervalHour(if(seen_kind IN ('ip', 'net', 'client'), 24, 1)) AND first < {to:DateTime('UTC')}
         ) AS f ON p.entity = f.user
         WHERE p.entity_kind = 'user' AND f.first < p.t
-          AND f.first >= p.t - toIntervalHour(if(f.seen_kind IN ('ip', 'net'), 24, 1))
+          AND f.first >= p.t - toIntervalHour(if(f.seen_kind IN ('ip', 'net', 'client'), 24, 1))
         GROUP BY p.entity, p.t
     )
 SELECT
@@ -260,7 +261,8 @@ SELECT
     n.new_recipients AS new_recipients_1h,
     n.new_domains AS new_domains_1h,
     n.new_ips_24h AS new_ips_24h,
-    n.new_nets_24h AS new_nets_24h
+    n.new_nets_24h AS new_nets_24h,
+    n.new_clients_24h AS new_clients_24h
 FROM a
 LEFT JOIN h ON a.entity_kind = h.entity_kind AND a.entity = h.entity AND a.t = h.t
 LEFT JOIN n ON a.entity = n.user AND a.t = n.t

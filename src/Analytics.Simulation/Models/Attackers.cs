@@ -316,7 +316,11 @@ internal sealed class CompromisedUser : OrdinaryUser
 
                 var ip = _botAddresses[random.Next(_botAddresses.Length)];
                 var steps = new List<Step>(16);
-                Greet(steps, random, "[" + ip + "]", tls: true);
+
+                // One tool per campaign: half say an address literal, as many people's clients do, half
+                // a Windows machine name; its TLS stack is a common library's.
+                var helo = Index % 2 == 0 ? "[" + ip + "]" : "DESKTOP-" + ((Index * 104_729) % 0xFFFFFF).ToString("X6", CultureInfo.InvariantCulture);
+                Greet(steps, random, helo, TlsClient.Tool(Index / 2));
                 steps.Add(new Step(StepKind.Auth, Ms(random, 5, 30), Account.Name, Account.Password, "PLAIN"));
                 var n = random.Next(1, 6);
                 var recipients = Enumerable.Range(0, n).Select(_ => random.Next(100) < 70 ? Pick(random, Contacts) : ExternalAddress(random, world.Vocabulary)).Distinct();
@@ -332,7 +336,7 @@ internal sealed class CompromisedUser : OrdinaryUser
         {
             var ip = _botAddresses[random.Next(_botAddresses.Length)];
             var steps = new List<Step>(64);
-            Greet(steps, random, BotHelo(ip), tls: true);
+            Greet(steps, random, BotHelo(ip), TlsClient.Tool(Index));
             steps.Add(new Step(StepKind.Auth, TimeSpan.FromMilliseconds(20), Account.Name, Account.Password, "LOGIN"));
             var n = random.Next(20, 50);
             Message(steps, random, Account.Name, Enumerable.Range(0, n).Select(_ => ExternalAddress(random, world.Vocabulary)).Distinct(), 3000 + random.Next(3000), 1, 3);

@@ -66,12 +66,15 @@ internal abstract class Entity
     };
 
     /// <summary>EHLO, STARTTLS, EHLO again (as every TLS client does), with client-side think times.</summary>
-    protected static void Greet(List<Step> steps, Random random, string helo, bool tls)
+    protected static void Greet(List<Step> steps, Random random, string helo, bool tls) => Greet(steps, random, helo, tls ? TlsClient.OpenSsl : null);
+
+    /// <summary>EHLO, then STARTTLS as <paramref name="tls"/> negotiates it and EHLO again, or no TLS (null).</summary>
+    protected static void Greet(List<Step> steps, Random random, string helo, TlsClient? tls)
     {
         steps.Add(new Step(StepKind.Ehlo, Ms(random, 5, 40), helo));
-        if (tls)
+        if (tls is { } client)
         {
-            steps.Add(new Step(StepKind.StartTls, Ms(random, 2, 10)));
+            steps.Add(new Step(StepKind.StartTls, Ms(random, 2, 10), client.Cipher, Mechanism: client.Protocol));
             steps.Add(new Step(StepKind.Ehlo, Ms(random, 2, 10), helo));
         }
     }
@@ -118,4 +121,27 @@ internal abstract class Entity
     }
 
     protected static bool Weekend(DateTimeOffset day) => day.DayOfWeek is DayOfWeek.Saturday or DayOfWeek.Sunday;
+}
+
+/// <summary>
+/// What a client's STARTTLS negotiates with this server: protocol and cipher suite, as the listener
+/// records them. The pools are what common software gets (SChannel and OpenSSL clients AES-256, Apple's
+/// and Go's stacks AES-128, phones without AES instructions ChaCha20, old Windows TLS 1.2); attack
+/// tools are built on the same libraries, so their values overlap people's.
+/// </summary>
+internal readonly record struct TlsClient(string Protocol, string Cipher)
+{
+    public static readonly TlsClient OpenSsl = new("Tls13", "TLS_AES_256_GCM_SHA384");
+    public static readonly TlsClient Apple = new("Tls13", "TLS_AES_128_GCM_SHA256");
+    public static readonly TlsClient ChaCha = new("Tls13", "TLS_CHACHA20_POLY1305_SHA256");
+    public static readonly TlsClient OldWindows = new("Tls12", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384");
+
+    /// <summary>A desktop or laptop client: half AES-256, three in ten AES-128, two in ten TLS 1.2.</summary>
+    public static TlsClient Desktop(int roll) => (roll % 10) switch { < 5 => OpenSsl, < 8 => Apple, _ => OldWindows };
+
+    /// <summary>A phone: mostly Apple's stack, a quarter ChaCha20 (Android), the rest AES-256.</summary>
+    public static TlsClient Phone(int roll) => (roll % 20) switch { < 12 => Apple, < 17 => ChaCha, _ => OpenSsl };
+
+    /// <summary>An attack tool: Python or curl on OpenSSL, Go, now and then an old library.</summary>
+    public static TlsClient Tool(int roll) => (roll % 10) switch { < 6 => OpenSsl, < 9 => Apple, _ => OldWindows };
 }

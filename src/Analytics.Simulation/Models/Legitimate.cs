@@ -121,7 +121,8 @@ internal class OrdinaryUser : Entity
     {
         var ip = Addresses.Pick(random, start);
         var steps = new List<Step>(12);
-        Greet(steps, random, ClientName(ip), tls: true);
+        var (helo, tls) = Device(world, random, ip, start);
+        Greet(steps, random, helo, tls);
         var wellBehaved = true;
         var roll = random.Next(1000);
         if (roll < 40)
@@ -165,14 +166,32 @@ internal class OrdinaryUser : Entity
     }
 
     /// <summary>
-    /// What the person's mail client says in EHLO, one style per person: an address literal
-    /// (Thunderbird, phones), a dotless machine name (Outlook on Windows), or a host name.
+    /// The device a session comes from, as the server sees it (EHLO name, TLS): the person's computer,
+    /// or for half of the people now and then (three sessions in ten) their phone. One person in eight
+    /// replaces the computer during the run (a new machine: a new name, maybe another TLS stack).
     /// </summary>
-    private string ClientName(IPAddress ip) => (Index % 5) switch
+    private (string Helo, TlsClient Tls) Device(World world, Random random, IPAddress ip, DateTimeOffset at)
+    {
+        if (Index % 2 == 0 && random.Next(10) < 3)
+        {
+            return ("[" + ip + "]", TlsClient.Phone(Index / 2));
+        }
+
+        // The new computer arrives at a point of the run fixed per person (the world's span, not the
+        // planning window's, so every day agrees).
+        var replaced = Index % 8 == 3 && at >= world.Start + ((world.End - world.Start) * ((Index * 37 % 100) / 100.0)) ? 1 : 0;
+        return (ClientName(ip, Index + (replaced * 7)), TlsClient.Desktop((Index * 3) + (replaced * 5)));
+    }
+
+    /// <summary>
+    /// What a mail client says in EHLO, one style per machine: an address literal (Thunderbird,
+    /// phones), a dotless machine name (Outlook on Windows), or a host name.
+    /// </summary>
+    private static string ClientName(IPAddress ip, int machine) => (machine % 5) switch
     {
         0 or 1 => "[" + ip + "]",
-        2 or 3 => "DESKTOP-" + ((Index * 7919) % 0xFFFFFF).ToString("X6", CultureInfo.InvariantCulture),
-        _ => "laptop" + Index.ToString(CultureInfo.InvariantCulture) + ".home.example",
+        2 or 3 => "DESKTOP-" + ((machine * 7919) % 0xFFFFFF).ToString("X6", CultureInfo.InvariantCulture),
+        _ => "laptop" + machine.ToString(CultureInfo.InvariantCulture) + ".home.example",
     };
 
     protected static string Typo(Random random, string text)

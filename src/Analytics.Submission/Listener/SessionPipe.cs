@@ -41,6 +41,9 @@ internal sealed class SessionPipe : ISecurableDuplexPipe
 
     public SslProtocols SslProtocol => (_stream as SslStream)?.SslProtocol ?? SslProtocols.None;
 
+    /// <summary>The negotiated cipher suite's IANA name (TLS_AES_256_GCM_SHA384), or "" before TLS.</summary>
+    public string CipherSuite => _stream is SslStream ssl ? ssl.NegotiatedCipherSuite.ToString() : "";
+
     public async Task UpgradeAsync(X509Certificate certificate, SslProtocols protocols, CancellationToken cancellationToken = default)
     {
         var ssl = new SslStream(_stream, leaveInnerStreamOpen: true);

@@ -261,7 +261,8 @@ internal sealed partial class SessionState : IRuleSession
     {
         if (command is StartTlsCommand && Pipe is { IsSecure: true } pipe)
         {
-            Emit(EventKind.StartTls, EventOutcome.Ok, 220, "2.0.0", "", mechanism: pipe.SslProtocol.ToString(), durationMs: SinceCommand());
+            // The protocol and the cipher suite: with the EHLO name and the AUTH mechanism, the client's fingerprint.
+            Emit(EventKind.StartTls, EventOutcome.Ok, 220, "2.0.0", pipe.CipherSuite, mechanism: pipe.SslProtocol.ToString(), durationMs: SinceCommand());
         }
 
         Phase = SessionPhase.Command;

@@ -87,7 +87,8 @@ SELECT
     any(n.new_recipients) AS new_recipients_1h,
     any(n.new_domains) AS new_domains_1h,
     any(n24.new_ips_24h) AS new_ips_24h,
-    any(n24.new_nets_24h) AS new_nets_24h
+    any(n24.new_nets_24h) AS new_nets_24h,
+    any(n24.new_clients_24h) AS new_clients_24h
 FROM
 (
     SELECT
@@ -209,13 +210,13 @@ LEFT JOIN
 ) AS n ON a.entity = n.user
 LEFT JOIN
 (
-    -- Addresses and networks each user first logged in from within the last 24 hours (to the minute).
-    SELECT user, countIf(seen_kind = 'ip') AS new_ips_24h, countIf(seen_kind = 'net') AS new_nets_24h
+    -- Addresses and networks each user first logged in from, and clients it first logged in with, within the last 24 hours (to the minute).
+    SELECT user, countIf(seen_kind = 'ip') AS new_ips_24h, countIf(seen_kind = 'net') AS new_nets_24h, countIf(seen_kind = 'client') AS new_clients_24h
     FROM
     (
         SELECT user, seen_kind, value, min(first_seen) AS first
         FROM first_seen
-        WHERE seen_kind IN ('ip', 'net')
+        WHERE seen_kind IN ('ip', 'net', 'client')
         GROUP BY user, seen_kind, value
     )
     WHERE first >= t1d AND first < t
