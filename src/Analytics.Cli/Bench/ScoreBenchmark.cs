@@ -26,22 +26,31 @@ internal static class ScoreBenchmark
         var sizes = new Option<string>("--entities") { Description = "Comma-separated active-entity counts (default 100000,1000000)", DefaultValueFactory = _ => "100000,1000000" };
         var history = new Option<int>("--history") { Description = "Inactive entities' history added at the largest size, as a multiple of it (default 10; 0 skips that pass)", DefaultValueFactory = _ => 10 };
         var model = new Option<string?>("--model") { Description = "Model directory (default ./models/default; a model is trained on synthetic rows when there is none)" };
-        var command = new Command("score", "Scoring pass cost for 100k and 1M active entities, with and without 10x stored history") { sizes, history, model, BenchCommand.Json };
+        var changed = new Option<double>("--changed")
+        {
+            Description = "Share of the largest size active again in the next minute, scored by a second pass as the scorer's next pass scores it (default 0.1; 0 skips that pass)",
+            DefaultValueFactory = _ => 0.1,
+        };
+        var keep = new Option<string?>("--store")
+        {
+            Description = "Keep the store in this directory and reuse what an earlier run loaded there (for repeated runs while changing the query; parts are then merged, unlike a fresh load)",
+        };
+        var command = new Command("score", "Scoring pass cost for 100k and 1M active entities, a pass over a share active again, and 10x stored history") { sizes, history, changed, model, keep, BenchCommand.Json };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var counts = (parse.GetValue(sizes) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToList();
             var json = parse.GetValue(BenchCommand.Json);
-            var report = await RunAsync(counts, parse.GetValue(history), parse.GetValue(model), context.IO, json, cancellationToken);
+            var report = await RunAsync(counts, parse.GetValue(history), parse.GetValue(changed), parse.GetValue(model), parse.GetValue(keep), context.IO, json, cancellationToken);
             await report.WriteAsync(context.IO.Out, json);
             return 0;
         });
         return command;
     }
 
-    private static async Task<BenchReport> RunAsync(List<int> counts, int historyFactor, string? modelDirectory, CliIO io, bool quiet, CancellationToken cancellationToken)
+    private static async Task<BenchReport> RunAsync(List<int> counts, int historyFactor, double changedShare, string? modelDirectory, string? keep, CliIO io, bool quiet, CancellationToken cancellationToken)
     {
-        var data = Path.Combine(Path.GetTempPath(), "analytics-bench-score-" + Guid.NewGuid().ToString("N")[..8]);
+        var data = keep is null ? Path.Combine(Path.GetTempPath(), "analytics-bench-score-" + Guid.NewGuid().ToString("N")[..8]) : Path.GetFullPath(keep);
         var report = new BenchReport("score");
         report.Context("cores", Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture));
         try
@@ -71,13 +80,21 @@ internal static class ScoreBenchmark
             {
                 // Active entities: each with 5 minutes of activity in the last 10 minutes.
                 Progress(io, quiet, $"loading {n:N0} active entities");
-                await InsertAsync(store, inserted, n - inserted, minutesBack: 1, minutes: 5, cancellationToken);
+                if (!Loaded(data, $"active-{n}"))
+                {
+                    await InsertAsync(store, inserted, n - inserted, minutesBack: 1, minutes: 5, cancellationToken);
+                    MarkLoaded(data, $"active-{n}", keep is not null);
+                }
+
                 inserted = n;
-                var pass = await PassAsync(store, model, expected: n, cancellationToken);
+                var pass = await PassAsync(store, model, expected: n, AsOf, AsOf.AddMinutes(-10), cancellationToken);
                 var key = n.ToString(CultureInfo.InvariantCulture);
-                Progress(io, quiet, $"{pass.Entities:N0} entities: pass {pass.Total:F2} s = features {pass.Features:F2} + prediction {pass.Predict:F2} + write-back {pass.Write:F2}; {pass.Flagged:N0} flagged; CPU s {pass.Cpu.Features:F2} + {pass.Cpu.Predict:F2} + {pass.Cpu.Write:F2}");
+                Progress(io, quiet, $"{pass.Entities:N0} entities: pass {pass.Total:F2} s = features {pass.Features:F2} (query {pass.Query:F2} + reading {pass.Parse:F2}) + prediction {pass.Predict:F2} + write-back {pass.Write:F2}; {pass.Flagged:N0} flagged; CPU s {pass.Cpu.Features:F2} + {pass.Cpu.Predict:F2} + {pass.Cpu.Write:F2}");
                 report.Add($"pass_seconds_{key}", pass.Total, "s", $"scoring pass, {pass.Entities:N0} active entities");
                 report.Add($"features_seconds_{key}", pass.Features, "s", "  of which features (ClickHouse query and reading its rows)");
+                report.Add($"query_seconds_{key}", pass.Query, "s", "    the query in ClickHouse, rows handed over");
+                report.Add($"parse_seconds_{key}", pass.Parse, "s", "    reading the rows into vectors");
+                report.Add($"query_megabytes_{key}", pass.Bytes / 1e6, "MB", "    rows handed over (RowBinary)");
                 report.Add($"predict_seconds_{key}", pass.Predict, "s", "  of which prediction");
                 report.Add($"write_seconds_{key}", pass.Write, "s", "  of which write-back (flagged and anomalous verdicts)");
                 report.Add($"features_cpu_seconds_{key}", pass.Cpu.Features, "s", "  CPU time of features (all threads; steadier than wall time on a shared machine)");
@@ -88,13 +105,40 @@ internal static class ScoreBenchmark
                 report.Add($"explain_ms_per_flagged_{key}", pass.Explain * 1e3, "ms", "  explanation per flagged entity (not in the pass time)");
             }
 
-            // Ten times the history (inactive entities, days before) at the largest size: the pass should not care.
+            // The next minute: a share of the largest size active again, and the pass that follows, as the
+            // scorer makes it (the entities active since its previous pass, less a minute for rows that
+            // come late), not again everything active in the last ten minutes.
             var largest = counts.Max();
+            if (changedShare > 0)
+            {
+                var share = (int)Math.Round(largest * changedShare);
+                Progress(io, quiet, $"{share:N0} of {largest:N0} active again in the next minute");
+                if (!Loaded(data, $"again-{share}"))
+                {
+                    await InsertAsync(store, 0, share, minutesBack: 0, minutes: 1, cancellationToken);
+                    MarkLoaded(data, $"again-{share}", keep is not null);
+                }
+
+                var next = await PassAsync(store, model, expected: share, AsOf.AddMinutes(1), AsOf, cancellationToken);
+                var key = $"{largest}_{share}_again";
+                Progress(io, quiet, $"{next.Entities:N0} active again: pass {next.Total:F2} s = features {next.Features:F2} (query {next.Query:F2} + reading {next.Parse:F2}) + prediction {next.Predict:F2} + write-back {next.Write:F2}");
+                report.Add($"pass_seconds_{key}", next.Total, "s", $"next minute's pass, {next.Entities:N0} of {largest:N0} active again ({changedShare:P0})");
+                report.Add($"features_seconds_{key}", next.Features, "s", "  of which features");
+                report.Add($"query_seconds_{key}", next.Query, "s", "    the query in ClickHouse");
+                report.Add($"predict_seconds_{key}", next.Predict, "s", "  of which prediction");
+            }
+
+            // Ten times the history (inactive entities, days before) at the largest size: the pass should not care.
             if (historyFactor > 0)
             {
                 Progress(io, quiet, $"adding {largest * historyFactor:N0} inactive entities' history");
-                await InsertAsync(store, 10_000_000, largest * historyFactor, minutesBack: 3 * 24 * 60, minutes: 3, cancellationToken);
-                var again = await PassAsync(store, model, expected: largest, cancellationToken);
+                if (!Loaded(data, $"history-{largest * historyFactor}"))
+                {
+                    await InsertAsync(store, 10_000_000, largest * historyFactor, minutesBack: 3 * 24 * 60, minutes: 3, cancellationToken);
+                    MarkLoaded(data, $"history-{largest * historyFactor}", keep is not null);
+                }
+
+                var again = await PassAsync(store, model, expected: largest, AsOf, AsOf.AddMinutes(-10), cancellationToken);
                 Progress(io, quiet, $"with history: pass {again.Total:F2} s = features {again.Features:F2} + prediction {again.Predict:F2} + write-back {again.Write:F2}");
                 report.Add($"pass_seconds_{largest}_with_{historyFactor}x_history", again.Total, "s", $"same pass with {historyFactor}x stored history");
                 report.Add($"features_seconds_{largest}_with_{historyFactor}x_history", again.Features, "s", "  of which features");
@@ -107,7 +151,10 @@ internal static class ScoreBenchmark
         {
             try
             {
-                Directory.Delete(data, recursive: true);
+                if (keep is null)
+                {
+                    Directory.Delete(data, recursive: true);
+                }
             }
             catch (IOException)
             {
@@ -115,9 +162,26 @@ internal static class ScoreBenchmark
         }
     }
 
+    private static bool Loaded(string data, string what) => File.Exists(Path.Combine(data, "bench-" + what));
+
+    private static void MarkLoaded(string data, string what, bool keep)
+    {
+        if (keep)
+        {
+            File.WriteAllText(Path.Combine(data, "bench-" + what), "");
+        }
+    }
+
     private sealed record Pass(int Entities, int Flagged, double Features, double Predict, double Write, double Explain)
     {
         public double Total => Features + Predict + Write;
+
+        /// <summary>Features split: the query (rows handed over as bytes) and building the vectors from them.</summary>
+        public double Query { get; init; }
+
+        public double Parse { get; init; }
+
+        public long Bytes { get; init; }
 
         /// <summary>CPU seconds of the whole process (chDB runs in it) per part: on a shared machine, steadier than the wall clock.</summary>
         public (double Features, double Predict, double Write) Cpu { get; init; }
@@ -129,11 +193,12 @@ internal static class ScoreBenchmark
     // pass writes (flagged and anomalous). Explanations (a what-if probe per feature) are timed apart
     // on a sample of the flagged: they are the same work whatever the pass size. A pass that does not
     // see every loaded entity is a broken bench, not a fast one: it stops there.
-    private static async Task<Pass> PassAsync(IClickHouseStore store, DetectionModel model, int expected, CancellationToken cancellationToken)
+    private static async Task<Pass> PassAsync(IClickHouseStore store, DetectionModel model, int expected, DateTime asOf, DateTime since, CancellationToken cancellationToken)
     {
         var cpu0 = CpuSeconds();
         var sw = Stopwatch.StartNew();
-        var entities = await new FeatureReader(store).ReadAsync(AsOf, AsOf.AddMinutes(-10), cancellationToken);
+        var reader = new FeatureReader(store);
+        var entities = await reader.ReadAsync(asOf, since, cancellationToken);
         var features = sw.Elapsed.TotalSeconds;
         var cpu1 = CpuSeconds();
         if (entities.Count != expected)
@@ -161,7 +226,7 @@ internal static class ScoreBenchmark
 
             if (flag || p.IsAnomalous)
             {
-                verdicts.Add(new Verdict(AsOf, entities[i].Entity, flag ? p.Class : ThreatClass.Benign, p.Score, p.Probabilities, p.Anomaly, p.IsAnomalous, flag, [], model.Version));
+                verdicts.Add(new Verdict(asOf, entities[i].Entity, flag ? p.Class : ThreatClass.Benign, p.Score, p.Probabilities, p.Anomaly, p.IsAnomalous, flag, [], model.Version));
             }
         }
 
@@ -173,7 +238,13 @@ internal static class ScoreBenchmark
         var sample = flagged.Take(1000).ToList();
         Explainer.Explain(model, sample.Select(i => entities[i]).ToList(), sample.Select(i => predictions[i]).ToList());
         var explainPer = sample.Count == 0 ? 0 : sw.Elapsed.TotalSeconds / sample.Count;
-        return new Pass(entities.Count, flagged.Count, features, predict, write, explainPer) { Cpu = (cpu1 - cpu0, cpu2 - cpu1, cpu3 - cpu2) };
+        return new Pass(entities.Count, flagged.Count, features, predict, write, explainPer)
+        {
+            Cpu = (cpu1 - cpu0, cpu2 - cpu1, cpu3 - cpu2),
+            Query = reader.LastRead.Query.TotalSeconds,
+            Parse = reader.LastRead.Parse.TotalSeconds,
+            Bytes = reader.LastRead.Bytes,
+        };
     }
 
     // Synthetic per-minute rows, shaped like real traffic (mostly quiet IPs, a few noisy ones), written

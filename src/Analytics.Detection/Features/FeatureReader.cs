@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Text;
 using Analytics.Store;
 
@@ -14,11 +15,21 @@ public sealed class FeatureReader
 
     public FeatureReader(IClickHouseStore store) => _store = store;
 
+    /// <summary>
+    /// How the last <see cref="ReadAsync"/> split: the query in ClickHouse (with its rows handed over as
+    /// bytes) and the vectors built from them here, with the size of what was handed over.
+    /// </summary>
+    public (TimeSpan Query, TimeSpan Parse, long Bytes) LastRead { get; private set; }
+
     public async Task<List<EntityFeatures>> ReadAsync(DateTime asOf, DateTime activeSince, CancellationToken cancellationToken = default)
     {
         var t = Truncate(asOf);
+        var started = Stopwatch.GetTimestamp();
         var bytes = await _store.QueryFormattedAsync(Sql, "RowBinaryWithNamesAndTypes", QueryParameters.Of(("t", t), ("since", Truncate(activeSince))), cancellationToken);
-        return FromRowBinary(bytes, t);
+        var queried = Stopwatch.GetTimestamp();
+        var list = FromRowBinary(bytes, t);
+        LastRead = (Stopwatch.GetElapsedTime(started, queried), Stopwatch.GetElapsedTime(queried), bytes.LongLength);
+        return list;
     }
 
     /// <summary>
