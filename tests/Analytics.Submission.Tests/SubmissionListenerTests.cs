@@ -83,7 +83,7 @@ public sealed class SubmissionListenerTests(StoreFixture fixture)
         var events = await h.EventsWhenAsync(e => e.Any(x => x.Kind == "close"));
         Assert.Single(events.Select(e => e.SessionId).Distinct());
         Assert.Contains(events, e => e.Kind == "connect" && e.ClientIp == "::ffff:127.0.0.1");
-        Assert.Contains(events, e => e.Kind == "starttls" && e.Outcome == "ok");
+        Assert.Contains(events, e => e.Kind == "starttls" && e.Outcome == "ok" && e.Mechanism.StartsWith("Tls1", StringComparison.Ordinal) && e.Detail.StartsWith("TLS_", StringComparison.Ordinal));
         Assert.Contains(events, e => e.Kind == "auth" && e.Outcome == "ok" && e.Mechanism == mechanism && e.User == h.User && e.ReplyCode == 235);
         Assert.Contains(events, e => e.Kind == "mail" && e.Sender == h.User && e.ReplyCode == 250);
         Assert.Equal(3, events.Count(e => e.Kind == "rcpt" && e.Outcome == "ok"));
@@ -91,6 +91,31 @@ public sealed class SubmissionListenerTests(StoreFixture fixture)
         Assert.Contains(events, e => e.Kind == "close" && e.Detail == "quit");
         Assert.DoesNotContain(events, e => e.Detail.Contains(Harness.Password, StringComparison.Ordinal) || e.User.Contains(Harness.Password, StringComparison.Ordinal));
         Assert.All(events, e => Assert.Equal("submission", e.Role));
+    }
+
+    /// <summary>
+    /// On an implicit-TLS endpoint (465) the handshake is recorded as the session's TLS, protocol and
+    /// cipher suite, as STARTTLS is, so its sessions count as TLS and the account's client reads the same.
+    /// </summary>
+    [Fact]
+    public async Task ImplicitTls_Handshake_IsRecordedAsTheSessionsTls()
+    {
+        await using var h = await Harness.StartAsync(fixture, o => o.ImplicitTlsEndpoints = ["127.0.0.1:0"]);
+        var endpoint = h.Listener.Endpoints.First(e => e.ImplicitTls).EndPoint;
+        using var expected = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(h.Options.KeyDirectory, CertificateProvider.SelfSignedFileName), null);
+        var thumbprint = expected.GetCertHashString();
+        using var client = new SmtpClient { ServerCertificateValidationCallback = (_, certificate, _, _) => certificate?.GetCertHashString() == thumbprint, Timeout = 20_000 };
+        await client.ConnectAsync(endpoint.Address.ToString(), endpoint.Port, SecureSocketOptions.SslOnConnect, Ct);
+        Assert.True(client.IsSecure);
+        await client.AuthenticateAsync(h.User, Harness.Password, Ct);
+        await client.DisconnectAsync(true, Ct);
+
+        var events = await h.EventsWhenAsync(e => e.Any(x => x.Kind == "close"));
+        var tls = Assert.Single(events, e => e.Kind == "starttls");
+        Assert.Equal("ok", tls.Outcome);
+        Assert.StartsWith("Tls1", tls.Mechanism, StringComparison.Ordinal);
+        Assert.StartsWith("TLS_", tls.Detail, StringComparison.Ordinal);
+        Assert.Contains(events, e => e.Kind == "auth" && e.Outcome == "ok" && e.User == h.User);
     }
 
     [Fact]

@@ -3,6 +3,7 @@ using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
+using Analytics.Events;
 using SmtpServer.IO;
 
 namespace Analytics.Submission.Listener;
@@ -76,6 +77,13 @@ internal sealed class SessionPipe : ISecurableDuplexPipe
 
         _stream = ssl;
         (_input, _output) = CreatePipes(ssl);
+
+        // On an implicit-TLS endpoint (465) no STARTTLS command will say so: the handshake's own event
+        // (no reply code), so the session's TLS and its client fingerprint read as with STARTTLS.
+        if (_session.Endpoint.ImplicitTls)
+        {
+            _session.Emit(EventKind.StartTls, EventOutcome.Ok, 0, "", CipherSuite, mechanism: ssl.SslProtocol.ToString());
+        }
     }
 
     /// <summary>Wakes a read waiting for the client, so shutdown can close an idle session.</summary>
