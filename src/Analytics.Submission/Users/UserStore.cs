@@ -52,25 +52,27 @@ public sealed class UserStore
     public static string Normalize(string name) => AccountName.Normalize(name);
 
     /// <summary>
-    /// Where accounts logged in from lately (successful AUTH events): per account and address, the first
-    /// and last login, so the fast path knows its owners' networks, and how long each has been theirs,
-    /// from the first connection after a restart.
+    /// Where accounts logged in from lately: per account and network, the first and last successful
+    /// AUTH, so the fast path knows its owners' networks, and how long each has been theirs, from the
+    /// first connection after a restart. Read from <c>first_seen</c>, which the sink keeps per (account,
+    /// network) at every login, not from a scan of the events.
     /// </summary>
     public async Task<IReadOnlyList<(string User, AddressKey Network, DateTime First, DateTime Last)>> RecentLoginsAsync(TimeSpan within, CancellationToken cancellationToken = default)
     {
         var rows = await _store.QueryListAsync<LoginRow>("""
-            SELECT user AS account, replaceOne(IPv6NumToString(client_ip), '::ffff:', '') AS address, min(ts) AS first_login, max(ts) AS last_login
-            FROM events
-            WHERE kind = 'auth' AND outcome = 'ok' AND user != '' AND ts > now64(3) - toIntervalSecond({within:UInt32})
-            GROUP BY account, address
+            SELECT user AS account, value AS network, min(first_seen) AS first_login, max(last_seen) AS last_login
+            FROM first_seen
+            WHERE seen_kind = 'net' AND user != ''
+            GROUP BY account, network
+            HAVING last_login > now64(3) - toIntervalSecond({within:UInt32})
             ORDER BY last_login DESC
             LIMIT 200000
             """, QueryParameters.Of(("within", (uint)Math.Min(within.TotalSeconds, uint.MaxValue))), cancellationToken);
-        return rows.Where(r => System.Net.IPAddress.TryParse(r.Address, out _))
-            .Select(r => (r.Account, AddressKey.Of(System.Net.IPAddress.Parse(r.Address)).Network(), r.FirstLogin, r.LastLogin)).ToList();
+        return rows.Where(r => System.Net.IPAddress.TryParse(r.Network, out _))
+            .Select(r => (r.Account, AddressKey.Of(System.Net.IPAddress.Parse(r.Network)).Network(), r.FirstLogin, r.LastLogin)).ToList();
     }
 
-    private sealed record LoginRow(string Account, string Address, DateTime FirstLogin, DateTime LastLogin);
+    private sealed record LoginRow(string Account, string Network, DateTime FirstLogin, DateTime LastLogin);
 
     /// <summary>Creates an enabled account.</summary>
     /// <exception cref="InvalidOperationException">The user exists.</exception>
