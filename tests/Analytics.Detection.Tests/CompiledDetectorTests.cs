@@ -19,7 +19,7 @@ public sealed class CompiledDetectorTests
     public async Task Predict_ShippedModels_GiveMlNetsProbabilitiesAndAnomalyScores_OnRealFeatureRows()
     {
         var rows = await RealFeatureRowsAsync();
-        foreach (var directory in new[] { Shipped("default"), Path.Combine(Shipped("default"), "ablation") })
+        foreach (var directory in new[] { Shipped("default"), Path.Combine(Shipped("default"), "full") })
         {
             var model = DetectionModel.Load(directory);
             AssertSameAsMlNet(model, rows, directory);

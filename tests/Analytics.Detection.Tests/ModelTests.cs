@@ -86,6 +86,35 @@ public sealed class ModelTests
         Assert.Equal(ModelTrainer.CandidateThresholds[^1], ModelTrainer.ChooseThreshold([P(0.5f, 9, 1, 1)], 0.5));
     }
 
+    [Fact]
+    public void Weights_EveryClassWeighsAlike_AndEveryAttackVariantWithinIt_BenignRowsOneEach()
+    {
+        LabelledRow Row(ThreatClass cls, string variant) =>
+            new(new EntityFeatures(EntityRef.User("u"), T0, new float[FeatureSet.Count]), cls, variant, "c-" + variant);
+
+        // A harvest through one account leaves a few rows, one spread over many addresses thousands.
+        var rows = new List<LabelledRow>();
+        rows.AddRange(Enumerable.Range(0, 5000).Select(i => Row(ThreatClass.Benign, i % 10 == 0 ? "office_nat" : "ordinary")));
+        rows.AddRange(Enumerable.Range(0, 990).Select(_ => Row(ThreatClass.Harvester, "sparse")));
+        rows.AddRange(Enumerable.Range(0, 10).Select(_ => Row(ThreatClass.Harvester, "submission")));
+        rows.AddRange(Enumerable.Range(0, 40).Select(_ => Row(ThreatClass.BruteForce, "wordlist")));
+
+        var w = ModelTrainer.Weights(rows);
+        double Total(Func<LabelledRow, bool> which) => rows.Select((r, i) => which(r) ? w[i] : 0).Sum();
+
+        var perClass = rows.Count / 3.0;
+        Assert.Equal(perClass, Total(r => r.Class == ThreatClass.Benign), 3);
+        Assert.Equal(perClass, Total(r => r.Class == ThreatClass.Harvester), 3);
+        Assert.Equal(perClass, Total(r => r.Class == ThreatClass.BruteForce), 3);
+        Assert.Equal(Total(r => r.Variant == "sparse"), Total(r => r.Variant == "submission"), 3);
+        Assert.Equal(99 * w[rows.FindIndex(r => r.Variant == "sparse")], w[rows.FindIndex(r => r.Variant == "submission")], 1);
+
+        // Benign populations keep a row's worth each: the alert rate is counted over rows, not populations.
+        Assert.Equal(w[0], w[rows.FindIndex(r => r.Variant == "office_nat")]);
+    }
+
+    private static readonly DateTime T0 = new(2026, 11, 30, 12, 0, 0, DateTimeKind.Utc);
+
     [Theory]
     [InlineData("is_user", 4f, true)] // the account: its own verdict, whatever its volume
     [InlineData("is_ip", 4f, false)] // an address sending a person's few messages: a new lease or a quiet proxy, no telling
