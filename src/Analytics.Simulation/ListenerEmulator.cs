@@ -100,6 +100,8 @@ internal sealed class ListenerEmulator
 
         public AddressKey Address { get; }
 
+        public string Sender => _sender;
+
         public LimitCache LimitCache { get; } = new();
 
         public string User { get; private set; } = "";

@@ -227,6 +227,46 @@ public sealed class SubmissionListenerTests(StoreFixture fixture)
     }
 
     [Fact]
+    public async Task JoeJob_CalloutsFromTheNullSender_AreNeverHeld_TheSameGuessesFromASenderAre()
+    {
+        // A spammer forged addresses in the local domain: another provider's MTA verifies each one it
+        // was sent (MAIL FROM:<>, one RCPT, QUIT), from one address, many times in a few minutes.
+        await using var h = await Harness.StartAsync(fixture);
+        async Task<List<string?>> Sessions(System.Net.IPAddress from, string sender, int count)
+        {
+            var replies = new List<string?>();
+            for (var i = 0; i < count; i++)
+            {
+                await using var smtp = await RawSmtp.ConnectAsync(h.Mx, from: from);
+                if (!smtp.Greeting.StartsWith("220", StringComparison.Ordinal))
+                {
+                    replies.Add(smtp.Greeting);
+                    continue;
+                }
+
+                await smtp.CommandAsync("EHLO mta1.provider.example");
+                await smtp.CommandAsync($"MAIL FROM:<{sender}>");
+                replies.Add(await smtp.CommandAsync($"RCPT TO:<forged{i}x@{h.Domain}>"));
+                await smtp.CommandAsync("QUIT");
+            }
+
+            return replies;
+        }
+
+        var callouts = await Sessions(System.Net.IPAddress.Parse("127.40.0.1"), "", 30);
+        Assert.All(callouts, r => Assert.Equal("550 5.1.1 Mailbox unknown", r));
+
+        // The same 30 guesses, one a session, with a sender: the address is held past the network's
+        // threshold, and its next connection refused for now.
+        var prober = await Sessions(System.Net.IPAddress.Parse("127.41.0.1"), "probe@elsewhere.example", 30);
+        Assert.Contains(prober, r => r is not null && r.StartsWith("421 4.7.0", StringComparison.Ordinal));
+
+        var events = await h.EventsWhenAsync(e => e.Count(x => x.Kind == "close") >= 60);
+        Assert.DoesNotContain(events, e => e.Kind == "throttle" && e.ClientIp.EndsWith("127.40.0.1", StringComparison.Ordinal));
+        Assert.Contains(events, e => e.Kind == "throttle" && e.ClientIp.EndsWith("127.41.0.1", StringComparison.Ordinal) && e.Detail.Contains("after unknown recipients", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task ListServer_WhoseFirstAddressesAreStale_IsNotTarpitted_OnceItHasDeliveredLately()
     {
         // Issue 17, world C: a ticket system whose list begins with three stale addresses was tarpitted

@@ -295,6 +295,9 @@ internal sealed class DovecotPolicy
 
         public ListenerRole Role => ListenerRole.Submission;
 
+        /// <summary>A login has no transaction.</summary>
+        public string Sender => "";
+
         public IPAddress ClientIp { get; }
 
         public AddressKey Address { get; }

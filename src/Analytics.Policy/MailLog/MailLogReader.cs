@@ -90,6 +90,7 @@ internal sealed partial class MailLogReader
                 return;
             }
 
+            session.Sender = line.Sender;
             var reply = _engine.Rules.UnknownRecipient(session);
             if (reply.Closes)
             {

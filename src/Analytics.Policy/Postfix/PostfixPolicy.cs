@@ -129,6 +129,7 @@ internal sealed class PostfixPolicy
             return ConnectionRefused(session, request, refused);
         }
 
+        session.Sender = request.Sender;
         var declared = ParseLong(request.Size);
         var mail = rules.Mail(session, declared);
         session.Emit(EventKind.Mail, mail is null ? EventOutcome.Ok : PostfixSession.OutcomeOf(mail.Value.Code), mail?.Code ?? 250, mail?.Status ?? "2.1.0",

@@ -52,6 +52,9 @@ internal sealed class PostfixSession : IRuleSession
 
     public string AuthUser { get; set; }
 
+    /// <summary>The sender of the message under way, as Postfix's policy request or log line names it (empty: the null sender).</summary>
+    public string Sender { get; set; } = "";
+
     /// <summary>Recipients accepted (answered DUNNO by the limit check) in the current message.</summary>
     public int AcceptedRecipients { get; set; }
 

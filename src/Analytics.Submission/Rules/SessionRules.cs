@@ -76,6 +76,9 @@ public interface IRuleSession
     /// <summary>The keyed tag of the password of the AUTH in progress (<see cref="SessionRules.TagOf"/>), for its event; 0 when none.</summary>
     ulong SecretTag { get; set; }
 
+    /// <summary>The MAIL FROM address of the transaction under way: empty for the null sender (bounces, callouts).</summary>
+    string Sender { get; }
+
     /// <summary>Recipients accepted in the message under way.</summary>
     int AcceptedRecipients { get; }
 
@@ -340,6 +343,16 @@ public sealed class SessionRules
     public RuleReply UnknownRecipient(IRuleSession session)
     {
         session.UnknownRecipients++;
+
+        // A bounce or a sender-verification callout on the MX — the null sender, the session's one
+        // recipient — names an address a spammer forged in a local domain (a joe job), not one the client
+        // guessed: refused, and counted in the session, but it holds nobody across sessions. Other
+        // providers' MTAs send those in bursts while a joe job lasts. A prober that takes this shape pays
+        // a connection per guess, and the model still sees each one (unknown recipients, null senders).
+        if (session.Role == ListenerRole.Mx && session.Sender.Length == 0 && session.UnknownRecipients + session.KnownRecipients == 1)
+        {
+            return new RuleReply(550, "5.1.1", "Mailbox unknown", "unknown mailbox");
+        }
 
         // Across sessions: a bot that reconnects after every disconnect, or spreads its names over
         // many addresses, is held as a whole (IP, network, account) for a few minutes.
