@@ -254,9 +254,14 @@ public sealed class FastPathOptions
     [Range(1, 100_000)]
     public int UnknownRecipientsPerNetwork { get; set; } = 12;
 
-    /// <summary>Unknown-recipient rejections by one authenticated user within the window that hold the user. Default 8.</summary>
+    /// <summary>
+    /// Unknown-recipient rejections by one authenticated user within the window that hold the user (with
+    /// the same share and history credit). An account's own mail seldom names a local mailbox that does
+    /// not exist; one that probes the directory through submission is a harvester holding a password.
+    /// Default 5.
+    /// </summary>
     [Range(1, 100_000)]
-    public int UnknownRecipientsPerUser { get; set; } = 8;
+    public int UnknownRecipientsPerUser { get; set; } = 5;
 
     /// <summary>Window the unknown recipients are counted in. Default 10 minutes.</summary>
     [Range(typeof(TimeSpan), "00:00:01", "7.00:00:00")]
