@@ -55,7 +55,10 @@ public sealed class BrowserTests
         await page.GetByLabel("Name").FillAsync("ana");
         await page.GetByLabel("Password").FillAsync(ReviewServer.AnalystPassword);
         await page.GetByRole(AriaRole.Button, new() { Name = "Log in" }).ClickAsync();
-        await page.WaitForURLAsync("**/queue**");
+
+        // The login hashes the password (PBKDF2); in the suite the assembly's other test classes run
+        // beside it, and once this wait ran past 15 s on two cores.
+        await page.WaitForURLAsync("**/queue**", new() { Timeout = 60_000 });
 
         // Narrow the queue to harvesters (the filter applies on change).
         await page.Locator("select[name=class]").SelectOptionAsync("harvester");
