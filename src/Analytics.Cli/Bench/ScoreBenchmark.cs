@@ -53,6 +53,23 @@ internal static class ScoreBenchmark
         var data = keep is null ? Path.Combine(Path.GetTempPath(), "analytics-bench-score-" + Guid.NewGuid().ToString("N")[..8]) : Path.GetFullPath(keep);
         var report = new BenchReport("score");
         report.Context("cores", Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture));
+
+        // With --store, a part an earlier run loaded there is not loaded again (a marker file says it was).
+        async Task LoadOnceAsync(string part, Func<Task> load)
+        {
+            var marker = Path.Combine(data, "bench-" + part);
+            if (File.Exists(marker))
+            {
+                return;
+            }
+
+            await load();
+            if (keep is not null)
+            {
+                await File.WriteAllTextAsync(marker, "", cancellationToken);
+            }
+        }
+
         try
         {
             await using var store = EmbeddedStore.Open(data);
@@ -80,11 +97,8 @@ internal static class ScoreBenchmark
             {
                 // Active entities: each with 5 minutes of activity in the last 10 minutes.
                 Progress(io, quiet, $"loading {n:N0} active entities");
-                if (!Loaded(data, $"active-{n}"))
-                {
-                    await InsertAsync(store, inserted, n - inserted, minutesBack: 1, minutes: 5, cancellationToken);
-                    MarkLoaded(data, $"active-{n}", keep is not null);
-                }
+                var from = inserted;
+                await LoadOnceAsync($"active-{n}", () => InsertAsync(store, from, n - from, minutesBack: 1, minutes: 5, cancellationToken));
 
                 inserted = n;
                 var pass = await PassAsync(store, model, expected: n, AsOf, AsOf.AddMinutes(-10), cancellationToken);
@@ -113,11 +127,7 @@ internal static class ScoreBenchmark
             {
                 var share = (int)Math.Round(largest * changedShare);
                 Progress(io, quiet, $"{share:N0} of {largest:N0} active again in the next minute");
-                if (!Loaded(data, $"again-{share}"))
-                {
-                    await InsertAsync(store, 0, share, minutesBack: 0, minutes: 1, cancellationToken);
-                    MarkLoaded(data, $"again-{share}", keep is not null);
-                }
+                await LoadOnceAsync($"again-{share}", () => InsertAsync(store, 0, share, minutesBack: 0, minutes: 1, cancellationToken));
 
                 var next = await PassAsync(store, model, expected: share, AsOf.AddMinutes(1), AsOf, cancellationToken);
                 var key = $"{largest}_{share}_again";
@@ -132,11 +142,8 @@ internal static class ScoreBenchmark
             if (historyFactor > 0)
             {
                 Progress(io, quiet, $"adding {largest * historyFactor:N0} inactive entities' history");
-                if (!Loaded(data, $"history-{largest * historyFactor}"))
-                {
-                    await InsertAsync(store, 10_000_000, largest * historyFactor, minutesBack: 3 * 24 * 60, minutes: 3, cancellationToken);
-                    MarkLoaded(data, $"history-{largest * historyFactor}", keep is not null);
-                }
+                await LoadOnceAsync($"history-{largest * historyFactor}",
+                    () => InsertAsync(store, 10_000_000, largest * historyFactor, minutesBack: 3 * 24 * 60, minutes: 3, cancellationToken));
 
                 var again = await PassAsync(store, model, expected: largest, AsOf, AsOf.AddMinutes(-10), cancellationToken);
                 Progress(io, quiet, $"with history: pass {again.Total:F2} s = features {again.Features:F2} + prediction {again.Predict:F2} + write-back {again.Write:F2}");
@@ -159,16 +166,6 @@ internal static class ScoreBenchmark
             catch (IOException)
             {
             }
-        }
-    }
-
-    private static bool Loaded(string data, string what) => File.Exists(Path.Combine(data, "bench-" + what));
-
-    private static void MarkLoaded(string data, string what, bool keep)
-    {
-        if (keep)
-        {
-            File.WriteAllText(Path.Combine(data, "bench-" + what), "");
         }
     }
 
