@@ -33,13 +33,19 @@ internal static class ScoreBenchmark
         };
         var keep = new Option<string?>("--store")
         {
-            Description = "Keep the store in this directory and reuse what an earlier run loaded there (for repeated runs while changing the query; parts are then merged, unlike a fresh load)",
+            Description = "Keep the store in this directory and reuse what an earlier run loaded there, for one --entities size (for repeated runs while changing the query; parts are then merged, unlike a fresh load)",
         };
         var command = new Command("score", "Scoring pass cost for 100k and 1M active entities, a pass over a share active again, and 10x stored history") { sizes, history, changed, model, keep, BenchCommand.Json };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var counts = (parse.GetValue(sizes) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToList();
+            if (parse.GetValue(keep) is not null && counts.Count != 1)
+            {
+                // A kept store holds every size an earlier run loaded, all active: a smaller pass would see them all.
+                throw new CliException("--store keeps one size: give --entities a single count (a directory per size).");
+            }
+
             var json = parse.GetValue(BenchCommand.Json);
             var report = await RunAsync(counts, parse.GetValue(history), parse.GetValue(changed), parse.GetValue(model), parse.GetValue(keep), context.IO, json, cancellationToken);
             await report.WriteAsync(context.IO.Out, json);
