@@ -41,4 +41,18 @@ public sealed class BenchIngestTests
         Assert.True(code == 0, stderr);
         Assert.Contains("sink_events_per_s", stdout, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task BenchIngest_TheWorldShape_MeasuresTheSimulatedWorldsEvents_AndAnUnknownShapeIsRefused()
+    {
+        var (code, stdout, stderr) = await CliProcess.RunAsync("bench", "ingest", "--events", "2000", "--runs", "1", "--json", "--shape", "world");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("\"shape\":\"world\"", stdout, StringComparison.Ordinal);
+        Assert.Contains("sink_cpu_us_per_event", stdout, StringComparison.Ordinal);
+        Assert.Contains("raw_cpu_us_per_event", stdout, StringComparison.Ordinal);
+
+        (code, _, stderr) = await CliProcess.RunAsync("bench", "ingest", "--events", "2000", "--runs", "1", "--shape", "wrld");
+        Assert.NotEqual(0, code);
+        Assert.Contains("wrld", stderr, StringComparison.Ordinal);
+    }
 }
