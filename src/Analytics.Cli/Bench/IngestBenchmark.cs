@@ -167,7 +167,7 @@ internal static class IngestBenchmark
             {
                 Progress(io, quiet, $"run {run + 1}/{runs}: raw insert into events");
                 await TruncateAsync(store, "", cancellationToken);
-                var cpu = Cpu();
+                var cpu = BenchCommand.ProcessCpu();
                 var sw = Stopwatch.StartNew();
                 for (var i = 0; i < encoded.Count; i++)
                 {
@@ -176,7 +176,7 @@ internal static class IngestBenchmark
                 }
 
                 raw.Add(count / sw.Elapsed.TotalSeconds);
-                rawCpu.Add((Cpu() - cpu).TotalMicroseconds / count);
+                rawCpu.Add((BenchCommand.ProcessCpu() - cpu).TotalMicroseconds / count);
 
                 Progress(io, quiet, $"run {run + 1}/{runs}: raw insert, aggregates by views (schema before 0030)");
                 await TruncateAsync(store, "bench_views.", cancellationToken);
@@ -194,7 +194,7 @@ internal static class IngestBenchmark
                 var options = new EventSinkOptions { Capacity = Math.Max(count, 1024), BatchSize = batchSize };
                 await using (var sink = new EventSink(store, options, spool, NullLogger.Instance))
                 {
-                    cpu = Cpu();
+                    cpu = BenchCommand.ProcessCpu();
                     sw.Restart();
                     var publishTicks = 0L;
                     for (var i = 0; i < count; i += 10_000)
@@ -215,7 +215,7 @@ internal static class IngestBenchmark
                     }
 
                     sinkRates.Add(count / sw.Elapsed.TotalSeconds);
-                    sinkCpu.Add((Cpu() - cpu).TotalMicroseconds / count);
+                    sinkCpu.Add((BenchCommand.ProcessCpu() - cpu).TotalMicroseconds / count);
                     publishNs.Add(publishTicks * 1e9 / Stopwatch.Frequency / count);
                 }
 
@@ -334,13 +334,6 @@ internal static class IngestBenchmark
         {
             await store.ExecuteAsync($"TRUNCATE TABLE {database}{table}", null, cancellationToken);
         }
-    }
-
-    // The process's CPU time, every thread (the embedded engine's included).
-    private static TimeSpan Cpu()
-    {
-        using var process = Process.GetCurrentProcess();
-        return process.TotalProcessorTime;
     }
 
     private static void Progress(CliIO io, bool quiet, string message)

@@ -190,7 +190,7 @@ internal static class ScoreBenchmark
         public (double Features, double Predict, double Write) Cpu { get; init; }
     }
 
-    private static double CpuSeconds() => Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
+    private static double CpuSeconds() => BenchCommand.ProcessCpu().TotalSeconds;
 
     // Features, then the model's probabilities and anomaly score for every entity, then the verdicts a
     // pass writes (flagged and anomalous). Explanations (a what-if probe per feature) are timed apart

@@ -351,7 +351,7 @@ public sealed class SessionRules
         // a connection per guess, and the model still sees each one (unknown recipients, null senders).
         if (session.Role == ListenerRole.Mx && session.Sender.Length == 0 && session.UnknownRecipients + session.KnownRecipients == 1)
         {
-            return new RuleReply(550, "5.1.1", "Mailbox unknown", "unknown mailbox");
+            return UnknownMailbox;
         }
 
         // Across sessions: a bot that reconnects after every disconnect, or spreads its names over
@@ -370,7 +370,7 @@ public sealed class SessionRules
         // hundreds are not probing, even when they come first in its list.
         if (session.UnknownRecipients < _fastPath.UnknownRecipientShare * (session.UnknownRecipients + session.KnownRecipients + _book.DeliveredCredit(Subject(session))))
         {
-            return new RuleReply(550, "5.1.1", "Mailbox unknown", "unknown mailbox");
+            return UnknownMailbox;
         }
 
         if (session.UnknownRecipients >= _fastPath.UnknownRecipientsBeforeDisconnect)
@@ -387,10 +387,12 @@ public sealed class SessionRules
                 $"tarpit after {session.UnknownRecipients} unknown recipients"), _fastPath.TarpitDelay);
         }
 
-        return new RuleReply(550, "5.1.1", "Mailbox unknown", "unknown mailbox");
+        return UnknownMailbox;
     }
 
     private static readonly RuleReply TooManyRecipients = new(452, "4.5.3", "Too many recipients", "too many recipients");
+
+    private static readonly RuleReply UnknownMailbox = new(550, "5.1.1", "Mailbox unknown", "unknown mailbox");
 
     private void RecordFailure(IRuleSession session, LimitSubject subject)
     {
